@@ -1,0 +1,1 @@
+"""Configuration sections, one module per area of `integrations.yaml`."""

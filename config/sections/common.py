@@ -1,0 +1,23 @@
+"""Shared base model and the per-service resilience settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """Every config section rejects unknown keys: a typo must fail at load, not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(Section):
+    """Resilience settings for one external service; unset values take `api_gateway` defaults."""
+
+    base_url: str | None = None
+    rate_limit_per_minute: int | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    circuit_breaker_threshold: int | None = Field(default=None, gt=0)
+    retry_attempts: int | None = Field(default=None, ge=0, le=20)
+    fallback_enabled: bool = False
+    health_check_endpoint: str | None = None

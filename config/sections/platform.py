@@ -1,0 +1,25 @@
+"""`platform` and `api_gateway` sections."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from config.sections.common import Section
+
+
+class PlatformSettings(Section):
+    state_dir: str = ".nura"
+    store_url: str = ""
+    prefect_port: int = Field(default=4200, gt=0, lt=65536)
+    work_pool: str = "nura-process"
+
+
+class ApiGatewaySettings(Section):
+    timeout_default: float = Field(default=30, gt=0)
+    retry_default: int = Field(default=3, ge=0, le=20)
+    circuit_breaker_threshold: int = Field(default=5, gt=0)
+    circuit_breaker_cooldown_seconds: float = Field(default=300, gt=0)
+    rate_limit_default: int = Field(default=100, gt=0)
+    backoff_base_seconds: float = Field(default=0.5, ge=0)
+    backoff_max_seconds: float = Field(default=30, ge=0)
+    retry_after_max_seconds: float = Field(default=60, ge=0)

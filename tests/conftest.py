@@ -1,0 +1,116 @@
+"""Session fixtures: one real Prefect server (PostgreSQL), one moto server, store backends.
+
+Unit tests need none of these; integration tests ask for them by name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.servers import PrefectServer, free_port, postgres_available, temp_database
+
+# Flows in tests do not wait for Prefect's heartbeat thread (a 1 s floor per run).
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+requires_postgres = pytest.mark.skipif(
+    not postgres_available(), reason="PostgreSQL on 127.0.0.1:5432 is not running"
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    """A real Prefect server on its own PostgreSQL database; PREFECT_API_URL points at it."""
+    with temp_database("nura_prefect") as db:
+        server = PrefectServer(db).start()
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = server.api_url
+        try:
+            yield server
+        finally:
+            server.stop()
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode (real HTTP) for S3, SES, CloudWatch; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_reset(moto_endpoint: str) -> str:
+    """moto with a clean state for this test."""
+    import httpx
+
+    httpx.post(f"{moto_endpoint}/moto-api/reset")
+    return moto_endpoint
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=requires_postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every store test runs on both backends."""
+    from nura.stores.db import reset_engines
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nura.db'}"
+    else:
+        with temp_database("nura_store") as db:
+            yield db.replace("postgresql://", "postgresql+psycopg://")
+            reset_engines()
+    reset_engines()
+
+
+@pytest.fixture
+def nura_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Factory: write this test's integrations.yaml, point NURA_CONFIG at it, reset the runtime.
+
+    cfg = nura_config({"external_services": {"partners": {"demo": {"base_url": url}}}})
+    """
+    from nura.runtime import reset_runtime
+
+    def make(data: dict[str, Any], store: str | None = None):
+        from config import load_config
+
+        path = tmp_path / "integrations.yaml"
+        path.write_text(yaml.safe_dump(data))
+        monkeypatch.setenv("NURA_CONFIG", str(path))
+        monkeypatch.setenv("NURA_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("NURA_STORE_URL", store or f"sqlite:///{tmp_path / 'nura.db'}")
+        reset_runtime()
+        return load_config(path)
+
+    yield make
+    reset_runtime()
+
+
+@pytest.fixture
+def flaky_service():
+    """A local HTTP service that fails on command (see deployments.sandbox.http_service)."""
+    from deployments.sandbox.http_service import FlakyService
+
+    server = FlakyService().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -29,7 +29,11 @@ class CloudWatchSettings(ServiceSettings):
 
 class AwsSettings(Section):
     region: str = "us-east-1"
+    # One endpoint for every AWS service (the sandbox's moto server); per-service
+    # `endpoint_url` wins over it.
     endpoint_url: str | None = None
+    # Name of a saved prefect-aws `AwsCredentials` block; unset = boto3's default chain.
+    credentials_block: str | None = None
     bedrock: BedrockSettings = Field(default_factory=BedrockSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     ses: SesSettings = Field(default_factory=SesSettings)

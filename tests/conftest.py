@@ -15,8 +15,6 @@ import yaml
 
 from tests.support.servers import PrefectServer, free_port, postgres_available, temp_database
 
-# Flows in tests do not wait for Prefect's heartbeat thread (a 1 s floor per run).
-os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -25,6 +23,18 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 requires_postgres = pytest.mark.skipif(
     not postgres_available(), reason="PostgreSQL on 127.0.0.1:5432 is not running"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_flow_heartbeat() -> Iterator[None]:
+    """Flows in tests do not wait for Prefect's heartbeat thread (a 1 s floor per run).
+
+    The setting cannot be unset through the environment (it parses as an int), hence here.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,20 @@ def _import_store_modules() -> None:
         importlib.import_module(f"nura.stores.{info.name}")
 
 
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """create_all, tolerating another process creating the same tables at the same moment."""
+    from sqlalchemy.exc import DatabaseError
+
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DatabaseError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))  # the other creator finishes; checkfirst then skips
+
+
 def get_engine(url: str) -> Engine:
     """One engine per URL per process; tables are created on first use."""
     with _lock:
@@ -63,8 +77,7 @@ def get_engine(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         _import_store_modules()
-
-        metadata.create_all(engine)
+        _create_tables(engine)
         _engines[url] = engine
         return engine
 

@@ -1,0 +1,227 @@
+"""Benchmark: Confluence -> S3 sync (full + incremental) against LangChain's ConfluenceLoader.
+
+    python -m benchmarks.confluence_sync [--pages 3000] [--latency-ms 20] [--skip-baseline]
+
+Starts the Confluence test server (3 spaces, ~10 KB of storage XHTML a page, 20 ms per
+request) and moto, each in its own process (they must not share our GIL); uses
+PREFECT_API_URL if set, else a temporary Prefect server on PostgreSQL. Runs a full sync
+through the `confluence-sync` flow (S3 writes included), touches 1 % of the pages, runs an
+incremental sync, and loads the same spaces with LangChain's `ConfluenceLoader`
+(`keep_markdown_format=True`, `max_pages` >= the page count) as the baseline.
+The benchmark configures its own Confluence rate limit (the sync's own speed is measured;
+the default config keeps the seed's 30/min). Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.servers import PrefectServer, free_port, temp_database, wait_http
+
+SPACES = ["TECH", "DOCS", "ARCH"]
+EMAIL, TOKEN = "bot@example.com", "sandbox-token"
+
+
+@contextlib.contextmanager
+def process(args: list[str], ready_url: str, timeout: float = 180) -> Iterator[None]:
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(ready_url, timeout, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    with temp_database("nura_bench_prefect") as db:
+        server = PrefectServer(db).start()
+        os.environ["PREFECT_API_URL"] = server.api_url
+        try:
+            yield
+        finally:
+            server.stop()
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+def stats(url: str) -> int:
+    return int(httpx.get(f"{url}/_stats").json().get("requests", 0))
+
+
+def convert_ms_per_page(url: str, sample: int = 150) -> float:
+    """Single-core conversion cost of one page (our walker), on pages of the test site."""
+    from tasks.confluence_markdown import storage_to_markdown
+
+    auth = (EMAIL, TOKEN)
+    space_id = httpx.get(f"{url}/wiki/api/v2/spaces", params={"keys": "TECH"}, auth=auth).json()[
+        "results"
+    ][0]["id"]
+    pages = httpx.get(
+        f"{url}/wiki/api/v2/spaces/{space_id}/pages",
+        params={"limit": sample, "body-format": "storage"},
+        auth=auth,
+        timeout=60,
+    ).json()["results"]
+    bodies = [p["body"]["storage"]["value"] for p in pages]
+    started = time.process_time()
+    for body in bodies:
+        storage_to_markdown(body, base_url=url, space="TECH", page_id="1")
+    return (time.process_time() - started) * 1000 / max(1, len(bodies))
+
+
+def baseline(url: str, pages: int) -> tuple[float, int]:
+    """LangChain's ConfluenceLoader as users get it (restriction lookup per page included)."""
+    warnings.filterwarnings("ignore")
+    from langchain_community.document_loaders import ConfluenceLoader
+
+    started = time.perf_counter()
+    docs = 0
+    for space in SPACES:
+        loader = ConfluenceLoader(
+            url=f"{url}/wiki",
+            username=EMAIL,
+            api_key=TOKEN,
+            space_key=space,
+            keep_markdown_format=True,
+            max_pages=pages,
+            limit=100,
+        )
+        docs += len(loader.load())
+    return time.perf_counter() - started, docs
+
+
+def run_sync(full: bool = False) -> dict[str, Any]:
+    from flows.confluence_sync import confluence_sync
+
+    return confluence_sync(spaces=SPACES, full=full)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=3000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+
+    cf_port, moto_port = free_port(), free_port()
+    cf_url, moto_url = f"http://127.0.0.1:{cf_port}", f"http://127.0.0.1:{moto_port}"
+    work = Path(tempfile.mkdtemp(prefix="nura-bench-cf-"))
+    config = {
+        "external_services": {
+            "aws": {
+                "endpoint_url": moto_url,
+                "s3": {"bucket_name": "nura-bench-kb", "rate_limit_per_minute": 600000},
+            },
+            "confluence": {
+                "base_url": cf_url,
+                "rate_limit_per_minute": 600000,
+                "spaces": SPACES,
+                "credentials_block": "nura-bench-none",
+                "concurrency": args.concurrency,
+            },
+        }
+    }
+    (work / "integrations.yaml").write_text(yaml.safe_dump(config))
+    os.environ.update(
+        NURA_CONFIG=str(work / "integrations.yaml"),
+        NURA_STORE_URL=f"sqlite:///{work / 'nura.db'}",
+        CONFLUENCE_EMAIL=EMAIL,
+        CONFLUENCE_API_TOKEN=TOKEN,
+        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
+        AWS_DEFAULT_REGION="us-east-1",
+        PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+    )
+    moto_bin = str(Path(sys.executable).with_name("moto_server"))
+    server_cmd = [
+        sys.executable, "-m", "deployments.sandbox.confluence_server", "--port", str(cf_port),
+        "--pages", str(args.pages), "--spaces", ",".join(SPACES),
+        "--latency-ms", str(args.latency_ms),
+    ]  # fmt: skip
+    with (
+        process(server_cmd, f"{cf_url}/_stats"),
+        process([moto_bin, "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"),
+        prefect_api(),
+    ):
+        load = os.getloadavg()[0]
+        convert_ms = convert_ms_per_page(cf_url)
+        print(f"conversion: {convert_ms:.2f} ms/page (one core, CPU time)", flush=True)
+
+        calls0 = stats(cf_url)
+        started = time.perf_counter()
+        full = run_sync()
+        full_s = time.perf_counter() - started
+        full_calls = stats(cf_url) - calls0
+        stored = sum(r["created"] + r["updated"] + r["unchanged"] for r in full.values())
+        print(f"full sync: {stored} pages in {full_s:.1f} s, {full_calls} API calls", flush=True)
+
+        touched = 0
+        for space in SPACES:
+            body = {"space": space, "count": max(1, args.pages // 100 // len(SPACES))}
+            touched += len(httpx.post(f"{cf_url}/_edit", json=body).json()["ids"])
+        calls0 = stats(cf_url)
+        started = time.perf_counter()
+        incr = run_sync()
+        incr_s = time.perf_counter() - started
+        incr_calls = stats(cf_url) - calls0
+        changed = sum(r["updated"] + r["created"] for r in incr.values())
+        print(
+            f"incremental: {touched} touched, {changed} rewritten in {incr_s:.2f} s, "
+            f"{incr_calls} API calls ({incr_s / full_s:.1%} of the time, "
+            f"{incr_calls / max(1, full_calls):.1%} of the calls)",
+            flush=True,
+        )
+
+        if args.skip_baseline:
+            base_s, docs = float("nan"), 0
+        else:
+            base_s, docs = baseline(cf_url, args.pages)
+            print(f"baseline ConfluenceLoader: {docs} documents in {base_s:.1f} s", flush=True)
+        load_after = os.getloadavg()[0]
+        print(
+            f"conditions: {os.cpu_count()} CPUs, load average {load:.1f} before / "
+            f"{load_after:.1f} after, latency {args.latency_ms} ms/request, "
+            f"concurrency {args.concurrency}",
+            flush=True,
+        )
+    result = {
+        "bench": "confluence_sync",
+        "pages": stored,
+        "full_s": round(full_s, 2),
+        "pages_per_s": round(stored / full_s, 1),
+        "convert_ms_per_page": round(convert_ms, 2),
+        "incremental_s": round(incr_s, 2),
+        "full_api_calls": full_calls,
+        "incremental_api_calls": incr_calls,
+        "baseline": "langchain ConfluenceLoader",
+        "baseline_s": round(base_s, 2),
+        "speedup": round(base_s / full_s, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,760 @@
+"""The Confluence test server: Confluence Cloud's REST API subset, written from Atlassian's docs.
+
+v2 (cursor pagination, `_links.next` and a `Link: <...>; rel="next"` header):
+  GET    /wiki/api/v2/spaces?keys=A,B            GET /wiki/api/v2/spaces/{id}/pages
+  GET    /wiki/api/v2/pages?space-id=&status=&body-format=storage&limit=&cursor=
+  GET    /wiki/api/v2/pages/{id}?body-format=storage
+  POST   /wiki/api/v2/pages                      PUT /wiki/api/v2/pages/{id} (version rule, 409)
+  DELETE /wiki/api/v2/pages/{id}[?purge=true]    (trash; purge a trashed page)
+  GET    /wiki/api/v2/pages/{id}/labels
+v1 (offset pagination for /content, cursor for /content/search; `_links.next` relative
+to `_links.context` = "/wiki"):
+  GET    /wiki/rest/api/content?spaceKey=&type=&title=&status=&start=&limit=&expand=
+  GET    /wiki/rest/api/content/{id}?expand=     GET /wiki/rest/api/content/search?cql=
+  GET    /wiki/rest/api/content/{id}/restriction/byOperation
+  GET    /wiki/rest/api/content/{id}/label       POST /wiki/rest/api/content/{id}/label
+  POST   /oauth/token   (grant_type=refresh_token; OAuth 2.0 access tokens as Bearer)
+Control (tests, benchmark and sandbox; no auth): POST /_control {"latency_ms", "fail_next",
+"fail_status", "retry_after"}; POST /_edit {"ids": [...] | "space": K, "count": N,
+"action": "edit" | "trash" | "purge"}; GET /_stats; POST /_stats/reset.
+
+Auth: Basic `email:api_token` (default bot@example.com / sandbox-token) or a Bearer token
+it issued; anything else is 401 with Confluence's JSON error body.
+
+    python -m deployments.sandbox.confluence_server --port 8702          # sample data
+    python -m deployments.sandbox.confluence_server --pages 3000 --spaces TECH,DOCS,ARCH
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from deployments.sandbox.confluence_cql import CqlError, compile_cql
+from deployments.sandbox.confluence_pages import generate_body, page_title
+
+V2 = "/wiki/api/v2"
+V1 = "/wiki/rest/api"
+TAG = re.compile(r"<[^>]+>")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return max(0, int(raw.split(":", 1)[1]))
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise _HttpError(400, "Invalid cursor") from exc
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class ConfluenceServer(ThreadingHTTPServer):
+    """An in-memory Confluence site. Mutate it directly in tests (`edit`, `trash`, `purge`)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        email: str = "bot@example.com",
+        api_token: str = "sandbox-token",
+        latency_ms: float = 0.0,
+    ) -> None:
+        super().__init__((host, port), _Handler)
+        self.email = email
+        self.api_token = api_token
+        self.lock = threading.RLock()
+        self.spaces: dict[str, dict[str, Any]] = {}
+        self.pages: dict[str, dict[str, Any]] = {}
+        self.next_id = 100_000
+        self.latency_ms = latency_ms
+        self.fail_next = 0
+        self.fail_status = 429
+        self.retry_after: str | None = "1"
+        self.access_tokens: set[str] = set()
+        self.refresh_tokens: set[str] = set()
+        self.stats: Counter[str] = Counter()
+        self.clock = time.time
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> ConfluenceServer:
+        threading.Thread(target=self.serve_forever, name="confluence-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    # -- data ----------------------------------------------------------------------------
+    def add_space(self, key: str, name: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            space = {"id": str(10_000 + len(self.spaces) + 1), "key": key, "name": name or key}
+            self.spaces[key] = space
+            return space
+
+    def add_page(
+        self,
+        space_key: str,
+        title: str,
+        body: str,
+        *,
+        parent_id: str | None = None,
+        labels: list[str] | None = None,
+        modified_at: float | None = None,
+    ) -> dict[str, Any]:
+        with self.lock:
+            self.next_id += 1
+            now = self.clock() if modified_at is None else modified_at
+            page = {
+                "id": str(self.next_id),
+                "space_key": space_key,
+                "title": title,
+                "body": body,
+                "_text": "",
+                "parent_id": parent_id,
+                "status": "current",
+                "version": 1,
+                "created_at": now,
+                "modified_at": now,
+                "labels": list(labels or []),
+                "type": "page",
+            }
+            self.pages[page["id"]] = page
+            return page
+
+    def generate(
+        self, spaces: list[str], pages_per_space: int, body_bytes: int = 10_000, age_days: float = 2
+    ) -> None:
+        """Fill the site with realistic pages, last modified `age_days` ago."""
+        when = self.clock() - age_days * 86400
+        for key in spaces:
+            self.add_space(key, f"{key} space")
+            titles = [page_title(key, n) for n in range(pages_per_space)]
+            for n in range(pages_per_space):
+                number = len(self.pages)
+                self.add_page(
+                    key,
+                    titles[n],
+                    generate_body(key, number, titles, body_bytes),
+                    labels=["generated", key.lower()],
+                    modified_at=when,
+                )
+
+    def edit(self, page_id: str, body: str | None = None, title: str | None = None) -> None:
+        """A user edits the page in the Confluence UI: new version, lastmodified now."""
+        with self.lock:
+            page = self.pages[page_id]
+            page["version"] += 1
+            page["modified_at"] = self.clock()
+            if body is not None:
+                page["body"] = body
+            else:
+                page["body"] += f"<p>Edited to version {page['version']}.</p>"
+            if title is not None:
+                page["title"] = title
+
+    def trash(self, page_id: str) -> None:
+        with self.lock:
+            self.pages[page_id]["status"] = "trashed"
+            self.pages[page_id]["modified_at"] = self.clock()
+
+    def purge(self, page_id: str) -> None:
+        with self.lock:
+            self.pages.pop(page_id, None)
+
+    def space_pages(self, key: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [p for p in self.pages.values() if p["space_key"] == key]
+
+    # -- faults --------------------------------------------------------------------------
+    def set_faults(
+        self,
+        *,
+        latency_ms: float | None = None,
+        fail_next: int | None = None,
+        fail_status: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        with self.lock:
+            if latency_ms is not None:
+                self.latency_ms = latency_ms
+            if fail_next is not None:
+                self.fail_next = fail_next
+            if fail_status is not None:
+                self.fail_status = fail_status
+            if retry_after is not None:
+                self.retry_after = retry_after or None
+
+    def take_fault(self) -> tuple[int, str | None] | None:
+        with self.lock:
+            if self.fail_next <= 0:
+                return None
+            self.fail_next -= 1
+            return self.fail_status, self.retry_after
+
+    # -- auth ----------------------------------------------------------------------------
+    def authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                email, _, token = base64.b64decode(value).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return secrets.compare_digest(
+                f"{email}:{token}".encode(), f"{self.email}:{self.api_token}".encode()
+            )
+        if scheme.lower() == "bearer":
+            with self.lock:
+                return value in self.access_tokens
+        return False
+
+    def issue_tokens(self) -> dict[str, str]:
+        with self.lock:
+            access, refresh = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+            self.access_tokens.add(access)
+            self.refresh_tokens.add(refresh)
+            return {"access_token": access, "refresh_token": refresh}
+
+    def expire_access_tokens(self) -> None:
+        with self.lock:
+            self.access_tokens.clear()
+
+
+# -- representation ----------------------------------------------------------------------
+
+
+def _v2_page(server: ConfluenceServer, page: dict[str, Any], body_format: str | None) -> dict:
+    space = server.spaces[page["space_key"]]
+    out: dict[str, Any] = {
+        "id": page["id"],
+        "status": page["status"],
+        "title": page["title"],
+        "spaceId": space["id"],
+        "parentId": page["parent_id"],
+        "parentType": "page" if page["parent_id"] else None,
+        "authorId": "557058:bot",
+        "createdAt": _iso(page["created_at"]),
+        "version": {
+            "number": page["version"],
+            "createdAt": _iso(page["modified_at"]),
+            "message": "",
+            "minorEdit": False,
+            "authorId": "557058:bot",
+        },
+        "body": {},
+        "_links": {
+            "webui": f"/spaces/{page['space_key']}/pages/{page['id']}",
+            "tinyui": f"/x/{page['id']}",
+        },
+    }
+    if body_format == "storage":
+        out["body"] = {"storage": {"representation": "storage", "value": page["body"]}}
+    return out
+
+
+def _v1_content(server: ConfluenceServer, page: dict[str, Any], expand: set[str]) -> dict:
+    out: dict[str, Any] = {
+        "id": page["id"],
+        "type": "page",
+        "status": page["status"],
+        "title": page["title"],
+        "_links": {
+            "webui": f"/spaces/{page['space_key']}/pages/{page['id']}",
+            "self": f"{server.url}/wiki/rest/api/content/{page['id']}",
+        },
+        "_expandable": {},
+    }
+    if "version" in expand or any(e.startswith("version") for e in expand):
+        out["version"] = {"number": page["version"], "when": _iso(page["modified_at"])}
+    if "space" in expand:
+        out["space"] = {"key": page["space_key"], "id": int(server.spaces[page["space_key"]]["id"])}
+    if any(e.startswith("body.storage") for e in expand):
+        out["body"] = {"storage": {"value": page["body"], "representation": "storage"}}
+    if "history" in expand:
+        out["history"] = {"latest": True, "createdDate": _iso(page["created_at"])}
+    if "metadata.labels" in expand:
+        out["metadata"] = {"labels": _labels(page)}
+    return out
+
+
+def _labels(page: dict[str, Any]) -> dict[str, Any]:
+    results = [
+        {"prefix": "global", "name": name, "id": str(abs(hash(name)) % 10**9)}
+        for name in page["labels"]
+    ]
+    return {"results": results, "start": 0, "limit": 200, "size": len(results)}
+
+
+# -- HTTP --------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ConfluenceServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise _HttpError(400, "Request body is not valid JSON") from exc
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        parsed = urlparse(self.path)
+        path = parsed.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(parsed.query, keep_blank_values=True).items()}
+        srv = self.server
+        try:
+            body = self._body()
+            if path.startswith("/_"):
+                return self._control(method, path, body)
+            with srv.lock:
+                srv.stats["requests"] += 1
+                srv.stats[f"{method} {_route_name(path)}"] += 1
+            if srv.latency_ms:
+                time.sleep(srv.latency_ms / 1000)
+            if path == "/oauth/token" and method == "POST":
+                return self._oauth(body or {})
+            if not srv.authorized(self.headers.get("Authorization")):
+                raise _HttpError(401, "Current user not permitted to use Confluence")
+            fault = srv.take_fault()
+            if fault is not None:
+                status, retry_after = fault
+                raise _HttpError(
+                    status,
+                    "Rate limit exceeded" if status == 429 else "Service unavailable",
+                    {"Retry-After": retry_after} if retry_after else {},
+                )
+            self._route(method, path, query, body)
+        except _HttpError as err:
+            self._send(err.status, {"statusCode": err.status, "message": err.message}, err.headers)
+
+    def _control(self, method: str, path: str, body: Any) -> None:
+        srv = self.server
+        if path == "/_control" and method == "POST":
+            b = body or {}
+            srv.set_faults(
+                latency_ms=b.get("latency_ms"),
+                fail_next=b.get("fail_next"),
+                fail_status=b.get("fail_status"),
+                retry_after=None if b.get("retry_after") is None else str(b["retry_after"]),
+            )
+            return self._send(200, {"ok": True})
+        if path == "/_stats" and method == "GET":
+            with srv.lock:
+                return self._send(200, dict(srv.stats))
+        if path == "/_edit" and method == "POST":
+            b = body or {}
+            ids = [str(i) for i in b.get("ids") or []]
+            with srv.lock:
+                if b.get("space") and b.get("count"):
+                    pages = sorted(srv.space_pages(b["space"]), key=lambda p: int(p["id"]))
+                    ids += [p["id"] for p in pages if p["status"] == "current"][: int(b["count"])]
+                for page_id in ids:
+                    if page_id in srv.pages:
+                        {"trash": srv.trash, "purge": srv.purge}.get(b.get("action", ""), srv.edit)(
+                            page_id
+                        )
+            return self._send(200, {"ids": ids})
+        if path == "/_stats/reset" and method == "POST":
+            with srv.lock:
+                srv.stats.clear()
+            return self._send(200, {"ok": True})
+        raise _HttpError(404, "No such control endpoint")
+
+    def _oauth(self, body: dict[str, Any]) -> None:
+        srv = self.server
+        token = body.get("refresh_token")
+        if body.get("grant_type") != "refresh_token" or not token:
+            raise _HttpError(400, "unsupported_grant_type")
+        with srv.lock:
+            if token not in srv.refresh_tokens:
+                raise _HttpError(403, "invalid_grant")
+            srv.refresh_tokens.discard(token)  # rotating refresh tokens, as Atlassian does
+        tokens = srv.issue_tokens()
+        self._send(200, {**tokens, "token_type": "Bearer", "expires_in": 3600})
+
+    # -- routes --------------------------------------------------------------------------
+    def _route(self, method: str, path: str, q: dict[str, str], body: Any) -> None:
+        srv = self.server
+        m = re.fullmatch(V2 + r"/pages/(\d+)", path)
+        if m:
+            return self._v2_page(method, m.group(1), q, body)
+        m = re.fullmatch(V2 + r"/pages/(\d+)/labels", path)
+        if m and method == "GET":
+            page = self._page(m.group(1))
+            results = [{"id": "1", "name": n, "prefix": "global"} for n in page["labels"]]
+            return self._send(200, {"results": results, "_links": {}})
+        if path == V2 + "/pages" and method == "POST":
+            return self._v2_create(body or {})
+        if path == V2 + "/pages" and method == "GET":
+            space_ids = set(filter(None, q.get("space-id", "").split(",")))
+            keys = {s["key"] for s in srv.spaces.values() if s["id"] in space_ids}
+            return self._v2_list(path, q, lambda p: not space_ids or p["space_key"] in keys)
+        m = re.fullmatch(V2 + r"/spaces/(\d+)/pages", path)
+        if m and method == "GET":
+            key = next((s["key"] for s in srv.spaces.values() if s["id"] == m.group(1)), None)
+            if key is None:
+                raise _HttpError(404, f"Space {m.group(1)} not found")
+            return self._v2_list(path, q, lambda p: p["space_key"] == key)
+        m = re.fullmatch(V2 + r"/spaces/(\d+)", path)
+        if m and method == "GET":
+            space = next((s for s in srv.spaces.values() if s["id"] == m.group(1)), None)
+            if space is None:
+                raise _HttpError(404, f"Space {m.group(1)} not found")
+            return self._send(200, {**space, "type": "global", "status": "current"})
+        if path == V2 + "/spaces" and method == "GET":
+            keys = set(filter(None, q.get("keys", "").split(",")))
+            spaces = [
+                {**s, "type": "global", "status": "current"}
+                for s in srv.spaces.values()
+                if not keys or s["key"] in keys
+            ]
+            return self._paged_v2(path, q, spaces)
+        if path == V1 + "/content/search" and method == "GET":
+            return self._v1_search(q)
+        m = re.fullmatch(V1 + r"/content/(\d+)/label", path)
+        if m:
+            return self._v1_labels(method, m.group(1), body)
+        m = re.fullmatch(V1 + r"/content/(\d+)/restriction/byOperation", path)
+        if m and method == "GET":
+            self._page(m.group(1))
+            empty = {"user": {"results": [], "size": 0}, "group": {"results": [], "size": 0}}
+            return self._send(
+                200,
+                {
+                    "read": {"operation": "read", "restrictions": empty},
+                    "update": {"operation": "update", "restrictions": empty},
+                },
+            )
+        m = re.fullmatch(V1 + r"/content/(\d+)", path)
+        if m and method == "GET":
+            page = self._page(m.group(1))
+            return self._send(200, _v1_content(srv, page, _expand(q)))
+        if path == V1 + "/content" and method == "GET":
+            return self._v1_list(q)
+        raise _HttpError(404, f"No route for {method} {path}")
+
+    def _page(self, page_id: str, *, any_status: bool = True) -> dict[str, Any]:
+        page = self.server.pages.get(page_id)
+        if page is None or (not any_status and page["status"] != "current"):
+            raise _HttpError(404, f"Page {page_id} not found")
+        return page
+
+    def _limit(self, q: dict[str, str], default: int, maximum: int) -> int:
+        try:
+            return max(1, min(int(q.get("limit") or default), maximum))
+        except ValueError as exc:
+            raise _HttpError(400, "limit must be an integer") from exc
+
+    def _paged_v2(self, path: str, q: dict[str, str], items: list[Any]) -> None:
+        limit = self._limit(q, 25, 250)
+        offset = _uncursor(q.get("cursor"))
+        chunk = items[offset : offset + limit]
+        links: dict[str, str] = {"base": self.server.url + "/wiki"}
+        headers = {}
+        if offset + limit < len(items):
+            nq = {k: v for k, v in q.items() if k != "cursor"}
+            nq["cursor"] = _cursor(offset + limit)
+            links["next"] = f"{path}?{urlencode(nq)}"
+            headers["Link"] = f'<{links["next"]}>; rel="next", <{self.server.url}/wiki>; rel="base"'
+        self._send(200, {"results": chunk, "_links": links}, headers)
+
+    def _v2_list(self, path: str, q: dict[str, str], where: Any) -> None:
+        srv = self.server
+        statuses = set((q.get("status") or "current").split(","))
+        title = q.get("title")
+        with srv.lock:
+            pages = [
+                p
+                for p in srv.pages.values()
+                if where(p) and p["status"] in statuses and (title is None or p["title"] == title)
+            ]
+            pages.sort(key=lambda p: int(p["id"]))
+            limit = self._limit(q, 25, 250)
+            offset = _uncursor(q.get("cursor"))
+            body_format = q.get("body-format")
+            items = [_v2_page(srv, p, body_format) for p in pages[offset : offset + limit]]
+        # paginate over the rendered window: same cursor arithmetic as _paged_v2
+        links: dict[str, str] = {"base": srv.url + "/wiki"}
+        headers = {}
+        if offset + limit < len(pages):
+            nq = {k: v for k, v in q.items() if k != "cursor"}
+            nq["cursor"] = _cursor(offset + limit)
+            links["next"] = f"{path}?{urlencode(nq)}"
+            headers["Link"] = f'<{links["next"]}>; rel="next"'
+        self._send(200, {"results": items, "_links": links}, headers)
+
+    def _v2_page(self, method: str, page_id: str, q: dict[str, str], body: Any) -> None:
+        srv = self.server
+        if method == "GET":
+            with srv.lock:
+                page = self._page(page_id)
+                if page["status"] == "trashed" and q.get("status") not in ("trashed", "any"):
+                    # Confluence answers 404 for a trashed page unless asked for that status
+                    raise _HttpError(404, f"Page {page_id} not found")
+                return self._send(200, _v2_page(srv, page, q.get("body-format")))
+        if method == "PUT":
+            return self._v2_update(page_id, body or {})
+        if method == "DELETE":
+            with srv.lock:
+                page = self._page(page_id)
+                if q.get("purge") == "true":
+                    if page["status"] != "trashed":
+                        raise _HttpError(400, "Only trashed pages can be purged")
+                    srv.purge(page_id)
+                else:
+                    if page["status"] == "trashed":
+                        raise _HttpError(404, f"Page {page_id} not found")
+                    srv.trash(page_id)
+            return self._send(204, None)
+        raise _HttpError(405, "Method not allowed")
+
+    def _v2_create(self, body: dict[str, Any]) -> None:
+        srv = self.server
+        space_id, title = body.get("spaceId"), body.get("title")
+        value = (body.get("body") or {}).get("value")
+        if not space_id or not title or value is None:
+            raise _HttpError(400, "spaceId, title and body are required")
+        with srv.lock:
+            key = next((s["key"] for s in srv.spaces.values() if s["id"] == str(space_id)), None)
+            if key is None:
+                raise _HttpError(404, f"Space {space_id} not found")
+            parent = body.get("parentId")
+            if parent and parent not in srv.pages:
+                raise _HttpError(404, f"Parent page {parent} not found")
+            if any(
+                p["title"] == title and p["space_key"] == key and p["status"] == "current"
+                for p in srv.pages.values()
+            ):
+                raise _HttpError(400, "A page with this title already exists in this space")
+            page = srv.add_page(key, title, value, parent_id=parent)
+            self._send(200, _v2_page(srv, page, "storage"))
+
+    def _v2_update(self, page_id: str, body: dict[str, Any]) -> None:
+        srv = self.server
+        with srv.lock:
+            page = self._page(page_id, any_status=False)
+            number = (body.get("version") or {}).get("number")
+            if not isinstance(number, int):
+                raise _HttpError(400, "version.number is required")
+            if number != page["version"] + 1:
+                raise _HttpError(
+                    409,
+                    f"Version must be incremented on update. Current version is: {page['version']}",
+                )
+            value = (body.get("body") or {}).get("value")
+            page["version"] = number
+            page["modified_at"] = srv.clock()
+            if body.get("title"):
+                page["title"] = body["title"]
+            if value is not None:
+                page["body"] = value
+            self._send(200, _v2_page(srv, page, "storage"))
+
+    def _v1_list(self, q: dict[str, str]) -> None:
+        srv = self.server
+        space, title = q.get("spaceKey"), q.get("title")
+        status = q.get("status") or "current"
+        ctype = q.get("type") or "page"
+        try:
+            start = max(0, int(q.get("start") or 0))
+        except ValueError as exc:
+            raise _HttpError(400, "start must be an integer") from exc
+        limit = self._limit(q, 25, 200)
+        expand = _expand(q)
+        with srv.lock:
+            pages = sorted(
+                (
+                    p
+                    for p in srv.pages.values()
+                    if (space is None or p["space_key"] == space)
+                    and (title is None or p["title"] == title)
+                    and (status == "any" or p["status"] == status)
+                    and ctype == "page"
+                ),
+                key=lambda p: int(p["id"]),
+            )
+            if space is not None and space not in srv.spaces:
+                raise _HttpError(404, f"No space with key : {space}")
+            chunk = [_v1_content(srv, p, expand) for p in pages[start : start + limit]]
+        links: dict[str, str] = {"base": srv.url + "/wiki", "context": "/wiki"}
+        if start + limit < len(pages):
+            nq = {**q, "start": str(start + limit)}
+            links["next"] = f"/rest/api/content?{urlencode(nq)}"
+        self._send(
+            200,
+            {"results": chunk, "start": start, "limit": limit, "size": len(chunk), "_links": links},
+        )
+
+    def _v1_search(self, q: dict[str, str]) -> None:
+        srv = self.server
+        cql = q.get("cql")
+        if not cql:
+            raise _HttpError(400, "cql is required")
+        try:
+            predicate, order = compile_cql(cql)
+        except CqlError as exc:
+            raise _HttpError(400, str(exc)) from exc
+        expand = _expand(q)
+        with_body = any(e.startswith("body") for e in expand)
+        limit = self._limit(q, 25, 50 if with_body else 1000)
+        offset = _uncursor(q.get("cursor"))
+        with srv.lock:
+            if "_text" in cql or "text" in cql.lower():
+                for p in srv.pages.values():
+                    if not p["_text"]:
+                        p["_text"] = TAG.sub(" ", p["body"])
+            matches = [p for p in srv.pages.values() if p["status"] == "current" and predicate(p)]
+            if order:
+                field, desc = order
+                attr = {"lastmodified": "modified_at", "created": "created_at"}.get(field, field)
+                matches.sort(key=lambda p: (p.get(attr) or 0, int(p["id"])), reverse=desc)
+            else:
+                matches.sort(key=lambda p: int(p["id"]))
+            chunk = [_v1_content(srv, p, expand) for p in matches[offset : offset + limit]]
+        links: dict[str, str] = {"base": srv.url + "/wiki", "context": "/wiki"}
+        if offset + limit < len(matches):
+            nq = {k: v for k, v in q.items() if k != "cursor"}
+            nq["cursor"] = _cursor(offset + limit)
+            links["next"] = f"/rest/api/content/search?{urlencode(nq)}"
+        self._send(
+            200,
+            {
+                "results": chunk,
+                "start": offset,
+                "limit": limit,
+                "size": len(chunk),
+                "totalSize": len(matches),
+                "cqlQuery": cql,
+                "_links": links,
+            },
+        )
+
+    def _v1_labels(self, method: str, page_id: str, body: Any) -> None:
+        srv = self.server
+        with srv.lock:
+            page = self._page(page_id, any_status=False)
+            if method == "POST":
+                items = body if isinstance(body, list) else [body]
+                for item in items:
+                    name = (item or {}).get("name")
+                    if not isinstance(name, str) or not re.fullmatch(r"[^\s:]{1,255}", name):
+                        raise _HttpError(400, f"Invalid label name: {name!r}")
+                    if name not in page["labels"]:
+                        page["labels"].append(name)
+            elif method != "GET":
+                raise _HttpError(405, "Method not allowed")
+            self._send(200, _labels(page))
+
+
+def _expand(q: dict[str, str]) -> set[str]:
+    return {e.strip() for e in (q.get("expand") or "").split(",") if e.strip()}
+
+
+def _route_name(path: str) -> str:
+    return re.sub(r"/\d+", "/{id}", path)
+
+
+def sample_server(server: ConfluenceServer) -> ConfluenceServer:
+    """The sandbox's sample site: spaces TECH, DOCS, ARCH with a few pages each."""
+    server.generate(["TECH", "DOCS", "ARCH"], 8, body_bytes=3_000)
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8702)
+    parser.add_argument("--spaces", default="TECH,DOCS,ARCH")
+    parser.add_argument("--pages", type=int, default=0, help="pages in total (0 = sample data)")
+    parser.add_argument("--body-bytes", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--email", default="bot@example.com")
+    parser.add_argument("--api-token", default="sandbox-token")
+    args = parser.parse_args()
+    server = ConfluenceServer(
+        args.host, args.port, email=args.email, api_token=args.api_token, latency_ms=args.latency_ms
+    )
+    spaces = [s for s in args.spaces.split(",") if s]
+    if args.pages:
+        server.generate(spaces, args.pages // len(spaces), args.body_bytes)
+    else:
+        sample_server(server)
+    print(f"Confluence test server on {server.url} ({len(server.pages)} pages)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The `bedrock-invoke` flow: one prompt through the model chain, costed and recorded.
+
+    python -m flows.bedrock_invoke "Summarise our deployment guide"
+    python -m flows.bedrock_invoke "Hi" --model anthropic.claude-3-haiku-20240307-v1:0
+
+Deployment `bedrock-invoke` (on demand): parameters are `InvocationRequest` fields under
+`request`. The run returns the result (text, model used, tokens, cost, every model's
+outcome) and publishes the table artifact `bedrock-costs`. Other flows call the task
+`tasks.bedrock.invoke_bedrock` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from prefect import flow
+
+from tasks.bedrock import invoke_bedrock, publish_cost_artifact
+from tasks.bedrock_models import AllModelsFailed, InvocationRequest, InvocationResult
+
+DEFAULT_PROMPT = "Summarise in two sentences what Nura Integrations does."
+
+
+@flow(name="bedrock-invoke", log_prints=True)
+async def bedrock_invoke(
+    request: InvocationRequest = InvocationRequest(prompt=DEFAULT_PROMPT),  # noqa: B008 - pydantic default is immutable here
+) -> InvocationResult:
+    """Invoke the configured model chain once and publish the run's cost table."""
+    try:
+        result = await invoke_bedrock(request)
+    except AllModelsFailed as exc:
+        publish_cost_artifact([], failed=exc.outcomes)  # the run still shows what was tried
+        raise
+    publish_cost_artifact([result])
+    label = " (fallback)" if result.fallback_used else ""
+    print(
+        f"{result.model_id}{label}: {result.input_tokens} in / {result.output_tokens} out "
+        f"tokens, ${result.cost_usd:f}" + (" (cost unknown)" if result.cost_unknown else "")
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the bedrock-invoke flow once.")
+    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    parser.add_argument("--model", default=None, help="one model id (no fallback)")
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--system", default=None)
+    parser.add_argument("--scope", default="default")
+    parser.add_argument("--api", choices=["converse", "invoke_model"], default="converse")
+    args = parser.parse_args(argv)
+    request = InvocationRequest(
+        prompt=args.prompt,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        system=args.system,
+        scope=args.scope,
+        api=args.api,
+    )
+    result = asyncio.run(bedrock_invoke(request))
+    print(result.text)
+
+
+if __name__ == "__main__":
+    main()

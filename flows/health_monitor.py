@@ -1,0 +1,84 @@
+"""`health-monitor`: measured health of every service, SLAs, alerts, dashboards.
+
+Scheduled every `health_monitoring.check_interval_minutes` (deployment `health-monitor`).
+
+    from flows.health_monitor import health_monitor
+    summary = health_monitor()          # {"overall": "healthy", "services": {...}, ...}
+
+    python -m flows.health_monitor
+
+One run: all checks concurrently (each bounded by its own timeout) -> SLA figures and
+status per service (pandas over check results and call records) -> alert transitions
+(durable; notify + Prefect event per change) -> markdown and table artifacts -> CloudWatch
+metrics. The run's return value is a small summary; the run fails only if the monitor
+itself breaks, never because a service is unhealthy (that is what alerts are for).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from tasks.alerts import deliver_alert, update_alerts
+from tasks.cloudwatch import put_health_metrics
+from tasks.health import run_health_checks
+from tasks.health_report import publish_artifacts
+from tasks.sla import evaluate_sla
+
+
+class HealthMonitorParams(BaseModel):
+    """What one monitoring round does; the defaults are the scheduled behaviour."""
+
+    check_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=300, description="Per-check timeout (default: config)."
+    )
+    alerts: bool = Field(default=True, description="Update alert state and notify.")
+    artifacts: bool = Field(default=True, description="Publish the report artifacts.")
+    cloudwatch: bool | None = Field(
+        default=None, description="Send metrics to CloudWatch (default: config)."
+    )
+
+
+@flow(name="health-monitor", log_prints=False)
+def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
+    """One health round; returns {overall, services: {name: status}, alerts: [...]}."""
+    from nura import get_config
+
+    params = params or HealthMonitorParams()
+    logger = get_run_logger()
+    results = run_health_checks(params.check_timeout_seconds)
+    report = evaluate_sla(results)
+    changes: list[dict[str, Any]] = []
+    if params.alerts:
+        changes = update_alerts(report)
+        for change in changes:
+            deliver_alert(change)
+    if params.artifacts:
+        publish_artifacts(report)
+    send_cw = get_config().health_monitoring.publish_cloudwatch
+    if params.cloudwatch if params.cloudwatch is not None else send_cw:
+        try:
+            put_health_metrics(report)
+        except Exception as exc:  # CloudWatch down must not hide the report and alerts
+            logger.warning("CloudWatch metrics not sent: %s", exc)
+    for svc in report["services"]:
+        if svc["status"] in ("degraded", "unhealthy"):
+            logger.warning(
+                "%s %s: %s (affects: %s)",
+                svc["service"],
+                svc["status"],
+                svc["reason"],
+                ", ".join(svc["affects"]) or "-",
+            )
+    logger.info("overall status: %s", report["overall"])
+    return {
+        "overall": report["overall"],
+        "services": {s["service"]: s["status"] for s in report["services"]},
+        "alerts": [{k: c[k] for k in ("kind", "key", "level", "severity")} for c in changes],
+    }
+
+
+if __name__ == "__main__":
+    print(health_monitor())

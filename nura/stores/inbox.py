@@ -1,0 +1,419 @@
+"""The durable webhook inbox: every accepted delivery, stored before it is acknowledged.
+
+Life of an entry: `accepted` (stored, 202 sent) -> `dispatched` (flow run created, id kept)
+-> `done` / `failed` (the run's final state, or no route: event only). The unique key
+(endpoint, delivery_id) is the dedupe: a repeated delivery inserts nothing and gets 200.
+
+Writes come from the receiver through `InboxWriter`: one thread owns one connection and
+commits whatever requests arrived meanwhile in one transaction (group commit), then
+answers them all. A request is acknowledged only after its batch's COMMIT returned, so a
+202 always means "on disk" (SQLite `synchronous=FULL` by default; PostgreSQL's commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    select,
+    update,
+)
+
+from nura.stores.db import metadata, utcnow_ts
+
+logger = logging.getLogger("nura.inbox")
+
+STATUSES = ("accepted", "dispatched", "done", "failed")
+
+inbox = Table(
+    "nura_webhook_inbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("endpoint", String(100), nullable=False),
+    Column("delivery_id", String(200), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("status", String(16), nullable=False),  # accepted|dispatched|done|failed
+    Column("received_at", Float, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("headers", Text, nullable=False),  # JSON: the headers that matter
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("deployment", String(200), nullable=True),
+    Column("flow_run_id", String(64), nullable=True),
+    Column("dispatched_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("endpoint", "delivery_id", name="uq_nura_webhook_inbox_delivery"),
+    Index("ix_nura_webhook_inbox_status", "status", "next_attempt_at"),
+)
+
+_COLUMNS = (
+    "endpoint",
+    "delivery_id",
+    "event_type",
+    "status",
+    "received_at",
+    "body",
+    "content_type",
+    "headers",
+    "attempts",
+    "next_attempt_at",
+)
+
+
+@dataclass
+class Delivery:
+    """One verified delivery, ready to store."""
+
+    endpoint: str
+    delivery_id: str
+    event_type: str
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
+
+    def row(self) -> tuple[Any, ...]:
+        ts = self.received_at or utcnow_ts()
+        return (
+            self.endpoint,
+            self.delivery_id[:200],
+            self.event_type[:100],
+            "accepted",
+            ts,
+            self.body,
+            self.content_type[:100],
+            json.dumps(self.headers, sort_keys=True),
+            0,
+            ts,
+        )
+
+
+class StoreUnavailable(RuntimeError):
+    """The inbox could not commit: nothing was stored (the receiver answers 503)."""
+
+
+# -- the group-commit writer ------------------------------------------------------------
+def _insert_sql(dialect: str) -> str:
+    cols = ", ".join(_COLUMNS)
+    if dialect == "sqlite":
+        marks = ", ".join("?" for _ in _COLUMNS)
+        return f"INSERT OR IGNORE INTO nura_webhook_inbox ({cols}) VALUES ({marks})"  # noqa: S608
+    marks = ", ".join("%s" for _ in _COLUMNS)
+    return (
+        f"INSERT INTO nura_webhook_inbox ({cols}) VALUES ({marks}) "  # noqa: S608
+        "ON CONFLICT (endpoint, delivery_id) DO NOTHING"
+    )
+
+
+_Pending = tuple[tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+
+
+class InboxWriter:
+    """One writer thread, group commit; `await writer.write(delivery)` -> inserted?
+
+    True: stored now (answer 202). False: the (endpoint, delivery id) was already stored
+    (answer 200 duplicate). Raises `StoreUnavailable` when the commit failed (503).
+    """
+
+    def __init__(self, engine: Engine, *, batch_max: int = 512, synchronous: str = "FULL"):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.batch_max = batch_max
+        self.synchronous = synchronous if synchronous in ("FULL", "NORMAL") else "FULL"
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self.batches = 0
+        self.rows = 0
+
+    def start(self) -> InboxWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        self._close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def write(self, delivery: Delivery) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._queue.put((delivery.row(), loop, fut))
+        return await fut
+
+    # -- thread side ---------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._conn is None:
+            raw = self.engine.raw_connection()
+            if self.dialect == "sqlite":
+                cur = raw.cursor()
+                cur.execute(f"PRAGMA synchronous={self.synchronous}")
+                cur.close()
+            self._conn = raw
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110 - a broken connection is being discarded anyway
+                pass
+            self._conn = None
+
+    def _run(self) -> None:
+        sql = _insert_sql(self.dialect)
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(sql, batch)
+
+    def _commit(self, sql: str, batch: list[_Pending]) -> None:
+        results: list[bool] | None = None
+        error: BaseException | None = None
+        try:
+            conn = self._connect()
+            cur = conn.cursor()
+            try:
+                results = []
+                for row, _, _ in batch:
+                    cur.execute(sql, row)
+                    results.append(cur.rowcount == 1)
+                conn.commit()
+            finally:
+                cur.close()
+            self.batches += 1
+            self.rows += len(batch)
+        except Exception as exc:  # any driver error: nothing of this batch is stored
+            logger.error("inbox commit failed: %s", type(exc).__name__)
+            error = exc
+            results = None
+            try:
+                if self._conn is not None:
+                    self._conn.rollback()
+            except Exception:  # noqa: S110 - reconnect below
+                pass
+            self._close()
+        # Wake each waiting request once, on its own loop.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], Any]]] = {}
+        for i, (_, loop, fut) in enumerate(batch):
+            outcome: Any = StoreUnavailable(type(error).__name__) if results is None else results[i]
+            by_loop.setdefault(loop, []).append((fut, outcome))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # the loop is closed: its requests are gone
+                pass
+
+
+def _resolve(items: list[tuple[asyncio.Future[bool], Any]]) -> None:
+    for fut, outcome in items:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+
+# -- reads and state changes (dispatcher, CLI, health) ----------------------------------
+def inbox_stats(engine: Engine, now: float | None = None) -> dict[str, Any]:
+    """Depth (entries not yet dispatched) and the age of the oldest of them, in seconds."""
+    now = utcnow_ts() if now is None else now
+    with engine.connect() as conn:
+        depth, oldest = conn.execute(
+            select(func.count(), func.min(inbox.c.received_at)).where(inbox.c.status == "accepted")
+        ).one()
+    return {
+        "depth": int(depth or 0),
+        "oldest_age_s": None if oldest is None else max(0.0, now - float(oldest)),
+    }
+
+
+def status_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))
+        counts = {s: 0 for s in STATUSES}
+        counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def claim_due(engine: Engine, limit: int, now: float | None = None) -> list[dict[str, Any]]:
+    """Accepted entries due for a dispatch attempt, oldest first."""
+    now = utcnow_ts() if now is None else now
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(inbox)
+            .where(and_(inbox.c.status == "accepted", inbox.c.next_attempt_at <= now))
+            .order_by(inbox.c.id)
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def get_entry(engine: Engine, endpoint: str, delivery_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(inbox).where(
+                    and_(inbox.c.endpoint == endpoint, inbox.c.delivery_id == delivery_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return dict(row) if row else None
+
+
+def list_entries(
+    engine: Engine, status: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    query = select(inbox).order_by(inbox.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(inbox.c.status == status)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def mark_dispatched(
+    engine: Engine, items: Iterable[tuple[int, str | None, str | None]], now: float | None = None
+) -> None:
+    """(id, deployment, flow_run_id) -> dispatched; entries without a run (no route) -> done."""
+    now = utcnow_ts() if now is None else now
+    with engine.begin() as conn:
+        for entry_id, deployment, run_id in items:
+            conn.execute(
+                update(inbox)
+                .where(and_(inbox.c.id == entry_id, inbox.c.status == "accepted"))
+                .values(
+                    status="dispatched" if run_id else "done",
+                    deployment=deployment,
+                    flow_run_id=run_id,
+                    dispatched_at=now,
+                    finished_at=None if run_id else now,
+                    last_error=None,
+                )
+            )
+
+
+def reschedule(
+    engine: Engine,
+    items: Iterable[tuple[int, int, float, str]],
+    max_attempts: int | None = None,
+) -> None:
+    """(id, attempts, next_attempt_at, error): try later, or fail past `max_attempts`."""
+    with engine.begin() as conn:
+        for entry_id, attempts, next_at, error in items:
+            failed = max_attempts is not None and attempts >= max_attempts
+            conn.execute(
+                update(inbox)
+                .where(and_(inbox.c.id == entry_id, inbox.c.status == "accepted"))
+                .values(
+                    status="failed" if failed else "accepted",
+                    attempts=attempts,
+                    next_attempt_at=next_at,
+                    last_error=error[:1000],
+                    finished_at=utcnow_ts() if failed else None,
+                )
+            )
+
+
+def fail_entries(engine: Engine, items: Iterable[tuple[int, str]]) -> None:
+    with engine.begin() as conn:
+        for entry_id, error in items:
+            conn.execute(
+                update(inbox)
+                .where(and_(inbox.c.id == entry_id, inbox.c.status == "accepted"))
+                .values(status="failed", last_error=error[:1000], finished_at=utcnow_ts())
+            )
+
+
+def dispatched_runs(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
+    """(id, flow_run_id) of entries whose run has not been seen finishing yet."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(inbox.c.id, inbox.c.flow_run_id)
+            .where(inbox.c.status == "dispatched")
+            .order_by(inbox.c.id)
+            .limit(limit)
+        )
+        return [(int(i), str(r)) for i, r in rows]
+
+
+def mark_finished(engine: Engine, items: Iterable[tuple[int, str, str | None]]) -> None:
+    """(id, 'done'|'failed', error) for entries whose flow run reached a final state."""
+    now = utcnow_ts()
+    with engine.begin() as conn:
+        for entry_id, status, error in items:
+            conn.execute(
+                update(inbox)
+                .where(and_(inbox.c.id == entry_id, inbox.c.status == "dispatched"))
+                .values(status=status, finished_at=now, last_error=error)
+            )
+
+
+def recent_count(engine: Engine, endpoint: str, since: float) -> int:
+    """Deliveries of `endpoint` received since `since` (seeds the rate limiter on start)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    and_(inbox.c.endpoint == endpoint, inbox.c.received_at >= since)
+                )
+            ).scalar_one()
+        )
+
+
+def dispatch_lags(engine: Engine, since: float = 0.0, limit: int = 10000) -> list[float]:
+    """Seconds from receipt to flow-run creation of entries dispatched since `since`."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(inbox.c.dispatched_at - inbox.c.received_at)
+            .where(and_(inbox.c.dispatched_at.is_not(None), inbox.c.dispatched_at >= since))
+            .order_by(inbox.c.id.desc())
+            .limit(limit)
+        )
+        return [float(r[0]) for r in rows]

@@ -1,0 +1,76 @@
+"""Fixtures: the Bedrock stand-in (real HTTP) and a configuration pointing at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from deployments.sandbox.bedrock_server import BedrockStandIn
+
+SONNET = "anthropic.claude-3-sonnet-20240229-v1:0"
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
+TITAN = "amazon.titan-text-express-v1"
+
+
+@pytest.fixture(scope="session")
+def standin_server() -> Iterator[BedrockStandIn]:
+    server = BedrockStandIn().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def standin(standin_server: BedrockStandIn) -> BedrockStandIn:
+    standin_server.reset()
+    return standin_server
+
+
+def bedrock_section(endpoint: str, **overrides: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "rate_limit_per_minute": 60000,
+        "timeout_seconds": 5,
+        "circuit_breaker_threshold": 5,
+        "retry_attempts": 1,
+        "limit_wait_seconds": 2.0,
+        "model_limits": {
+            SONNET: {"requests_per_minute": 60000, "tokens_per_minute": 10_000_000},
+            HAIKU: {"requests_per_minute": 60000, "tokens_per_minute": 10_000_000},
+            TITAN: {
+                "requests_per_minute": 60000,
+                "tokens_per_minute": 10_000_000,
+                "max_input_tokens": 8192,
+                "max_output_tokens": 8192,
+            },
+        },
+    }
+    section.update(overrides)
+    return section
+
+
+@pytest.fixture
+def bedrock_config(nura_config, standin: BedrockStandIn):  # type: ignore[no-untyped-def]
+    """Factory: a config whose Bedrock points at the stand-in (overrides merge in)."""
+    from tasks.bedrock import reset_invokers
+    from tasks.bedrock_limits import reset_token_leaser
+
+    def make(store: str | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+        reset_invokers()
+        reset_token_leaser()
+        return nura_config(
+            {
+                "api_gateway": {"backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05},
+                "external_services": {
+                    "aws": {"bedrock": bedrock_section(standin.url, **overrides)}
+                },
+            },
+            store=store,
+        )
+
+    yield make
+    reset_invokers()
+    reset_token_leaser()

@@ -1,0 +1,132 @@
+"""The issue's scenarios against real services (FlakyService, moto, Bedrock stand-in) and
+both store backends; time between rounds is an injected clock, never a sleep."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nura import get_call_layer
+from nura.breaker import BreakerState
+from nura.stores.alerts import history, open_alerts
+from nura.stores.db import get_engine
+from tasks.alerts import apply_report
+from tasks.health import GRACE_SECONDS, build_checks, check_round, run_round
+from tasks.sla import build_report
+
+pytestmark = pytest.mark.integration
+T0 = 1_900_000_000.0  # an injected "now", far from the wall clock
+
+
+def monitor_round(world, now: float) -> tuple[dict, list]:
+    """What the flow does, minus Prefect: checks -> SLA -> alert transitions."""
+    results = check_round(now=now)
+    report = build_report([r.as_dict() for r in results], now=now)
+    changes = apply_report(
+        report, now=now, reminder_seconds=3600, engine=get_engine(world.store_url)
+    )
+    return report, changes
+
+
+def by_service(report: dict) -> dict[str, dict]:
+    return {s["service"]: s for s in report["services"]}
+
+
+def test_all_healthy(world) -> None:
+    report, changes = monitor_round(world, T0)
+    services = by_service(report)
+    for name in ("alpha", "beta", "gamma", "s3", "ses", "cloudwatch", "bedrock", "database"):
+        assert services[name]["status"] == "healthy", services[name]
+    assert services["bedrock"]["detail"].startswith("runtime endpoint answered 404")
+    assert services["s3"]["availability_pct"] == 100.0
+    # Not configured: no endpoint / no API, reported as unknown, never as failing.
+    assert services["slack"]["status"] == "unknown"
+    assert report["overall"] == "healthy"
+    assert changes == []
+
+
+def test_slow_service_degrades_alerts_once_and_resolves(world) -> None:
+    world.control("alpha", latency_ms=800)  # threshold in the world: 0.5 s
+    report, changes = monitor_round(world, T0)
+    alpha = by_service(report)["alpha"]
+    assert alpha["status"] == "degraded"
+    assert "p95" in alpha["reason"] and alpha["p95_ms"] >= 800
+    assert alpha["affects"] == ["confluence-sync"]
+    assert report["overall"] == "degraded"
+    assert [(c.kind, c.key, c.severity) for c in changes] == [("opened", "alpha", "medium")]
+
+    # Five minutes later, still slow: the alert is not repeated.
+    report, changes = monitor_round(world, T0 + 300)
+    assert by_service(report)["alpha"]["status"] == "degraded"
+    assert changes == []
+
+    # Fast again; once the slow samples leave the 15 min status window, it resolves.
+    world.control("alpha", latency_ms=0)
+    report, changes = monitor_round(world, T0 + 600)
+    assert by_service(report)["alpha"]["status"] == "degraded"  # p95 still has slow samples
+    assert changes == []
+    report, changes = monitor_round(world, T0 + 300 + 900 + 1)
+    assert by_service(report)["alpha"]["status"] == "healthy"
+    assert [(c.kind, c.key) for c in changes] == [("resolved", "alpha")]
+    engine = get_engine(world.store_url)
+    assert open_alerts(engine) == []
+    assert [h["kind"] for h in history(engine, "alpha")] == ["opened", "resolved"]
+
+
+def test_dead_service_is_unhealthy_in_one_round_with_high_severity(world) -> None:
+    world.services["beta"].stop()
+    report, changes = monitor_round(world, T0)
+    beta = by_service(report)["beta"]
+    assert beta["status"] == "unhealthy"
+    assert "check failed: ServiceUnavailable" in beta["reason"]
+    assert report["overall"] == "unhealthy"
+    assert [(c.kind, c.key, c.severity) for c in changes] == [("opened", "beta", "high")]
+
+
+def test_hung_service_is_bounded_by_its_timeout(world) -> None:
+    world.control("gamma", latency_ms=20_000)  # hangs far beyond the 1 s check timeout
+    layer = get_call_layer()
+    checks = build_checks(world.config, layer, get_engine(world.store_url), timeout=1.0)
+    started = time.perf_counter()
+    results = run_round(checks, now=T0)
+    wall = time.perf_counter() - started
+    gamma = next(r for r in results if r.service == "gamma")
+    assert not gamma.ok and gamma.error_type in ("ServiceTimeout", "CheckTimeout")
+    assert all(r.ok for r in results if r.service in ("alpha", "beta", "s3"))
+    assert wall < 1.0 + GRACE_SECONDS + 0.5, wall  # its timeout (+ grace), not 20 s
+
+
+def test_reminder_after_the_interval_and_escalation(world) -> None:
+    world.control("alpha", latency_ms=800)
+    _, changes = monitor_round(world, T0)
+    assert [c.kind for c in changes] == ["opened"]
+    _, changes = monitor_round(world, T0 + 3600)
+    assert [(c.kind, c.key) for c in changes] == [("reminder", "alpha")]
+    world.control("alpha", latency_ms=0, down=True)
+    _, changes = monitor_round(world, T0 + 3900)
+    assert [(c.kind, c.level, c.severity) for c in changes] == [("escalated", "unhealthy", "high")]
+
+
+def test_passing_check_moves_open_breaker_towards_half_open(world) -> None:
+    layer = get_call_layer()
+    for _ in range(2):  # threshold 2 in the world
+        layer.breakers.record_failure("alpha", 2)
+    assert layer.breakers.snapshot("alpha", fresh=True).state is BreakerState.OPEN
+    report, _ = monitor_round(world, T0)
+    alpha = by_service(report)["alpha"]
+    assert alpha["status"] == "unhealthy" and "breaker open" in alpha["reason"]
+    results = check_round(now=T0 + 1)
+    assert next(r for r in results if r.service == "alpha").breaker_probe is True
+    # The next real call is admitted as the probe, and its success closes the breaker.
+    res = layer.request("alpha", "GET", "/echo", retries=0)
+    assert res.value.status_code == 200
+    assert layer.breakers.snapshot("alpha", fresh=True).state is BreakerState.CLOSED
+
+
+def test_failing_check_does_not_move_a_breaker(world) -> None:
+    world.services["gamma"].stop()
+    check_round(now=T0)
+    check_round(now=T0 + 300)
+    layer = get_call_layer()
+    assert layer.breakers.snapshot("gamma", fresh=True).state is BreakerState.CLOSED

@@ -1,0 +1,292 @@
+"""Call-layer decisions with respx: retries, Retry-After, typed errors, breaker, fallback."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from config import parse_config
+from nura.breaker import CircuitBreakers
+from nura.errors import (
+    CircuitOpen,
+    ClientError,
+    RateLimited,
+    ServerError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UnknownService,
+)
+from nura.layer import CallLayer
+from nura.metrics import CallRecorder
+from nura.ratelimit import NoLimiter
+from nura.stores.db import get_engine
+from nura.stores.tables import call_records
+
+BASE = "https://svc.example.com"
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def layer(tmp_path: Path):
+    cfg = parse_config(
+        {
+            "api_gateway": {
+                "retry_default": 3,
+                "backoff_base_seconds": 1,
+                "backoff_max_seconds": 8,
+                "retry_after_max_seconds": 20,
+                "circuit_breaker_threshold": 3,
+            },
+            "external_services": {
+                "partners": {
+                    "svc": {"base_url": BASE, "fallback_enabled": True},
+                    "nofb": {"base_url": BASE},
+                }
+            },
+        }
+    )
+    engine = get_engine(f"sqlite:///{tmp_path / 'n.db'}")
+    sleeps = Sleeps()
+    built = CallLayer(
+        cfg.policies(),
+        breakers=CircuitBreakers(engine, sync_seconds=0),
+        limiter=NoLimiter(),
+        recorder=CallRecorder(engine),
+        http_client=httpx.Client(),
+        sleep=sleeps,
+        rng=random.Random(7),
+    )
+    built.sleeps = sleeps  # type: ignore[attr-defined]
+    built.engine = engine  # type: ignore[attr-defined]
+    return built
+
+
+def records(layer) -> list:
+    layer.recorder.flush()
+    with layer.engine.connect() as conn:
+        return list(conn.execute(call_records.select().order_by(call_records.c.id)))
+
+
+@respx.mock
+def test_success_first_try(layer) -> None:
+    respx.get(f"{BASE}/ok").respond(200, json={"a": 1})
+    res = layer.request("svc", "GET", "/ok")
+    assert res.value.json() == {"a": 1} and res.attempts == 1 and not res.fallback_used
+    (rec,) = records(layer)
+    assert rec.outcome == "ok" and rec.status_code == 200 and rec.bytes_in == len(b'{"a":1}')
+
+
+@respx.mock
+def test_5xx_retries_with_backoff_then_succeeds(layer) -> None:
+    route = respx.get(f"{BASE}/x").mock(
+        side_effect=[httpx.Response(502), httpx.Response(500), httpx.Response(200)]
+    )
+    res = layer.request("svc", "GET", "/x")
+    assert res.attempts == 3 and route.call_count == 3
+    assert len(layer.sleeps) == 2
+    assert 0 <= layer.sleeps[0] <= 1 and 0 <= layer.sleeps[1] <= 2
+
+
+@respx.mock
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+def test_4xx_fails_at_once_without_retry(layer, status: int) -> None:
+    route = respx.get(f"{BASE}/x").respond(status)
+    with pytest.raises(ClientError) as err:
+        layer.request("svc", "GET", "/x")
+    assert err.value.status == status and err.value.attempts == 1 and route.call_count == 1
+    assert layer.sleeps == []
+
+
+@respx.mock
+def test_expected_status_is_an_answer(layer) -> None:
+    respx.get(f"{BASE}/x").respond(404)
+    assert layer.request("svc", "GET", "/x", expected=(404,)).value.status_code == 404
+
+
+@respx.mock
+def test_retry_after_is_honoured_and_capped(layer) -> None:
+    respx.get(f"{BASE}/x").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(503, headers={"Retry-After": "9223372036854775807"}),
+            httpx.Response(200),
+        ]
+    )
+    res = layer.request("svc", "GET", "/x")
+    assert res.attempts == 3
+    assert layer.sleeps[0] == 3.0  # 429's Retry-After
+    assert layer.sleeps[1] <= 8  # 503 is not a RateLimited answer: backoff, not 9e18
+
+
+@respx.mock
+def test_huge_retry_after_on_429_is_capped(layer) -> None:
+    respx.get(f"{BASE}/x").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "9223372036854775807"}),
+            httpx.Response(200),
+        ]
+    )
+    layer.request("svc", "GET", "/x")
+    assert layer.sleeps == [20]
+
+
+@respx.mock
+def test_exhausted_retries_raise_typed_error_with_attempts(layer) -> None:
+    respx.get(f"{BASE}/x").respond(429)
+    with pytest.raises(RateLimited) as err:
+        layer.request("nofb", "GET", "/x")
+    assert err.value.attempts == 4 and err.value.service == "nofb" and err.value.status == 429
+
+
+@respx.mock
+def test_timeout_and_connect_errors_are_typed(layer) -> None:
+    respx.get(f"{BASE}/t").mock(side_effect=httpx.ReadTimeout("slow"))
+    respx.get(f"{BASE}/c").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(ServiceTimeout):
+        layer.request("nofb", "GET", "/t", retries=0)
+    with pytest.raises(ServiceUnavailable):
+        layer.request("nofb", "GET", "/c", retries=0)
+
+
+@respx.mock
+def test_redirect_is_not_followed(layer) -> None:
+    respx.get(f"{BASE}/r").respond(302, headers={"Location": "http://169.254.169.254/"})
+    with pytest.raises(ClientError, match="redirect"):
+        layer.request("svc", "GET", "/r")
+
+
+def test_unknown_service_is_typed(layer) -> None:
+    with pytest.raises(UnknownService, match="nope"):
+        layer.request("nope", "GET", "/x")
+
+
+@respx.mock
+def test_breaker_opens_and_fails_fast_without_network(layer) -> None:
+    route = respx.get(f"{BASE}/x").respond(500)
+    with pytest.raises(ServerError):
+        layer.request("nofb", "GET", "/x")  # 3 failures open it (threshold 3), retries stop
+    assert route.call_count == 3
+    with pytest.raises(CircuitOpen):
+        layer.request("nofb", "GET", "/x")
+    assert route.call_count == 3
+    outcomes = [r.outcome for r in records(layer)]
+    assert outcomes == ["error", "rejected"]
+
+
+@respx.mock
+def test_4xx_does_not_move_the_breaker(layer) -> None:
+    respx.get(f"{BASE}/x").respond(400)
+    for _ in range(5):
+        with pytest.raises(ClientError):
+            layer.request("nofb", "GET", "/x")
+    assert layer.breakers.snapshot("nofb", fresh=True).failures == 0
+
+
+@respx.mock
+def test_fallback_is_marked_logged_and_recorded(layer, caplog) -> None:
+    respx.get(f"{BASE}/x").respond(503)
+    layer.register_fallback("svc", lambda err: {"cached": True})
+    with caplog.at_level(logging.WARNING):
+        res = layer.request("svc", "GET", "/x", retries=0)
+    assert res.fallback_used and res.value == {"cached": True}
+    assert "service unavailable" in (res.fallback_reason or "")
+    assert any("FALLBACK" in r.message for r in caplog.records)
+    (rec,) = records(layer)
+    assert rec.outcome == "fallback" and rec.fallback
+
+
+@respx.mock
+def test_fallback_not_used_for_client_errors_or_when_disabled(layer) -> None:
+    respx.get(f"{BASE}/x").respond(400)
+    respx.get(f"{BASE}/y").respond(503)
+    layer.register_fallback("svc", lambda err: "fb")
+    layer.register_fallback("nofb", lambda err: "fb")
+    with pytest.raises(ClientError):
+        layer.request("svc", "GET", "/x")
+    with pytest.raises(ServiceUnavailable):
+        layer.request("nofb", "GET", "/y", retries=0)
+
+
+@respx.mock
+def test_payload_digest_recorded_and_secrets_never(layer, caplog) -> None:
+    secret = "s3cr3t-token-value"
+    respx.post(f"{BASE}/x").respond(500)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ServerError) as err:
+        layer.request(
+            "nofb",
+            "POST",
+            "/x",
+            json={"a": 1},
+            headers={"Authorization": f"Bearer {secret}"},
+            auth=httpx.BasicAuth("user", secret),
+            retries=1,
+        )
+    (rec,) = records(layer)
+    import hashlib
+
+    assert rec.payload_sha256 == hashlib.sha256(b'{"a":1}').hexdigest()
+    assert rec.bytes_out == 7
+    texts = [str(err.value), repr(err.value), *(r.getMessage() for r in caplog.records)]
+    texts += [str(v) for v in rec._mapping.values()]
+    assert not any(secret in t for t in texts)
+
+
+def test_boto_errors_are_typed(layer) -> None:
+    from botocore.exceptions import ClientError as BotoClientError
+    from botocore.exceptions import EndpointConnectionError
+
+    def throttled() -> None:
+        raise BotoClientError(
+            {
+                "Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            },
+            "Converse",
+        )
+
+    def invalid() -> None:
+        raise BotoClientError(
+            {
+                "Error": {"Code": "ValidationException", "Message": "bad"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            },
+            "Converse",
+        )
+
+    def down() -> None:
+        raise EndpointConnectionError(endpoint_url="http://x")
+
+    with pytest.raises(RateLimited) as err:
+        layer.call("nofb", "converse", throttled, retries=1)
+    assert err.value.code == "ThrottlingException" and err.value.attempts == 2
+    with pytest.raises(ClientError) as err2:
+        layer.call("nofb", "converse", invalid)
+    assert err2.value.code == "ValidationException" and err2.value.attempts == 1
+    with pytest.raises(ServiceUnavailable):
+        layer.call("nofb", "converse", down, retries=0)
+    assert layer.call("nofb", "ok", lambda: 42).value == 42
+
+
+async def test_async_variants(layer) -> None:
+    with respx.mock:
+        respx.get(f"{BASE}/ok").respond(200, json={"ok": True})
+        res = await layer.arequest("svc", "GET", "/ok")
+    assert res.value.json() == {"ok": True}
+    assert (await layer.acall("svc", "op", lambda x: x * 2, 21)).value == 42
+
+
+def test_errors_pickle_roundtrip() -> None:
+    import pickle
+
+    err = RateLimited("limited", service="s", status=429, attempts=3, code="X")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is RateLimited and str(back) == str(err)

@@ -1,0 +1,106 @@
+"""Signing helpers and a small config for the receiver tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from pydantic import SecretStr
+
+from blocks.webhooks import WebhookSecret
+from config import IntegrationsConfig
+
+SECRET = "s3cr3t-current"
+OLD_SECRET = "s3cr3t-previous"
+STD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def config(**overrides: Any) -> IntegrationsConfig:
+    incoming = {
+        "git_updates": {
+            "url_path": "/webhooks/git",
+            "event_types": ["git.push"],
+            "rate_limit_per_minute": 1000,
+            "scheme": "github",
+        },
+        "partner": {
+            "url_path": "/webhooks/partner",
+            "event_types": ["external.integration", "user.activity"],
+            "rate_limit_per_minute": 1000,
+            "scheme": "generic",
+            "max_body_bytes": 2048,
+        },
+        "std": {
+            "url_path": "/webhooks/std",
+            "event_types": ["system.alert"],
+            "rate_limit_per_minute": 1000,
+            "scheme": "standard",
+        },
+        "confluence_updates": {
+            "url_path": "/webhooks/confluence",
+            "event_types": ["confluence.page.updated"],
+            "scheme": "generic",
+            "require_timestamp": False,
+            "event_map": {"page_updated": "confluence.page.updated"},
+        },
+        "off": {"url_path": "/webhooks/off", "event_types": ["git.push"], "enabled": False},
+    }
+    data: dict[str, Any] = {"webhooks": {"incoming": incoming}}
+    for key, value in overrides.items():
+        data["webhooks"][key] = value
+    return IntegrationsConfig.model_validate(data)
+
+
+def secrets() -> dict[str, WebhookSecret]:
+    both = {"current": SecretStr(SECRET), "previous": SecretStr(OLD_SECRET)}
+    return {
+        "git_updates": WebhookSecret(scheme="github", **both),
+        "partner": WebhookSecret(scheme="generic", **both),
+        "std": WebhookSecret(scheme="standard", current=SecretStr(STD_SECRET)),
+        "confluence_updates": WebhookSecret(scheme="generic", current=SecretStr(SECRET)),
+        "off": WebhookSecret(scheme="github", current=SecretStr(SECRET)),
+    }
+
+
+def hex_sig(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def github_headers(body: bytes, delivery: str, event: str = "push", secret: str = SECRET):
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": hex_sig(body, secret),
+    }
+
+
+def generic_headers(
+    body: bytes,
+    delivery: str,
+    event: str = "external.integration",
+    ts: float | None = None,
+    secret: str = SECRET,
+):
+    return {
+        "Content-Type": "application/json",
+        "X-Event-Type": event,
+        "X-Delivery-Id": delivery,
+        "X-Timestamp": str(int(ts if ts is not None else time.time())),
+        "X-Signature": hex_sig(body, secret),
+    }
+
+
+def push_payload(**extra: Any) -> bytes:
+    data = {
+        "ref": "refs/heads/main",
+        "before": "a" * 40,
+        "after": "b" * 40,
+        "repository": {"full_name": "octo/docs", "name": "docs", "owner": {"login": "octo"}},
+        "commits": [],
+    }
+    data.update(extra)
+    return json.dumps(data).encode()

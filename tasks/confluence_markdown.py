@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_plus
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 from lxml import etree
 
-CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.S)
+CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|$)", re.S)  # unterminated: to the end
 ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 WS = re.compile(r"[ \t\r\n\f\v\xa0]+")
 MD_SPECIAL = re.compile(r"([\\`*\[\]])")
@@ -42,6 +42,7 @@ BLOCK_TAGS = {
     "hr", "div", "section", "ac:layout", "ac:layout-section", "ac:layout-cell",
     "ac:task-list", "ac:rich-text-body", "dl", "center",
 }  # fmt: skip
+CONTAINER_INLINE = {"strong", "b", "em", "i", "span", "u", "font", "a", "s", "del"}
 PANELS = {"info": "Info", "note": "Note", "warning": "Warning", "tip": "Tip", "panel": "Panel"}
 INLINE_MACROS = {"status", "jira", "anchor", "emoticon"}
 SILENT_MACROS = {"toc", "children", "pagetree", "anchor", "recently-updated", "contentbylabel"}
@@ -89,6 +90,10 @@ def _param(macro: Tag, name: str) -> str | None:
         if isinstance(child, Tag) and child.name == "ac:parameter" and child.get("ac:name") == name:
             return child.get_text()
     return None
+
+
+def _is_block(tag: Tag) -> bool:
+    return tag.name in BLOCK_TAGS or tag.name == "ac:structured-macro"
 
 
 def _child(tag: Tag, name: str) -> Tag | None:
@@ -140,6 +145,10 @@ class _Renderer:
                 except Exception as exc:  # one odd element must not lose the page
                     self.warnings.append(f"<{child.name}> converted as plain text: {exc}")
                     out.append(_escape(WS.sub(" ", child.get_text()).strip()))
+            elif child.name in CONTAINER_INLINE and child.find(_is_block) is not None:
+                # Malformed nesting (<strong><p>...): keep the structure, drop the emphasis.
+                flush()
+                out.extend(self.blocks(child))
             else:
                 run.append(self.inline(child))
         flush()
@@ -156,6 +165,8 @@ class _Renderer:
             text = WS.sub(" ", self.inlines(tag)).strip()
             return [f"{'#' * int(name[1])} {text}"] if text else []
         if name == "p":
+            if tag.find(_is_block) is not None:  # malformed nesting: keep the structure
+                return self.blocks(tag)
             return [self.finish_inline(self.inlines(tag))]
         if name in ("ul", "ol"):
             return [self.list_(tag, ordered=name == "ol")]

@@ -15,7 +15,7 @@ to `_links.context` = "/wiki"):
   GET    /wiki/rest/api/content/{id}/label       POST /wiki/rest/api/content/{id}/label
   POST   /oauth/token   (grant_type=refresh_token; OAuth 2.0 access tokens as Bearer)
 Control (tests, benchmark and sandbox; no auth): POST /_control {"latency_ms", "fail_next",
-"fail_status", "retry_after"}; POST /_edit {"ids": [...] | "space": K, "count": N,
+"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool}; POST /_edit {"ids": [...] | "space": K, "count": N,
 "action": "edit" | "trash" | "purge"}; GET /_stats; POST /_stats/reset.
 
 Auth: Basic `email:api_token` (default bot@example.com / sandbox-token) or a Bearer token
@@ -103,6 +103,8 @@ class ConfluenceServer(ThreadingHTTPServer):
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.stats: Counter[str] = Counter()
+        self.broken_pages: set[str] = set()  # GET of these answers 500 (a page that fails)
+        self.race_next_update = False  # someone else saves just before our next PUT
         self.clock = time.time
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -405,6 +407,11 @@ class _Handler(BaseHTTPRequestHandler):
                 fail_status=b.get("fail_status"),
                 retry_after=None if b.get("retry_after") is None else str(b["retry_after"]),
             )
+            with srv.lock:
+                if "broken_pages" in b:
+                    srv.broken_pages = {str(i) for i in b["broken_pages"]}
+                if "race_next_update" in b:
+                    srv.race_next_update = bool(b["race_next_update"])
             return self._send(200, {"ok": True})
         if path == "/_stats" and method == "GET":
             with srv.lock:
@@ -554,6 +561,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _v2_page(self, method: str, page_id: str, q: dict[str, str], body: Any) -> None:
         srv = self.server
         if method == "GET":
+            if page_id in srv.broken_pages:
+                raise _HttpError(500, "Internal server error")
             with srv.lock:
                 page = self._page(page_id)
                 if page["status"] == "trashed" and q.get("status") not in ("trashed", "any"):
@@ -601,6 +610,9 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             page = self._page(page_id, any_status=False)
+            if srv.race_next_update:
+                srv.race_next_update = False
+                srv.edit(page_id)
             number = (body.get("version") or {}).get("number")
             if not isinstance(number, int):
                 raise _HttpError(400, "version.number is required")

@@ -74,3 +74,21 @@ def bedrock_config(nura_config, standin: BedrockStandIn):  # type: ignore[no-unt
     yield make
     reset_invokers()
     reset_token_leaser()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
+    """The shared server, also in Prefect's settings context (and the global one).
+
+    Prefect snapshots its settings when a settings context is entered, so PREFECT_API_URL
+    set by the root fixture is not seen by clients made later; the token leaser's refill
+    threads read the process-global context, hence both (as in tests/outgoing).
+    """
+    from prefect.context import SettingsContext, _temporary_global_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        ctx = SettingsContext.get()
+        assert ctx is not None
+        with _temporary_global_settings_context(ctx):
+            yield prefect_server

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from nura import get_call_layer
+from nura import CallLayer, get_call_layer
 from nura.breaker import BreakerState
+from nura.ratelimit import NoLimiter
 from nura.stores.alerts import history, open_alerts
 from nura.stores.db import get_engine
 from tasks.alerts import apply_report
@@ -119,7 +120,9 @@ def test_passing_check_moves_open_breaker_towards_half_open(world) -> None:
     results = check_round(now=T0 + 1)
     assert next(r for r in results if r.service == "alpha").breaker_probe is True
     # The next real call is admitted as the probe, and its success closes the breaker.
-    res = layer.request("alpha", "GET", "/echo", retries=0)
+    # (Traffic through the same breakers; no Prefect server here, so no rate limiter.)
+    traffic = CallLayer(layer.policies, breakers=layer.breakers, limiter=NoLimiter())
+    res = traffic.request("alpha", "GET", "/echo", retries=0)
     assert res.value.status_code == 200
     assert layer.breakers.snapshot("alpha", fresh=True).state is BreakerState.CLOSED
 

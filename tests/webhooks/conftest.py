@@ -16,11 +16,18 @@ from tests.support.servers import free_port
 
 @pytest.fixture(scope="session")
 def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
-    """The session server, also in Prefect's settings (they were read at import)."""
+    """The session server, also in Prefect's settings (they were read at import).
+
+    Threads (the call layer's rate-limit leaser) read the process-global context, hence both.
+    """
+    from prefect.context import SettingsContext, _temporary_global_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        yield prefect_server
+        ctx = SettingsContext.get()
+        assert ctx is not None
+        with _temporary_global_settings_context(ctx):
+            yield prefect_server
 
 
 class ReceiverThread:

@@ -30,6 +30,8 @@ from typing import Any
 from nura.ratelimit import LimitSpec, PrefectSlotLeaser, _Bucket, ensure_limit, limit_name
 
 BURST_SECONDS = 10.0
+# A first lease slower than this (limit creation on a cold server) counts as saturation.
+COLD_LEASE_SECONDS = 30.0
 
 
 def tpm_service(model_id: str) -> str:
@@ -65,7 +67,8 @@ class TokenLeaser(PrefectSlotLeaser):
         """Take `units` tokens (clamped to the burst); returns what was reserved."""
         bucket = self._bucket(service, per_minute)
         units = max(1, min(units, bucket.spec.burst_calls))
-        deadline = None if timeout is None else self.clock() + timeout
+        started = self.clock()
+        deadline = None if timeout is None else started + timeout
         with bucket.cond:
             while True:
                 now = self.clock()
@@ -82,7 +85,16 @@ class TokenLeaser(PrefectSlotLeaser):
                 if not bucket.refilling:
                     self._start_refill(bucket)
                 remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
+                # The wait counts only while the server says the limit is full: a slow
+                # first lease (limit creation, a cold server) is not saturation.
+                if (
+                    remaining is not None
+                    and remaining <= 0
+                    and bucket.spec.name not in self._saturated
+                    and now - started < COLD_LEASE_SECONDS
+                ):
+                    remaining = 0.05
+                elif remaining is not None and remaining <= 0:
                     from nura.errors import RateLimited
 
                     bucket.need = 0
@@ -91,6 +103,15 @@ class TokenLeaser(PrefectSlotLeaser):
                         service=service,
                     )
                 bucket.cond.wait(timeout=min(remaining or 1.0, 1.0))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Names of limits whose last increment the server denied (423); see `_wait_for`.
+        self._saturated: set[str] = set()
+
+    def _wait_for(self, spec: LimitSpec, calls: int, denied: Any) -> float:
+        self._saturated.add(spec.name)
+        return super()._wait_for(spec, calls, denied)
 
     def settle(self, service: str, per_minute: float, reserved: int, actual: int) -> None:
         """Correct a reservation to the tokens the service actually counted."""
@@ -118,6 +139,7 @@ class TokenLeaser(PrefectSlotLeaser):
                 bucket.need = 0
             wanted = min(max(bucket.batch, need) + debt, bucket.spec.burst_calls)
             granted = self._lease(bucket.spec, wanted)
+            self._saturated.discard(bucket.spec.name)
             with bucket.cond:
                 now = self.clock()
                 if now >= bucket.expires:

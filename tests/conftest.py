@@ -43,9 +43,14 @@ def prefect_server() -> Iterator[PrefectServer]:
     with temp_database("nura_prefect") as db:
         server = PrefectServer(db).start()
         previous = os.environ.get("PREFECT_API_URL")
+        # Subprocesses read the environment; this process's Prefect settings were read at
+        # import, so they are switched with temporary_settings as well.
         os.environ["PREFECT_API_URL"] = server.api_url
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         try:
-            yield server
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                yield server
         finally:
             server.stop()
             if previous is None:

@@ -85,9 +85,18 @@ def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
     threads read the process-global context, hence both (as in tests/outgoing).
     """
     from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
+        temporary_settings,
+    )
 
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+    # Tests call the invoker outside flows too; its nested `notify` task logs then.
+    settings = {
+        PREFECT_API_URL: prefect_server.api_url,
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore",
+    }
+    with temporary_settings(settings):
         ctx = SettingsContext.get()
         assert ctx is not None
         with _temporary_global_settings_context(ctx):

@@ -160,22 +160,30 @@ def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standi
 
     probe = InvocationRequest(prompt="price me", model=HAIKU, scope="team-a", max_tokens=64)
     bedrock_config()
-    one = get_invoker().invoke(probe).cost_usd  # learn the cost of one call
-    budget = one * Decimal("2.4")  # call 2 reaches 83 %, call 3 reaches 125 %
-    bedrock_config(budgets={"scopes": {"team-a": {"daily_usd": str(budget)}}})
+    one = get_invoker().invoke(probe).cost_usd  # one call's cost (answers are deterministic)
+    # The same store, now with a budget of 2.4 calls: call 2 reaches 83 %, call 3 125 %.
+    bedrock_config(budgets={"scopes": {"team-a": {"daily_usd": str(one * Decimal("2.4"))}}})
     invoker = get_invoker()
+
+    def alerts() -> list[str]:
+        rows = recent_notifications(get_engine(store_url()))
+        return sorted({n["title"] for n in rows if n["event"] == "nura.budget.threshold"})
+
+    assert alerts() == []
     invoker.invoke(probe)
-    assert recent_notifications(get_engine(store_url())) == []
-    invoker.invoke(probe)
-    alerts = [n for n in recent_notifications(get_engine(store_url())) if n["event"]]
-    assert {n["event"] for n in alerts} == {"nura.budget.threshold"}
-    assert any("80%" in n["title"] for n in alerts)
+    assert alerts() == ["Bedrock budget 80% reached: team-a (daily)"]
     invoker.invoke(probe)  # 125 %: this call ran, the next one may not
+    assert alerts() == [
+        "Bedrock budget 100% reached: team-a (daily)",
+        "Bedrock budget 80% reached: team-a (daily)",
+    ]
+    calls_before = standin.calls()
     with pytest.raises(BudgetExceeded):
         invoker.invoke(probe)
-    calls_before = standin.calls()
+    assert standin.calls() == calls_before  # blocked before any call
     over = invoker.invoke(probe.model_copy(update={"budget_override": True}))
     assert over.over_budget and standin.calls() == calls_before + 1
+    assert len(alerts()) == 2  # each threshold alerts once per period
     # Another scope is not blocked by team-a's budget.
     assert invoker.invoke(probe.model_copy(update={"scope": "team-b"})).model_id == HAIKU
 
@@ -185,21 +193,26 @@ def test_limits_are_global_concurrency_limits_and_tpm_saturation_falls_back(
 ) -> None:
     import httpx
 
+    # An inference-profile id of its own: limits of other tests (same server) do not carry over.
+    profile = f"us.{SONNET}"
     bedrock_config(
+        models=[profile, HAIKU],
         limit_wait_seconds=0.5,
         model_limits={
-            SONNET: {"requests_per_minute": 600, "tokens_per_minute": 1200},  # burst 200 tokens
-            HAIKU: {"requests_per_minute": 600, "tokens_per_minute": 10_000_000},
+            profile: {"requests_per_minute": 600, "tokens_per_minute": 1200},  # burst 200 tokens
+            HAIKU: {"requests_per_minute": 60000, "tokens_per_minute": 10_000_000},
         },
     )
     invoker = get_invoker()
     first = invoker.invoke(InvocationRequest(prompt="a" * 200, max_tokens=150))
-    assert first.model_id == SONNET
+    assert first.model_id == profile
     second = invoker.invoke(InvocationRequest(prompt="b" * 200, max_tokens=150))
     assert second.model_id == HAIKU
     assert second.attempts[0].outcome == "rate_limited_locally"
+    assert standin.calls(profile) == 1
     api = prefect_server.api_url
-    tpm = httpx.get(f"{api}/v2/concurrency_limits/nura-rate-bedrock-tpm:{SONNET}").json()
-    rpm = httpx.get(f"{api}/v2/concurrency_limits/nura-rate-bedrock:{SONNET}").json()
+    tpm = httpx.get(f"{api}/v2/concurrency_limits/nura-rate-bedrock-tpm:{profile}").json()
+    rpm = httpx.get(f"{api}/v2/concurrency_limits/nura-rate-bedrock:{profile}").json()
     assert tpm["slot_decay_per_second"] == pytest.approx(1200 / 60 * 100)
+    assert tpm["limit"] == 200 * 100
     assert rpm["slot_decay_per_second"] == pytest.approx(600 / 60 * 100)

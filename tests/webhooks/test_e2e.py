@@ -175,3 +175,60 @@ def test_signed_push_creates_exactly_one_run_that_stores_files(
         assert len(runs(prefect_server.api_url, deployment_id)) == 2
     finally:
         receiver.stop()
+
+
+def test_deliveries_accepted_while_prefect_is_down_are_dispatched_after(
+    prefect_server, nura_config, tmp_path
+):
+    """Prefect API stopped: 202 for every delivery; once it is back, each gets its one run.
+
+    The session server is stopped and restarted on the same port and database (a second
+    server of our own would cost another 30-60 s of start-up on this machine).
+    """
+    from deployments.receiver import create_app
+    from nura.stores.db import get_engine
+    from nura.stores.inbox import status_counts
+
+    server = prefect_server
+    cfg = nura_config(_config("http://127.0.0.1:9", "http://127.0.0.1:9"))
+    deployment_id = _deploy(server.api_url)
+    before = len(runs(server.api_url, deployment_id))
+    engine = get_engine(f"sqlite:///{tmp_path / 'nura.db'}")
+    app = create_app(
+        cfg,
+        engine=engine,
+        secrets={"git_updates": WebhookSecret(scheme="github", current=SecretStr(SECRET))},
+        run_dispatcher=True,
+        api_url=server.api_url,
+    )
+    receiver = ReceiverThread(app).start()
+    try:
+        server.stop()
+        try:
+            dispatcher = app.state.receiver.dispatcher
+            for i in range(5):
+                body = json.dumps(
+                    {
+                        "ref": "refs/heads/main",
+                        "after": f"{i:040d}",
+                        "before": "0" * 40,
+                        "repository": {"full_name": "octo/docs"},
+                    }
+                ).encode()
+                r = httpx.post(
+                    f"{receiver.url}/webhooks/git",
+                    content=body,
+                    headers=github_headers(body, f"down-{i}"),
+                )
+                assert r.status_code == 202, r.text
+            wait_for(lambda: dispatcher.api_down_since is not None)
+            assert status_counts(engine)["accepted"] == 5
+        finally:
+            server.start()
+        wait_for(lambda: status_counts(engine)["dispatched"] == 5, timeout=60)
+        found = runs(server.api_url, deployment_id)
+        assert len(found) == before + 5
+        keys = {f["idempotency_key"] for f in found}
+        assert {f"nura-webhook:git_updates:down-{i}" for i in range(5)} <= keys
+    finally:
+        receiver.stop()

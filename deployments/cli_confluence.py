@@ -1,0 +1,106 @@
+"""`nura confluence …`: run the Confluence sync and publish flows from the command line.
+
+    nura confluence sync [--space TECH] [--page-id 123456] [--full]
+    nura confluence publish docs/arch.md --title "Architecture" --space ARCH \
+        --parent 123456 --label generated [--storage] [--on-conflict overwrite]
+
+The flows run in this process and report to the Prefect API in PREFECT_API_URL (as any
+flow run does); the exit code is 1 when the run ended Failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else []
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table
+
+
+def _finish(state: Any, title: str) -> None:
+    if state.is_completed():
+        result = state.result()
+        rows = list(result.values()) if isinstance(result, dict) else list(result)
+        console.print(_table(title, rows))
+        return
+    console.print(f"[bold red]{title} failed:[/] {state.message}")
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    confluence = typer.Typer(
+        help="Confluence knowledge base: sync into S3, publish pages back.", no_args_is_help=True
+    )
+    app.add_typer(confluence, name="confluence")
+
+    @confluence.command("sync")
+    def sync(
+        space: Annotated[
+            list[str] | None, typer.Option("--space", help="Space key (repeatable).")
+        ] = None,
+        page_id: Annotated[str | None, typer.Option("--page-id", help="Sync one page.")] = None,
+        full: Annotated[bool, typer.Option("--full", help="Force a full sync.")] = False,
+    ) -> None:
+        """Sync Confluence spaces (default: config) or one page into the S3 knowledge base."""
+        from flows.confluence_sync import confluence_sync
+
+        state = confluence_sync(
+            spaces=None if page_id else space,
+            page_id=page_id,
+            space=space[0] if page_id and space else None,
+            full=full,
+            return_state=True,
+        )
+        _finish(state, "Confluence sync")
+
+    @confluence.command("publish")
+    def publish(
+        file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+        title: Annotated[str, typer.Option("--title", help="Page title.")],
+        space: Annotated[str | None, typer.Option("--space", help="Space key.")] = None,
+        parent: Annotated[str | None, typer.Option("--parent", help="Parent page id.")] = None,
+        label: Annotated[list[str] | None, typer.Option("--label", help="Label (repeat).")] = None,
+        storage: Annotated[
+            bool, typer.Option("--storage", help="FILE is storage-format XHTML.")
+        ] = False,
+        on_conflict: Annotated[
+            str | None, typer.Option("--on-conflict", help="fail | overwrite | skip")
+        ] = None,
+    ) -> None:
+        """Create or update a Confluence page from a Markdown (or storage XHTML) file."""
+        from pydantic import ValidationError
+
+        from flows.confluence_publish import PublishPage, confluence_publish
+
+        if on_conflict not in (None, "fail", "overwrite", "skip"):
+            raise typer.BadParameter("--on-conflict must be fail, overwrite or skip")
+        try:
+            page = PublishPage(
+                title=title,
+                content=file.read_text(encoding="utf-8"),
+                content_format="storage" if storage else "markdown",
+                space=space,
+                parent_id=parent,
+                labels=label or [],
+            )
+        except ValidationError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        state = confluence_publish(
+            pages=[page],
+            on_conflict=on_conflict,  # type: ignore[arg-type]
+            return_state=True,
+        )
+        _finish(state, "Confluence publish")

@@ -1,0 +1,147 @@
+"""The confluence-sync flow end to end: test server (HTTP) -> moto S3, real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flows.confluence_sync import ConfluenceSyncFailed, confluence_sync
+from tasks import s3
+from tasks.confluence_state import load_manifest
+from tasks.confluence_sync import sync_space_impl
+
+pytestmark = pytest.mark.integration
+
+
+def fetched(server) -> int:
+    return server.stats["GET /wiki/api/v2/pages/{id}"]
+
+
+def ids(server, space: str) -> list[str]:
+    return sorted(p["id"] for p in server.space_pages(space))
+
+
+def test_full_then_incremental_sse_metadata_and_unchanged(confluence, sync_env) -> None:
+    confluence.generate(["TECH", "DOCS"], 12, body_bytes=2000)
+    sync_env()
+    summary = confluence_sync()
+    assert summary["TECH"]["created"] == 12 and summary["DOCS"]["created"] == 12
+    assert summary["TECH"]["mode"] == "full"
+
+    first = ids(confluence, "TECH")[0]
+    head = s3.head_document(f"confluence/TECH/{first}.md")
+    assert head is not None and head["ServerSideEncryption"] == "AES256"
+    meta = head["Metadata"]
+    assert {"source-url", "version", "sha256", "title", "last-modified"} <= set(meta)
+    assert meta["source-url"].startswith(confluence.url + "/wiki/spaces/TECH/pages/")
+    manifest = load_manifest("TECH")
+    assert manifest.watermark and manifest.full_started is None and len(manifest.pages) == 12
+
+    changed, same = ids(confluence, "TECH")[1], ids(confluence, "TECH")[2]
+    confluence.edit(changed)
+    confluence.edit(same, body=confluence.pages[same]["body"])  # new version, same content
+    confluence.stats.clear()
+    summary = confluence_sync()
+    assert summary["TECH"]["mode"] == "incremental"
+    assert (summary["TECH"]["updated"], summary["TECH"]["unchanged"]) == (1, 1)
+    assert summary["DOCS"]["updated"] == 0 and fetched(confluence) == 2
+    assert confluence.stats["GET /wiki/rest/api/content/search"] == 2  # one CQL per space
+    # unchanged sha256: not rewritten (S3 still holds version 1), manifest knows version 2
+    assert s3.head_document(f"confluence/TECH/{same}.md")["Metadata"]["version"] == "1"
+    assert load_manifest("TECH").pages[same]["version"] == 2
+    assert s3.head_document(f"confluence/TECH/{changed}.md")["Metadata"]["version"] == "2"
+
+
+def test_trashed_and_purged_pages_leave_the_knowledge_base(confluence, sync_env) -> None:
+    confluence.generate(["TECH", "DOCS"], 6, body_bytes=500)
+    sync_env()
+    confluence_sync()
+    trashed, purged = ids(confluence, "TECH")[:2]
+    confluence.trash(trashed)
+    confluence.purge(purged)
+    summary = confluence_sync()
+    assert summary["TECH"]["deleted"] == 2
+    for page in (trashed, purged):
+        assert s3.head_document(f"confluence/TECH/{page}.md") is None
+        assert page not in load_manifest("TECH").pages
+
+
+def test_resume_after_crash_does_not_refetch_stored_pages(confluence, sync_env) -> None:
+    confluence.generate(["TECH"], 30, body_bytes=500)
+    sync_env(spaces=["TECH"], checkpoint_pages=10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sync_space_impl("TECH", crash_after=10)
+    manifest = load_manifest("TECH")
+    assert len(manifest.pages) == 10 and manifest.watermark is None and manifest.full_started
+    confluence.stats.clear()
+    summary = confluence_sync()
+    assert summary["TECH"]["created"] == 20 and fetched(confluence) == 20
+    assert load_manifest("TECH").watermark is not None
+
+
+def test_missing_space_and_failed_page_fail_the_run_not_the_others(confluence, sync_env) -> None:
+    confluence.generate(["TECH", "DOCS"], 5, body_bytes=500)
+    broken = ids(confluence, "TECH")[0]
+    confluence.broken_pages = {broken}
+    sync_env(spaces=["TECH", "NOPE", "DOCS"])
+    state = confluence_sync(return_state=True)
+    assert state.is_failed()
+    assert "NOPE" in state.message and broken in state.message
+    assert len(load_manifest("DOCS").pages) == 5
+    tech = load_manifest("TECH")
+    assert len(tech.pages) == 4 and tech.watermark is None  # watermark waits for the page
+    confluence.broken_pages = set()
+    confluence.stats.clear()
+    summary = confluence_sync(spaces=["TECH"])
+    assert summary["TECH"]["created"] == 1 and fetched(confluence) == 1
+
+
+def test_single_page_ingest_and_its_deletion(confluence, sync_env) -> None:
+    confluence.generate(["TECH", "DOCS"], 3, body_bytes=500)
+    sync_env()
+    page = ids(confluence, "DOCS")[1]
+    summary = confluence_sync(page_id=page)  # space looked up from the page
+    assert summary["DOCS"]["created"] == 1
+    assert s3.head_document(f"confluence/DOCS/{page}.md") is not None
+    confluence.trash(page)
+    summary = confluence_sync(page_id=page, space="DOCS")
+    assert summary["DOCS"]["deleted"] == 1
+    assert s3.head_document(f"confluence/DOCS/{page}.md") is None
+
+
+def test_process_pool_and_artifacts(confluence, sync_env) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    confluence.generate(["TECH"], 8, body_bytes=3000)
+    sync_env(spaces=["TECH"], process_pool_min_pages=1, convert_processes=2)
+    state = confluence_sync(return_state=True)
+    assert state.is_completed() and state.result()["TECH"]["created"] == 8
+
+    async def artifacts(key: str):
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+
+    table = asyncio.run(artifacts("confluence-sync-tech"))
+    assert table and '"created": 8' in str(table[0].data).replace("'", '"')
+    progress = asyncio.run(artifacts("confluence-sync-progress"))
+    assert progress and float(progress[0].data) == 100.0
+
+
+def test_rejects_wrong_credentials_with_the_base_url(confluence, sync_env, monkeypatch) -> None:
+    confluence.generate(["TECH"], 2, body_bytes=200)
+    sync_env()
+    monkeypatch.setenv("CONFLUENCE_API_TOKEN", "wrong")
+    state = confluence_sync(return_state=True)
+    assert state.is_failed() and confluence.url in state.message
+    assert confluence.stats["requests"] == 1  # no retries of a 401
+
+
+def test_flow_failure_is_typed(confluence, sync_env) -> None:
+    confluence.generate(["TECH"], 1, body_bytes=200)
+    sync_env(spaces=["NOPE"])
+    with pytest.raises(ConfluenceSyncFailed, match="NOPE"):
+        confluence_sync()

@@ -1,0 +1,66 @@
+"""The `health-monitor` flow end to end on a real Prefect server, moto and real services."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+
+
+def _events(name: str, deadline: float = 10.0) -> list:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    end = time.monotonic() + deadline
+    while True:
+        body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()
+        if found.get("events") or time.monotonic() > end:
+            return found.get("events", [])
+        time.sleep(0.3)  # the event persister writes asynchronously: nothing to inject
+
+
+def test_flow_run_reports_alerts_artifacts_metrics_and_events(prefect_server, world) -> None:
+    from flows.health_monitor import health_monitor
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    world.services["beta"].stop()
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        summary = health_monitor()
+        assert summary["overall"] == "unhealthy"
+        assert summary["services"]["beta"] == "unhealthy"
+        assert summary["services"]["alpha"] == "healthy"
+        assert summary["services"]["prefect_api"] == "healthy"
+        assert {"kind": "opened", "key": "beta", "level": "unhealthy", "severity": "high"} in summary[
+            "alerts"
+        ]
+
+        report = _artifact("health-report")
+        assert report and "UNHEALTHY" in report[0].data and "git-ingest" in report[0].data
+        sla = _artifact("health-sla")
+        assert sla and any(row["service"] == "beta" for row in sla[0].data)
+
+        events = _events("nura.health.unhealthy")
+        assert any(e["resource"]["prefect.resource.id"] == "nura.service.beta" for e in events)
+
+        # A second run: the condition persists, so no new alert.
+        again = health_monitor()
+        assert again["alerts"] == []
+
+    cw = boto3.client("cloudwatch", endpoint_url=world.moto, region_name="us-east-1")
+    metrics = cw.list_metrics(Namespace=world.config.external_services.aws.cloudwatch.namespace)
+    names = {m["MetricName"] for m in metrics["Metrics"]}
+    assert {"Status", "LatencyP95", "Availability", "OverallStatus"} <= names

@@ -72,9 +72,7 @@ def event_id(endpoint: str, delivery_id: str) -> str:
 
 def _confluence_params(payload: dict[str, Any]) -> dict[str, Any]:
     page: dict[str, Any] = payload["page"] if isinstance(payload.get("page"), dict) else {}
-    content: dict[str, Any] = (
-        payload["content"] if isinstance(payload.get("content"), dict) else {}
-    )
+    content: dict[str, Any] = payload["content"] if isinstance(payload.get("content"), dict) else {}
     page_id = payload.get("page_id") or page.get("id") or content.get("id") or payload.get("id")
     if page_id in (None, ""):
         raise ValueError("confluence.page.updated payload has no page id")

@@ -77,6 +77,8 @@ def sync_env(
     monkeypatch: pytest.MonkeyPatch,
 ):
     """Config for flow runs: the test server, moto S3, fast retries, our own rates."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.setenv("CONFLUENCE_EMAIL", EMAIL)
     monkeypatch.setenv("CONFLUENCE_API_TOKEN", TOKEN)
 
@@ -108,4 +110,5 @@ def sync_env(
             }
         )
 
-    return make
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        yield make

@@ -27,7 +27,10 @@ EVENTS = 120
 
 SENDER = f"""
 from tasks.webhooks import OutgoingEvent, submit_events
-events = [OutgoingEvent(type="git.push", data={{"n": i}}, id=f"msg_chaos_{{i}}") for i in range({EVENTS})]
+events = [
+    OutgoingEvent(type="git.push", data={{"n": i}}, id=f"msg_chaos_{{i}}")
+    for i in range({EVENTS})
+]
 submit_events("sandbox", events)
 print("SENDER FINISHED")
 """
@@ -62,6 +65,9 @@ def _env(tmp_path: Path, sink_url: str, api_url: str) -> dict[str, str]:
             "lease_seconds": 1.5,
         },
     )
+    # A breaker would turn the outage into instant dead letters; here the retries are
+    # the point, so it stays closed (breakers have their own tests in the spine).
+    cfg["api_gateway"]["circuit_breaker_threshold"] = 1000
     path = tmp_path / "chaos.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ)

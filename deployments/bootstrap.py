@@ -1,0 +1,250 @@
+"""`nura bootstrap`: make any Prefect server ready for Nura, idempotently.
+
+Registers the block types, saves blocks from environment variables, creates/updates one
+global concurrency limit per service from config, creates the process work pool and every
+deployment of prefect.yaml with the schedules that config/integrations.yaml gives.
+Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config import IntegrationsConfig
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+
+
+@dataclass
+class DeploymentSpec:
+    name: str
+    entrypoint: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    interval_seconds: float | None = None
+
+    @property
+    def flow_module(self) -> str:
+        return self.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
+
+
+@dataclass
+class BootstrapReport:
+    blocks: list[str] = field(default_factory=list)
+    limits: list[str] = field(default_factory=list)
+    work_pool: str = ""
+    deployments: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def config_intervals(cfg: IntegrationsConfig) -> dict[str, float]:
+    """Schedules come from config, not from prefect.yaml's copies of the defaults."""
+    redrive_minutes = cfg.webhooks.outgoing.dead_letters.redrive_interval_minutes
+    return {
+        "confluence-sync": cfg.external_services.confluence.sync_interval_hours * 3600,
+        "health-monitor": cfg.health_monitoring.check_interval_minutes * 60,
+        "webhook-redrive": redrive_minutes * 60,
+    }
+
+
+def load_specs(cfg: IntegrationsConfig, path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
+    data = yaml.safe_load(path.read_text())
+    intervals = config_intervals(cfg)
+    specs = []
+    for d in data.get("deployments", []):
+        yaml_interval = next(
+            (s["interval"] for s in d.get("schedules") or [] if "interval" in s), None
+        )
+        specs.append(
+            DeploymentSpec(
+                name=d["name"],
+                entrypoint=d["entrypoint"],
+                description=d.get("description", ""),
+                tags=list(d.get("tags") or []),
+                parameters=dict(d.get("parameters") or {}),
+                interval_seconds=intervals.get(d["name"], yaml_interval),
+            )
+        )
+    return specs
+
+
+def register_block_types() -> list[str]:
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    from blocks import NURA_BLOCKS, SlackWebhook
+
+    names = []
+    for block in (*NURA_BLOCKS, AwsCredentials, S3Bucket, SlackWebhook):
+        block.register_type_and_schema()
+        names.append(block.get_block_type_slug())
+    return names
+
+
+# Environment variable -> block it creates (name, factory). Only set variables create blocks.
+def _env_blocks(env: Mapping[str, str]) -> list[tuple[str, Callable[[], Any]]]:
+    from prefect_aws import AwsCredentials
+    from pydantic import SecretStr
+
+    from blocks import ConfluenceCredentials, GitProviderCredentials, SlackWebhook
+
+    out: list[tuple[str, Callable[[], Any]]] = []
+    if env.get("CONFLUENCE_BASE_URL") and env.get("CONFLUENCE_API_TOKEN"):
+        out.append(
+            (
+                "confluence",
+                lambda: ConfluenceCredentials(
+                    base_url=env["CONFLUENCE_BASE_URL"],
+                    email=env.get("CONFLUENCE_EMAIL"),
+                    api_token=SecretStr(env["CONFLUENCE_API_TOKEN"]),
+                ),
+            )
+        )
+    if env.get("GIT_TOKEN"):
+        out.append(
+            (
+                "git",
+                lambda: GitProviderCredentials(
+                    provider=env.get("GIT_PROVIDER", "github"),  # type: ignore[arg-type]
+                    api_url=env.get("GIT_API_URL", "https://api.github.com"),
+                    token=SecretStr(env["GIT_TOKEN"]),
+                ),
+            )
+        )
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        out.append(
+            (
+                "nura-aws",
+                lambda: AwsCredentials(
+                    aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=SecretStr(env["AWS_SECRET_ACCESS_KEY"]),
+                    region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+                ),
+            )
+        )
+    if env.get("SLACK_WEBHOOK_URL"):
+        out.append(("nura-slack", lambda: SlackWebhook(url=SecretStr(env["SLACK_WEBHOOK_URL"]))))
+    return out
+
+
+def save_env_blocks(env: Mapping[str, str] | None = None) -> list[str]:
+    saved = []
+    for name, make in _env_blocks(os.environ if env is None else env):
+        make().save(name, overwrite=True)
+        saved.append(name)
+    return saved
+
+
+def create_limits(cfg: IntegrationsConfig) -> list[str]:
+    from nura.ratelimit import LimitSpec, _PrefectApi, ensure_limit
+
+    api = _PrefectApi()
+    names = []
+    for policy in cfg.policies().values():
+        ensure_limit(api, LimitSpec(policy.limit_name, policy.rate_limit_per_minute))
+        names.append(policy.limit_name)
+    return names
+
+
+async def apply_work_pool_and_deployments(
+    cfg: IntegrationsConfig, specs: list[DeploymentSpec], report: BootstrapReport
+) -> None:
+    import importlib.util
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    pool = cfg.platform.work_pool
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+        report.work_pool = pool
+        pull = [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_DIR)}}
+        ]
+        for spec in specs:
+            if importlib.util.find_spec(spec.flow_module) is None:
+                report.skipped.append(f"{spec.name} ({spec.entrypoint} not found)")
+                continue
+            flow = load_flow_from_entrypoint(str(PROJECT_DIR / spec.entrypoint))
+            flow_id = await client.create_flow_from_name(flow.name)
+            schedules = (
+                [
+                    DeploymentScheduleCreate(
+                        schedule=IntervalSchedule(
+                            interval=timedelta(seconds=spec.interval_seconds)
+                        ),
+                        active=True,
+                    )
+                ]
+                if spec.interval_seconds
+                else []
+            )
+            existing = None
+            try:
+                existing = await client.read_deployment_by_name(f"{flow.name}/{spec.name}")
+            except Exception:  # noqa: S110 - not found: created below
+                pass
+            await client.create_deployment(
+                flow_id=flow_id,
+                name=spec.name,
+                entrypoint=spec.entrypoint,
+                path=str(PROJECT_DIR),
+                work_pool_name=pool,
+                work_queue_name="default",
+                parameters=spec.parameters,
+                parameter_openapi_schema=parameter_schema(flow).model_dump_for_openapi(),
+                description=spec.description or flow.description,
+                tags=spec.tags,
+                pull_steps=pull,
+                schedules=None if existing is not None else schedules,
+                enforce_parameter_schema=True,
+            )
+            if existing is not None:
+                await _sync_schedules(client, existing, schedules)
+            report.deployments.append(f"{flow.name}/{spec.name}")
+
+
+async def _sync_schedules(client: Any, existing: Any, wanted: list[Any]) -> None:
+    """Replace the deployment's schedules when config changed them (idempotent otherwise)."""
+    have = sorted(
+        s.schedule.interval.total_seconds()
+        for s in existing.schedules
+        if hasattr(s.schedule, "interval")
+    )
+    want = sorted(s.schedule.interval.total_seconds() for s in wanted)
+    if have == want and len(existing.schedules) == len(wanted):
+        return
+    for schedule in existing.schedules:
+        await client.delete_deployment_schedule(existing.id, schedule.id)
+    if wanted:
+        await client.create_deployment_schedules(
+            existing.id, [(s.schedule, s.active) for s in wanted]
+        )
+
+
+def bootstrap(cfg: IntegrationsConfig, *, env_blocks: bool = True) -> BootstrapReport:
+    """Run every step against the server PREFECT_API_URL points at."""
+    import asyncio
+
+    report = BootstrapReport()
+    report.blocks = register_block_types()
+    if env_blocks:
+        report.blocks += [f"saved:{n}" for n in save_env_blocks()]
+    report.limits = create_limits(cfg)
+    asyncio.run(apply_work_pool_and_deployments(cfg, load_specs(cfg), report))
+    return report

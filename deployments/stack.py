@@ -1,0 +1,360 @@
+"""`nura up` / `nura down`: the whole platform on one machine.
+
+Order: validate config -> check ports -> embedded PostgreSQL (Prefect's database and the
+stores) -> Prefect server -> sandbox stand-ins when no cloud credentials are configured ->
+bootstrap (blocks, limits, work pool, deployments) -> worker -> webhook receiver -> one run
+of each flow (sandbox) -> supervise until Ctrl-C, then stop everything in reverse order.
+
+State lives in `platform.state_dir` (default `.nura/` in the project): `pg/` (PostgreSQL
+data), `prefect/` (PREFECT_HOME), `logs/` (one log per child), `stack.json` (what runs, for
+`nura down` and `nura up --detach`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import IntegrationsConfig
+from deployments.processes import (
+    Child,
+    EmbeddedPostgres,
+    StackError,
+    prefect_server_child,
+    require_free_port,
+    wait_http,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+MAX_RESTARTS = 3
+
+
+@dataclass
+class StackState:
+    state_dir: Path
+    api_url: str = ""
+    ui_url: str = ""
+    receiver_url: str = ""
+    store_url: str = ""
+    config_path: str = ""
+    sandbox: bool = False
+    sandbox_urls: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    status: str = "starting"
+    started_at: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def save(self) -> None:
+        data = {k: v for k, v in self.__dict__.items() if k != "state_dir"}
+        self.path.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> StackState | None:
+        path = state_dir / "stack.json"
+        if not path.exists():
+            return None
+        state = cls(state_dir)
+        for key, value in json.loads(path.read_text()).items():
+            setattr(state, key, value)
+        return state
+
+
+def has_cloud_credentials(env: dict[str, str] | None = None) -> bool:
+    """Real services are used when AWS or Confluence credentials are configured."""
+    env = dict(os.environ) if env is None else env
+    aws = bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")) or bool(
+        env.get("AWS_PROFILE")
+    )
+    return aws or bool(env.get("CONFLUENCE_API_TOKEN"))
+
+
+class Stack:
+    def __init__(
+        self,
+        cfg: IntegrationsConfig,
+        config_path: Path,
+        *,
+        sandbox: bool | None = None,
+        trigger_runs: bool = True,
+        say: Callable[[str], None] = print,
+        status: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        state_dir = Path(cfg.platform.state_dir)
+        self.state_dir = state_dir if state_dir.is_absolute() else PROJECT_DIR / state_dir
+        self.logs = self.state_dir / "logs"
+        self.sandbox = (not has_cloud_credentials()) if sandbox is None else sandbox
+        self.trigger_runs = trigger_runs
+        self.say = say
+        self.status = status
+        self.pg = EmbeddedPostgres(self.state_dir / "pg")
+        self.children: list[Child] = []
+        self.state = StackState(self.state_dir, sandbox=self.sandbox)
+        self._stopping = False
+
+    # -- start -------------------------------------------------------------------------
+    def _step(self, text: str) -> None:
+        if self.status is not None:
+            self.status(text)
+        else:
+            self.say(text)
+
+    def _mark(self, name: str, started: float) -> None:
+        self.state.timings[name] = round(time.monotonic() - started, 2)
+
+    def up(self) -> StackState:
+        t0 = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        previous = StackState.load(self.state_dir)
+        if previous and previous.status in ("ready", "starting") and _any_alive(previous.pids):
+            pids = sorted(previous.pids.values())
+            raise StackError(
+                f"a stack already runs from {self.state_dir} (pids {pids}); "
+                "stop it with `nura down` first"
+            )
+        port = self.cfg.platform.prefect_port
+        receiver = self.cfg.webhooks.receiver
+        require_free_port(port, "Prefect server")
+        require_free_port(receiver.port, "webhook receiver", receiver.host)
+
+        self._step("starting embedded PostgreSQL")
+        self.pg.start()
+        for db in ("prefect", "nura"):
+            self.pg.ensure_database(db)
+        self._mark("postgres", t0)
+
+        self._step("starting Prefect server")
+        server = prefect_server_child(
+            self.state_dir / "prefect", self.pg.url("prefect"), port, self.logs
+        ).start()
+        self.children.append(server)
+        self.state.api_url = f"http://127.0.0.1:{port}/api"
+        self.state.ui_url = f"http://127.0.0.1:{port}"
+        self.state.store_url = self.pg.url("nura", "psycopg")
+        self._save_pids()
+        env = self._child_env()
+
+        if self.sandbox:
+            self._step(
+                "starting the sandbox (moto, Confluence, Bedrock, GitHub, Slack/webhook sink)"
+            )
+            self._start_sandbox(env)
+            env = self._child_env()
+        wait_http(f"{self.state.api_url}/health", 180, server.proc)
+        self._mark("prefect_server", t0)
+
+        self._step("bootstrapping blocks, limits, work pool and deployments")
+        self._bootstrap(env)
+        self._mark("bootstrap", t0)
+
+        self._step("starting worker and webhook receiver")
+        self._start_worker_and_receiver(env)
+        self._mark("up", t0)
+        self.state.status = "ready"
+        self._save_pids()
+        if self.sandbox and self.trigger_runs:
+            self._step("triggering one run of each flow")
+            self._trigger_first_runs(env)
+        return self.state
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PREFECT_API_URL=self.state.api_url,
+            NURA_CONFIG=self.state.config_path or str(self.config_path),
+            NURA_STORE_URL=self.state.store_url,
+            NURA_STATE_DIR=str(self.state_dir),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        if self.sandbox:
+            env.setdefault("AWS_ACCESS_KEY_ID", "sandbox")
+            env.setdefault("AWS_SECRET_ACCESS_KEY", "sandbox")
+            env.setdefault("AWS_DEFAULT_REGION", self.cfg.external_services.aws.region)
+        return env
+
+    def _start_sandbox(self, env: dict[str, str]) -> None:
+        from deployments.sandbox.stack import sandbox_config, sandbox_ports
+
+        ports = sandbox_ports()
+        ready = self.state_dir / "sandbox.json"
+        ready.unlink(missing_ok=True)
+        child = Child(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "deployments.sandbox.stack",
+                "--ports",
+                json.dumps(ports),
+                "--ready-file",
+                str(ready),
+            ],
+            env,
+            self.logs,
+            PROJECT_DIR,
+        ).start()
+        self.children.append(child)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if not child.alive():
+                raise StackError(f"the sandbox exited early:\n{child.tail()}")
+            if time.monotonic() > deadline:
+                raise StackError(f"the sandbox did not start within 60s:\n{child.tail()}")
+            time.sleep(0.1)
+        self.state.sandbox_urls = json.loads(ready.read_text())
+        path = self.state_dir / "sandbox-integrations.yaml"
+        sandbox_config(self.config_path, self.state.sandbox_urls, path)
+        self.state.config_path = str(path)
+        self._save_pids()
+
+    def _bootstrap(self, env: dict[str, str]) -> None:
+        import subprocess
+
+        # In a child process: it must see this stack's API URL and config, not ours.
+        proc = subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"]
+            + (["--sandbox-blocks"] if self.sandbox else []),
+            env=env,
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise StackError(f"bootstrap failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+
+    def _start_worker_and_receiver(self, env: dict[str, str]) -> None:
+        import importlib.util
+
+        worker = Child(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                self.cfg.platform.work_pool,
+                "--type",
+                "process",
+                "--limit",
+                "8",
+            ],
+            env,
+            self.logs,
+            PROJECT_DIR,
+        ).start()
+        self.children.append(worker)
+        receiver = self.cfg.webhooks.receiver
+        if importlib.util.find_spec("deployments.receiver") is not None:
+            rec = Child(
+                "receiver",
+                [sys.executable, "-m", "deployments.cli", "webhooks", "serve"],
+                env,
+                self.logs,
+                PROJECT_DIR,
+            ).start()
+            self.children.append(rec)
+            self.state.receiver_url = f"http://{receiver.host}:{receiver.port}"
+            wait_http(f"{self.state.receiver_url}/healthz", 60, rec.proc)
+        self._save_pids()
+
+    def _trigger_first_runs(self, env: dict[str, str]) -> None:
+        import subprocess
+
+        subprocess.run(
+            [sys.executable, "-m", "deployments.sandbox.first_runs"],
+            env=env,
+            cwd=PROJECT_DIR,
+            check=False,
+            capture_output=True,
+        )
+
+    def _save_pids(self) -> None:
+        self.state.pids = {c.name: c.pid for c in self.children if c.pid}
+        self.state.save()
+
+    # -- run ---------------------------------------------------------------------------
+    def supervise(self, poll: float = 1.0) -> None:
+        """Restart a crashed child (at most MAX_RESTARTS times), else stop the whole stack."""
+        while not self._stopping:
+            for child in self.children:
+                if child.alive() or self._stopping:
+                    continue
+                code = child.proc.returncode if child.proc else None
+                if child.restarts >= MAX_RESTARTS or child.name == "prefect-server":
+                    self.say(
+                        f"{child.name} exited with code {code} and cannot be kept running; "
+                        f"stopping the stack. Last log lines ({child.log_path}):\n{child.tail()}"
+                    )
+                    self.down()
+                    raise StackError(f"{child.name} crashed")
+                child.restarts += 1
+                self.say(
+                    f"{child.name} exited with code {code}; "
+                    f"restarting ({child.restarts}/{MAX_RESTARTS})"
+                )
+                child.start()
+                self._save_pids()
+            time.sleep(poll)
+
+    # -- stop --------------------------------------------------------------------------
+    def down(self) -> None:
+        self._stopping = True
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        self.pg.stop()
+        self.state.status = "stopped"
+        self.state.pids = {}
+        self.state.save()
+
+
+def _any_alive(pids: dict[str, int]) -> bool:
+    for pid in pids.values():
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def stop_recorded_stack(state_dir: Path, say: Callable[[str], None] = print) -> bool:
+    """`nura down`: stop what stack.json lists (also a detached stack), then PostgreSQL."""
+    state = StackState.load(state_dir)
+    if state is None:
+        say(f"no stack recorded in {state_dir}")
+        return False
+    for name, pid in reversed(list(state.pids.items())):
+        try:
+            os.killpg(pid, signal.SIGTERM)  # children run in their own sessions
+            say(f"stopped {name} (pid {pid})")
+        except OSError:
+            pass
+    deadline = time.monotonic() + 20
+    while _any_alive(state.pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in state.pids.values():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    EmbeddedPostgres(state_dir / "pg").stop()
+    state.status = "stopped"
+    state.pids = {}
+    state.save()
+    return True

@@ -96,8 +96,6 @@ def _detach(sandbox: bool | None, no_runs: bool) -> None:
                 )
                 raise typer.Exit(1)
             time.sleep(0.3)
-    state.pids["supervisor"] = proc.pid
-    state.save()
     _print_ready(state, None)
     console.print("running in the background; stop it with [bold]nura down[/]")
 

@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-webhooks_app = typer.Typer(help="Incoming webhooks: receiver, dispatcher, inbox.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="Incoming webhooks: receiver, dispatcher, inbox.", no_args_is_help=True
+)
 
 
 def _cfg() -> Any:
@@ -26,7 +28,9 @@ def _cfg() -> Any:
 
 @webhooks_app.command("serve")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Listen address (config: webhooks.receiver.host).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (config: webhooks.receiver.host).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (config: webhooks.receiver.port).")] = None,
 ) -> None:
     """Run the webhook receiver (and, unless configured off, its dispatcher)."""
@@ -102,7 +106,9 @@ def send(
     endpoint: Annotated[str, typer.Argument(help="Endpoint name in webhooks.incoming.")],
     event: Annotated[str, typer.Option("--event", "-e", help="Event type, e.g. git.push.")],
     file: Annotated[Path, typer.Option("--file", "-f", help="JSON body to send.", exists=True)],
-    url: Annotated[str | None, typer.Option(help="Receiver base URL (default from config).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Receiver base URL (default from config).")
+    ] = None,
     delivery_id: Annotated[str | None, typer.Option(help="Delivery id (default: random).")] = None,
 ) -> None:
     """Sign FILE with the endpoint's secret and POST it to the receiver."""
@@ -113,7 +119,9 @@ def send(
     cfg = _cfg()
     ep = cfg.webhooks.incoming.get(endpoint)
     if ep is None:
-        console.print(f"[red]no endpoint {endpoint!r}[/] (known: {', '.join(cfg.webhooks.incoming)})")
+        console.print(
+            f"[red]no endpoint {endpoint!r}[/] (known: {', '.join(cfg.webhooks.incoming)})"
+        )
         raise typer.Exit(2)
     secret = asyncio.run(SecretProvider(0)._refresh(endpoint, ep))
     if secret is None:
@@ -145,7 +153,9 @@ def send(
 
 @webhooks_app.command("inbox")
 def inbox(
-    status: Annotated[str | None, typer.Option(help="accepted | dispatched | done | failed")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="accepted | dispatched | done | failed")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest entries.")] = 20,
 ) -> None:
     """List the newest inbox entries and the depth of the queue."""

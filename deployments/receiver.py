@@ -62,8 +62,14 @@ JSON_TYPES = ("application/json",)
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def _error(status: int, error: str, message: str, headers: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return JSONResponse({"error": error, "message": message}, status, headers=dict(headers or {}))
+def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def _error(
+    status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return _json(status, {"error": error, "message": message}, headers)
 
 
 def is_loopback(host: str) -> bool:
@@ -152,7 +158,7 @@ class Receiver:
 
     # -- the pipeline --------------------------------------------------------------------
     async def webhook(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/")
+        path = str(request.scope["path"]).rstrip("/")
         found = self.by_path.get(path)
         name = found[0] if found else "unknown"
         try:
@@ -198,7 +204,12 @@ class Receiver:
             raise Rejection(404, "unknown_endpoint", "no enabled webhook endpoint at this path")
         name, ep = found
         body = await self._read_body(request, ep.max_body_bytes)
-        media = _media_type(request.headers.get("content-type", ""))
+        # ASGI header names are lower-case bytes; one plain dict is cheaper than Starlette's
+        # Headers for the dozen lookups below (a repeated header: the last one counts).
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]
+        }
+        media = _media_type(headers.get("content-type", ""))
         if not (_is_json(media) or media == FORM_TYPE):
             raise Rejection(
                 415, "unsupported_media_type", "send application/json or GitHub's form encoding"
@@ -210,7 +221,6 @@ class Receiver:
             )
         scheme = ep.scheme or secret.scheme
         signer = secret.get_client(datetime.fromtimestamp(self.clock(), UTC))
-        headers = request.headers
         env = verify(scheme, signer, headers, body, require_timestamp=ep.require_timestamp)
         check_timestamp(env, self.clock(), self.tolerance)
         payload = parse_payload(body, media)
@@ -241,10 +251,10 @@ class Receiver:
                 503, "store_unavailable", "the inbox could not store it", {"Retry-After": "5"}
             ) from None
         if not inserted:
-            return JSONResponse({"status": "duplicate", "delivery_id": delivery.delivery_id}, 200)
+            return _json(200, {"status": "duplicate", "delivery_id": delivery.delivery_id})
         if self.dispatcher is not None:
             self.dispatcher.poke()
-        return JSONResponse({"status": "accepted", "delivery_id": delivery.delivery_id}, 202)
+        return _json(202, {"status": "accepted", "delivery_id": delivery.delivery_id})
 
     # -- other routes --------------------------------------------------------------------
     def authorized(self, request: Request) -> bool:

@@ -284,7 +284,10 @@ class Stack:
         )
 
     def _save_pids(self) -> None:
-        self.state.pids = {c.name: c.pid for c in self.children if c.pid}
+        # The supervisor (this process) comes first: `nura down` asks it to stop the rest,
+        # so it does not restart the children it sees dying.
+        self.state.pids = {"supervisor": os.getpid()}
+        self.state.pids.update({c.name: c.pid for c in self.children if c.pid})
         self.state.save()
 
     # -- run ---------------------------------------------------------------------------
@@ -333,22 +336,32 @@ def _any_alive(pids: dict[str, int]) -> bool:
     return False
 
 
+def _wait_gone(pids: dict[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _any_alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def stop_recorded_stack(state_dir: Path, say: Callable[[str], None] = print) -> bool:
     """`nura down`: stop what stack.json lists (also a detached stack), then PostgreSQL."""
     state = StackState.load(state_dir)
     if state is None:
         say(f"no stack recorded in {state_dir}")
         return False
-    for name, pid in reversed(list(state.pids.items())):
+    pids = dict(state.pids)
+    supervisor = pids.pop("supervisor", None)
+    if supervisor and supervisor != os.getpid() and _any_alive({"s": supervisor}):
+        os.kill(supervisor, signal.SIGTERM)  # it stops its children in order, then exits
+        say(f"asked the supervisor (pid {supervisor}) to stop the stack")
+        _wait_gone({"s": supervisor}, 60)
+    for name, pid in reversed(list(pids.items())):
         try:
             os.killpg(pid, signal.SIGTERM)  # children run in their own sessions
             say(f"stopped {name} (pid {pid})")
         except OSError:
             pass
-    deadline = time.monotonic() + 20
-    while _any_alive(state.pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in state.pids.values():
+    _wait_gone(pids, 20)
+    for pid in pids.values():
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:

@@ -81,4 +81,6 @@ def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(health_monitor())
+    import json
+
+    print(json.dumps(health_monitor()))

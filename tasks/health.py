@@ -28,6 +28,7 @@ until its own deadline only, so one hung service never delays the round beyond i
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import time
@@ -449,7 +450,10 @@ def run_round(checks: list[Check], *, now: float | None = None) -> list[CheckRes
         return []
     pool = ThreadPoolExecutor(max_workers=min(len(checks), 256), thread_name_prefix="nura-check")
     started = time.monotonic()
-    futures = [(check, pool.submit(_timed, check)) for check in checks]
+    # Each thread runs in a copy of this context: Prefect settings and the run logger follow.
+    futures = [
+        (check, pool.submit(contextvars.copy_context().run, _timed, check)) for check in checks
+    ]
     results: list[CheckResult] = []
     for check, future in futures:
         remaining = started + check.timeout + GRACE_SECONDS - time.monotonic()

@@ -77,3 +77,16 @@ def send_email(sender: str, recipients: list[str], subject: str, text: str, html
     return send_email_message(
         sender=sender, recipients=recipients, subject=subject, text=text, html=html
     )
+
+
+# -- SES feedback over SNS: the two outbound calls an SNS endpoint makes ---------------
+def fetch_sns_certificate(url: str) -> bytes:
+    """Download an SNS signing certificate (the caller has checked the URL is AWS's)."""
+    result = get_call_layer().request("ses", "GET", url, operation="sns.signing-cert")
+    return result.value.content
+
+
+def confirm_sns_subscription(subscribe_url: str) -> int:
+    """Visit an SNS SubscribeURL (checked by the caller) to confirm the subscription."""
+    result = get_call_layer().request("ses", "GET", subscribe_url, operation="sns.confirm")
+    return result.value.status_code

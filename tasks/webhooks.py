@@ -186,6 +186,8 @@ def _register_service(name: str, target: OutgoingTarget, outgoing: OutgoingSetti
         rate_limit_per_minute=target.rate_limit_per_minute or outgoing.rate_limit_per_minute,
         timeout_seconds=target.timeout_seconds or outgoing.timeout_seconds,
         retry_attempts=outgoing.retry_attempts,
+        circuit_breaker_threshold=target.circuit_breaker_threshold
+        or outgoing.circuit_breaker_threshold,
     )
     if layer.policies.get(service) != policy:
         layer.policies[service] = policy
@@ -439,16 +441,31 @@ def redrive_due(
     *,
     limit: int | None = None,
     target_name: str | None = None,
+    ids: Sequence[str] | None = None,
     now: float | None = None,
     engine: Engine | None = None,
 ) -> RedriveSummary:
-    """Retry every due dead letter (and every in-flight entry whose process died)."""
+    """Retry every due dead letter (and every in-flight entry whose process died).
+
+    `ids` restricts the pass to those entries (an operator's `nura deliveries retry`).
+    """
     engine = engine or _engine()
     outgoing = get_config().webhooks.outgoing
     dead = outgoing.dead_letters
     now = now if now is not None else utcnow_ts()
     skip = dl.disabled_targets(engine) | {n for n, t in outgoing.targets.items() if not t.enabled}
-    rows = dl.due(engine, now=now, limit=limit or dead.batch_size, exclude_targets=skip)
+    if ids:
+        found = (dl.get(engine, i) for i in ids)
+        rows = [
+            r
+            for r in found
+            if r is not None
+            and r["status"] in ("pending", "in_flight")
+            and (r["next_attempt_at"] or 0) <= now
+            and r["target"] not in skip
+        ]
+    else:
+        rows = dl.due(engine, now=now, limit=limit or dead.batch_size, exclude_targets=skip)
     summary = RedriveSummary(due=len(rows), skipped_targets=sorted(skip))
     by_target: dict[str, list[tuple[str, str, str]]] = {}
     for row in rows:

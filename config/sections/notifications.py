@@ -67,3 +67,8 @@ class NotificationSettings(Section):
     )
     email: EmailSettings = Field(default_factory=EmailSettings)
     rate_limits: dict[Channel, ChannelLimit] = Field(default_factory=_default_limits)
+    ses_feedback_topics: list[str] = Field(
+        default_factory=list,
+        description="SNS topic ARNs whose SES bounce/complaint messages are accepted at "
+        "POST /webhooks/ses-events; empty = any topic whose AWS signature verifies.",
+    )

@@ -46,6 +46,7 @@ class OutgoingTarget(Section):
     )
     rate_limit_per_minute: int | None = Field(default=None, gt=0)
     timeout_seconds: float | None = Field(default=None, gt=0)
+    circuit_breaker_threshold: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_secret(self) -> OutgoingTarget:
@@ -81,6 +82,12 @@ class OutgoingSettings(Section):
         default=6000, gt=0, description="Per-target call rate unless the target sets its own."
     )
     concurrency: int = Field(default=16, gt=0, le=256, description="Parallel deliveries.")
+    circuit_breaker_threshold: int = Field(
+        default=20,
+        gt=0,
+        description="Consecutive failed attempts that open a target's breaker. Higher than "
+        "the API default: a partner failing 20 % of first attempts must not trip it.",
+    )
     allow_list: list[str] = Field(
         default_factory=list,
         description="Hosts, IPs or CIDRs allowed although private/loopback (SSRF guard).",

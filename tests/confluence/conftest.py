@@ -93,7 +93,7 @@ def sync_env(
             "process_pool_min_pages": 10_000,
             **confluence_settings,
         }
-        return nura_config(
+        cfg = nura_config(
             {
                 "api_gateway": {
                     "backoff_base_seconds": 0.01,
@@ -109,6 +109,12 @@ def sync_env(
                 },
             }
         )
+        # The limiter leases from a background thread, which does not see
+        # `temporary_settings` (a context variable): build its Prefect client here.
+        from nura import get_call_layer
+
+        get_call_layer().limiter.client  # type: ignore[attr-defined]  # noqa: B018
+        return cfg
 
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         yield make

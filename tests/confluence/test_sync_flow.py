@@ -70,6 +70,7 @@ def test_trashed_and_purged_pages_leave_the_knowledge_base(confluence, sync_env)
 def test_resume_after_crash_does_not_refetch_stored_pages(confluence, sync_env) -> None:
     confluence.generate(["TECH"], 30, body_bytes=500)
     sync_env(spaces=["TECH"], checkpoint_pages=10)
+    s3.ensure_bucket()
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_space_impl("TECH", crash_after=10)
     manifest = load_manifest("TECH")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -33,13 +38,29 @@ def _events(name: str, deadline: float = 10.0) -> list:
         time.sleep(0.3)  # the event persister writes asynchronously: nothing to inject
 
 
+def run_flow_module(api_url: str) -> dict:
+    """`python -m flows.health_monitor` as a deployment's process would run it."""
+    env = dict(os.environ, PREFECT_API_URL=api_url)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.health_monitor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"flow process took {time.perf_counter() - started:.1f}s")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_flow_run_reports_alerts_artifacts_metrics_and_events(prefect_server, world) -> None:
-    from flows.health_monitor import health_monitor
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     world.services["beta"].stop()
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        summary = health_monitor()
+        summary = run_flow_module(prefect_server.api_url)
         assert summary["overall"] == "unhealthy"
         assert summary["services"]["beta"] == "unhealthy"
         assert summary["services"]["alpha"] == "healthy"
@@ -51,13 +72,14 @@ def test_flow_run_reports_alerts_artifacts_metrics_and_events(prefect_server, wo
         report = _artifact("health-report")
         assert report and "UNHEALTHY" in report[0].data and "git-ingest" in report[0].data
         sla = _artifact("health-sla")
-        assert sla and any(row["service"] == "beta" for row in sla[0].data)
+        rows = json.loads(sla[0].data) if isinstance(sla[0].data, str) else sla[0].data
+        assert any(row["service"] == "beta" and row["window"] == "1h" for row in rows)
 
         events = _events("nura.health.unhealthy")
         assert any(e["resource"]["prefect.resource.id"] == "nura.service.beta" for e in events)
 
         # A second run: the condition persists, so no new alert.
-        again = health_monitor()
+        again = run_flow_module(prefect_server.api_url)
         assert again["alerts"] == []
 
     cw = boto3.client("cloudwatch", endpoint_url=world.moto, region_name="us-east-1")

@@ -67,7 +67,7 @@ def _env(tmp_path: Path, sink_url: str, api_url: str) -> dict[str, str]:
     )
     # A breaker would turn the outage into instant dead letters; here the retries are
     # the point, so it stays closed (breakers have their own tests in the spine).
-    cfg["api_gateway"]["circuit_breaker_threshold"] = 1000
+    cfg["webhooks"]["outgoing"]["circuit_breaker_threshold"] = 1000
     path = tmp_path / "chaos.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ)

@@ -1,0 +1,209 @@
+"""Benchmark: 2,000 signed deliveries to a receiver that fails 20 % of first attempts.
+
+    python -m benchmarks.webhook_delivery [--events 2000] [--fail-percent 20]
+
+The receiver is the sandbox sink in its own process (it verifies every delivery with the
+`standardwebhooks` library and dedupes by webhook-id); it fails the first attempt of a
+deterministic 20 % of the ids with 503. Our side is the production path: every event
+stored before its first attempt (SQLite store), signed, sent through the call layer
+(per-target breaker, retries with full-jitter backoff), outcomes recorded; anything that
+still fails is dead-lettered and redriven until the store is empty.
+
+Baseline, in the same run: the same number of events, signed, posted once each over a
+pooled httpx client with the same concurrency, no store, no retries, no call layer (what
+a naive sender does); its `lost` is every failed first attempt.
+
+Rate limits: with `PREFECT_API_URL` set, the call layer leases from Prefect global
+concurrency limits as in production; without it, the limiter is off (printed).
+
+Last line: {"bench": "webhook_delivery", "events": N, "delivered": N, "lost": 0,
+"per_s": ..., "p50_ms": ..., "p99_ms": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_sink(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.sandbox.webhook_sink", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the sink did not start")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
+
+
+def baseline(url: str, secret: str, events: int, concurrency: int) -> dict[str, float]:
+    """Naive sender: one signed POST per event, no store, no retry, no call layer."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    signer = Webhook(secret)
+    bodies = [json.dumps({"type": "bench", "data": {"n": i}}) for i in range(events)]
+    latencies: list[float] = []
+    with httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        def post(i: int) -> int:
+            started = time.perf_counter()
+            now = datetime.now(UTC)
+            msg_id = f"msg_base_{i}"
+            headers = {
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signer.sign(msg_id, now, bodies[i]),
+                "Content-Type": "application/json",
+            }
+            r = client.post(url, content=bodies[i].encode(), headers=headers)
+            latencies.append((time.perf_counter() - started) * 1000)
+            return r.status_code
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            codes = list(pool.map(post, range(events)))
+        elapsed = time.perf_counter() - started
+    failed = sum(1 for c in codes if c >= 300)
+    return {
+        "per_s": events / elapsed,
+        "lost": failed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": _percentile(latencies, 0.99),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--fail-percent", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    port = _free_port()
+    sink = _start_sink(port)
+    sink_url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="nura-bench-webhooks-"))
+    from deployments.sandbox.webhook_sink import SANDBOX_SECRET
+
+    config = {
+        "webhooks": {
+            "outgoing": {
+                "retry_attempts": 3,
+                "timeout_seconds": 10,
+                "concurrency": args.concurrency,
+                "rate_limit_per_minute": 600_000,
+                "allow_list": ["127.0.0.1"],
+                "targets": {
+                    "bench": {"url": f"{sink_url}/hooks/sandbox", "secret": SANDBOX_SECRET}
+                },
+            }
+        }
+    }
+    (workdir / "integrations.yaml").write_text(yaml.safe_dump(config))
+    os.environ["NURA_CONFIG"] = str(workdir / "integrations.yaml")
+    os.environ["NURA_STORE_URL"] = f"sqlite:///{workdir / 'nura.db'}"
+    os.environ["NURA_STATE_DIR"] = str(workdir)
+
+    from nura import get_call_layer, store_url
+    from nura.ratelimit import NoLimiter
+    from nura.stores.db import get_engine
+    from nura.stores.dead_letters import dead_letter_stats
+    from tasks.webhooks import OutgoingEvent, redrive_due, submit_events
+
+    layer = get_call_layer()
+    if not os.environ.get("PREFECT_API_URL"):
+        layer.limiter = NoLimiter()
+        print("rate limiter: off (no PREFECT_API_URL); set it to include Prefect leases")
+    else:
+        print(f"rate limiter: Prefect global concurrency limits at {os.environ['PREFECT_API_URL']}")
+
+    try:
+        # Baseline first, on its own ids, with the same failure share.
+        httpx.post(f"{sink_url}/control", json={"fail_first_percent": args.fail_percent})
+        base = baseline(f"{sink_url}/hooks/sandbox", SANDBOX_SECRET, args.events, args.concurrency)
+        httpx.post(f"{sink_url}/reset")
+        httpx.post(f"{sink_url}/control", json={"fail_first_percent": args.fail_percent})
+
+        events = [
+            OutgoingEvent(type="bench.event", data={"n": i, "pad": "x" * 200})
+            for i in range(args.events)
+        ]
+        started = time.perf_counter()
+        summary = submit_events("bench", events)
+        rounds = 0
+        engine = get_engine(store_url())
+        while dead_letter_stats(engine)["count"] and rounds < 20:  # anything dead-lettered
+            rounds += 1
+            redrive_due(now=time.time() + 10**7)
+        elapsed = time.perf_counter() - started
+        received = httpx.get(f"{sink_url}/received", timeout=30).json()
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+    ids = {o.id for o in summary.outcomes}
+    accepted = {a["id"] for a in received["accepted"]}
+    delivered = len(ids & accepted)
+    lost = args.events - delivered
+    first_failures = sum(1 for o in summary.outcomes if o.attempts > 1)
+    per_s = args.events / elapsed
+    print(f"events {args.events}, first attempts failed {first_failures} ({args.fail_percent:g} %)")
+    print(
+        f"nura: delivered {delivered}, lost {lost}, {per_s:.0f} events/s, p50 "
+        f"{summary.p50_ms:.1f} ms, p99 {summary.p99_ms:.1f} ms (incl. retries/backoff), "
+        f"dead-lettered {summary.pending}, redrive rounds {rounds}, duplicates at receiver "
+        f"{received['duplicates']}, rejected signatures {len(received['rejected'])}"
+    )
+    print(
+        f"baseline (signed, no store, no retries): {base['per_s']:.0f} events/s, lost "
+        f"{base['lost']:.0f}, p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "webhook_delivery",
+                "events": args.events,
+                "delivered": delivered,
+                "lost": lost,
+                "per_s": round(per_s, 1),
+                "p50_ms": summary.p50_ms,
+                "p99_ms": summary.p99_ms,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

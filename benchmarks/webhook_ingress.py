@@ -1,0 +1,331 @@
+"""Webhook ingress under load: 5,000 signed deliveries, 64 connections, a Prefect outage.
+
+    python -m benchmarks.webhook_ingress [--requests 5000] [--connections 64]
+
+1. Starts its own Prefect server (PostgreSQL database of its own) and deploys `git-ingest`.
+2. Baseline: creates flow runs directly through Prefect's client
+   (`create_flow_run_from_deployment`, 16 in flight) and measures runs/s.
+3. Starts the receiver (`nura webhooks serve`, dispatcher inside, SQLite inbox) as a
+   subprocess and fires the deliveries at it from another subprocess over 64 keep-alive
+   connections; 500 of them repeat earlier delivery ids. The Prefect server is stopped
+   shortly after the load starts and restarted when it ends.
+4. Waits until every delivery is dispatched, then counts flow runs per idempotency key:
+   `lost` = acknowledged deliveries without exactly one run; `duplicate_runs` = extra runs.
+
+Last line: the JSON object of issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SECRET = "bench-secret"
+ENDPOINT = "bench"
+
+
+# -- the load generator (runs in its own process) ---------------------------------------
+def _request(port: int, body: bytes, delivery: str) -> bytes:
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    head = (
+        f"POST /webhooks/{ENDPOINT} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nX-GitHub-Event: push\r\n"
+        f"X-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {sig}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _load(port: int, n: int, connections: int, redeliveries: int) -> dict[str, Any]:
+    unique = n - redeliveries
+    ids = [f"bench-{i:05d}" for i in range(unique)]
+    rng = random.Random(7)
+    plan = list(ids)
+    # Redeliveries of earlier ids, spread over the second half of the run.
+    for k in range(redeliveries):
+        pos = unique // 2 + (k * (len(plan) - unique // 2)) // redeliveries + k
+        plan.insert(min(pos, len(plan)), rng.choice(ids[: unique // 2]))
+    bodies = {}
+    for d in ids:
+        payload = {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": hashlib.sha1(d.encode()).hexdigest(),  # noqa: S324 - a fake commit id
+            "repository": {"full_name": "bench/repo", "name": "repo", "owner": {"login": "bench"}},
+            "commits": [{"id": d, "added": ["README.md"], "modified": [], "removed": []}],
+        }
+        bodies[d] = json.dumps(payload).encode()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for d in plan:
+        queue.put_nowait(d)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    acked: set[str] = set()
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while True:
+                try:
+                    d = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                data = _request(port, bodies[d], d)
+                for _attempt in range(3):
+                    t0 = time.perf_counter()
+                    try:
+                        writer.write(data)
+                        status = await _read_response(reader)
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        writer.close()
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        continue
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status in (200, 202):
+                        acked.add(d)
+                    break
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "elapsed_s": elapsed,
+        "statuses": statuses,
+        "accepted": statuses.get(202, 0),
+        "duplicates": statuses.get(200, 0),
+        "acked_ids": sorted(acked),
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "requests": len(latencies),
+    }
+
+
+def client_main(port: int, n: int, connections: int, redeliveries: int, out: str) -> None:
+    result = asyncio.run(_load(port, n, connections, redeliveries))
+    Path(out).write_text(json.dumps(result))
+
+
+# -- orchestration ------------------------------------------------------------------------
+async def _baseline(api_url: str, deployment_id: str, n: int) -> float:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    await client.create_flow_run_from_deployment(
+                        deployment_id, parameters={"payload": {"i": i}}, tags=["baseline"]
+                    )
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(n)))
+            return n / (time.perf_counter() - t0)
+
+
+async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, int]:
+    import httpx
+
+    counts: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=api_url + "/", timeout=60) as c:
+        offset = 0
+        while True:
+            r = await c.post(
+                "flow_runs/filter",
+                json={
+                    "deployments": {"id": {"any_": [deployment_id]}},
+                    "flow_runs": {"tags": {"all_": ["nura-webhook"]}},
+                    "limit": 200,
+                    "offset": offset,
+                    "sort": "ID_DESC",
+                },
+            )
+            r.raise_for_status()
+            page = r.json()
+            for run in page:
+                key = run.get("idempotency_key") or ""
+                counts[key] = counts.get(key, 0) + 1
+            if len(page) < 200:
+                return counts
+            offset += 200
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--redeliveries", type=int, default=500)
+    parser.add_argument("--baseline-runs", type=int, default=300)
+    parser.add_argument("--outage-after", type=float, default=1.0, help="s after load starts")
+    parser.add_argument("--client", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(
+            int(args.client[0]), args.requests, args.connections, args.redeliveries, args.client[1]
+        )
+        return
+
+    import yaml
+
+    from tests.support.servers import PrefectServer, free_port, temp_database
+
+    work = Path(tempfile.mkdtemp(prefix="nura-bench-wh-"))
+    port = free_port()
+    config = {
+        "platform": {"state_dir": str(work / "state")},
+        "webhooks": {
+            "incoming": {
+                ENDPOINT: {
+                    "url_path": f"/webhooks/{ENDPOINT}",
+                    "event_types": ["git.push"],
+                    "scheme": "github",
+                    "secret_env": "NURA_BENCH_WEBHOOK_SECRET",
+                    "rate_limit_per_minute": 10_000_000,
+                }
+            },
+            "receiver": {"host": "127.0.0.1", "port": port},
+            "dispatcher": {"outage_probe_max_seconds": 1.0, "concurrency": 4},
+        },
+    }
+    (work / "integrations.yaml").write_text(yaml.safe_dump(config))
+    store = f"sqlite:///{work / 'inbox.db'}"
+    with temp_database("nura_bench_wh") as db:
+        server = PrefectServer(db).start()
+        receiver: subprocess.Popen[bytes] | None = None
+        try:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            from flows.git_ingest import git_ingest
+
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                deployment_id = str(git_ingest.to_deployment(name="git-ingest").apply())
+            baseline = asyncio.run(_baseline(server.api_url, deployment_id, args.baseline_runs))
+            print(f"baseline: direct create_flow_run_from_deployment {baseline:.1f} runs/s")
+
+            env = dict(
+                os.environ,
+                NURA_CONFIG=str(work / "integrations.yaml"),
+                NURA_STORE_URL=store,
+                NURA_BENCH_WEBHOOK_SECRET=SECRET,
+                PREFECT_API_URL=server.api_url,
+            )
+            receiver = subprocess.Popen(
+                [sys.executable, "-m", "deployments.cli", "webhooks", "serve"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(work / "receiver.log", "wb"),  # noqa: SIM115
+            )
+            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            out = work / "client.json"
+            client = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.webhook_ingress", "--requests",
+                 str(args.requests), "--connections", str(args.connections), "--redeliveries",
+                 str(args.redeliveries), "--client", str(port), str(out)]
+            )
+            time.sleep(args.outage_after)
+            outage_start = time.monotonic()
+            server.stop()
+            print(f"Prefect server stopped {args.outage_after:.1f}s into the load")
+            client.wait(600)
+            server.start()
+            print(f"Prefect server back after {time.monotonic() - outage_start:.1f}s")
+            load = json.loads(out.read_text())
+
+            from nura.stores.db import get_engine
+            from nura.stores.inbox import dispatch_lags, status_counts
+
+            engine = get_engine(store)
+            acked = set(load["acked_ids"])
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                counts = status_counts(engine)
+                if counts["accepted"] == 0:
+                    break
+                time.sleep(0.5)
+            drained = time.monotonic()
+            print(f"inbox drained {drained - outage_start:.1f}s after the outage began: {counts}")
+            runs = asyncio.run(_runs_by_key(server.api_url, deployment_id))
+            keys = {f"nura-webhook:{ENDPOINT}:{d}" for d in acked}
+            lost = sum(1 for k in keys if runs.get(k, 0) == 0)
+            duplicate_runs = sum(max(0, n - 1) for n in runs.values())
+            lags = sorted(dispatch_lags(engine))
+            lag_p50 = statistics.median(lags) if lags else None
+        finally:
+            if receiver is not None:
+                receiver.terminate()
+                receiver.wait(20)
+            server.stop()
+
+    accepted_per_s = (load["accepted"] + load["duplicates"]) / load["elapsed_s"]
+    print(
+        f"load: {load['requests']} requests in {load['elapsed_s']:.2f}s over "
+        f"{args.connections} connections, statuses {load['statuses']}"
+    )
+    print(f"accepted (202+200 duplicate) {accepted_per_s:.0f}/s, "
+          f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")
+    print(f"unique deliveries acknowledged {len(acked)}, flow runs {sum(runs.values())}, "
+          f"lost {lost}, duplicate runs {duplicate_runs}, dispatch lag p50 {lag_p50:.2f}s")
+    print(
+        json.dumps(
+            {
+                "bench": "webhook_ingress",
+                "requests": load["requests"],
+                "accepted_per_s": round(accepted_per_s, 1),
+                "p50_ms": round(load["p50_ms"], 2),
+                "p99_ms": round(load["p99_ms"], 2),
+                "lost": lost,
+                "duplicate_runs": duplicate_runs,
+                "dispatch_lag_p50_s": round(lag_p50, 3) if lag_p50 is not None else None,
+                "baseline_direct_create_flow_run_per_s": round(baseline, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

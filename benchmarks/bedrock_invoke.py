@@ -56,13 +56,13 @@ def prefect_api() -> Iterator[str]:
 
 
 def write_config(workdir: Path, endpoint: str) -> Path:
-    high = {"requests_per_minute": 10_000_000, "tokens_per_minute": 1_000_000_000}
+    high = {"requests_per_minute": 1_000_000, "tokens_per_minute": 50_000_000}
     config = {
         "external_services": {
             "aws": {
                 "bedrock": {
                     "endpoint_url": endpoint,
-                    "rate_limit_per_minute": 10_000_000,
+                    "rate_limit_per_minute": 1_000_000,
                     "timeout_seconds": 10,
                     "model_limits": {SONNET: high, HAIKU: high, TITAN: high},
                     "budgets": {"scopes": {"global": {"daily_usd": "100000"}}},
@@ -165,7 +165,8 @@ async def run(calls: int) -> dict[str, object]:
             f"mean {statistics.fmean(nura_ms):.3f} ms"
         )
         print(
-            f"p50 overhead: {nura_p50 - bare_p50:.3f} ms; limit leases (server round trips): {leases}"
+            f"p50 overhead: {nura_p50 - bare_p50:.3f} ms; "
+            f"limit leases (server round trips): {leases}"
         )
         print(
             f"ledger rows {len(rows)}, ledger total ${to_usd(ledger_total)}, "

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 SECRET = "bench-secret"
 ENDPOINT = "bench"
@@ -146,7 +147,7 @@ async def _baseline(api_url: str, deployment_id: str, n: int) -> float:
             async def one(i: int) -> None:
                 async with sem:
                     await client.create_flow_run_from_deployment(
-                        deployment_id, parameters={"payload": {"i": i}}, tags=["baseline"]
+                        UUID(deployment_id), parameters={"payload": {"i": i}}, tags=["baseline"]
                     )
 
             t0 = time.perf_counter()
@@ -235,7 +236,7 @@ def main() -> None:
     (work / "integrations.yaml").write_text(yaml.safe_dump(config))
     store = f"sqlite:///{work / 'inbox.db'}"
     with temp_database("nura_bench_wh") as db:
-        server = PrefectServer(db).start()
+        server = PrefectServer(db).start(timeout=300)
         receiver: subprocess.Popen[bytes] | None = None
         try:
             from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -243,7 +244,8 @@ def main() -> None:
             from flows.git_ingest import git_ingest
 
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                deployment_id = str(git_ingest.to_deployment(name="git-ingest").apply())
+                runner_deployment: Any = git_ingest.to_deployment(name="git-ingest")
+                deployment_id = str(runner_deployment.apply())
             baseline = asyncio.run(_baseline(server.api_url, deployment_id, args.baseline_runs))
             print(f"baseline: direct create_flow_run_from_deployment {baseline:.1f} runs/s")
 
@@ -263,16 +265,27 @@ def main() -> None:
             _wait_http(f"http://127.0.0.1:{port}/healthz")
             out = work / "client.json"
             client = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.webhook_ingress", "--requests",
-                 str(args.requests), "--connections", str(args.connections), "--redeliveries",
-                 str(args.redeliveries), "--client", str(port), str(out)]
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.webhook_ingress",
+                    "--requests",
+                    str(args.requests),
+                    "--connections",
+                    str(args.connections),
+                    "--redeliveries",
+                    str(args.redeliveries),
+                    "--client",
+                    str(port),
+                    str(out),
+                ]
             )
             time.sleep(args.outage_after)
             outage_start = time.monotonic()
             server.stop()
             print(f"Prefect server stopped {args.outage_after:.1f}s into the load")
             client.wait(600)
-            server.start()
+            server.start(timeout=300)
             print(f"Prefect server back after {time.monotonic() - outage_start:.1f}s")
             load = json.loads(out.read_text())
 
@@ -306,10 +319,14 @@ def main() -> None:
         f"load: {load['requests']} requests in {load['elapsed_s']:.2f}s over "
         f"{args.connections} connections, statuses {load['statuses']}"
     )
-    print(f"accepted (202+200 duplicate) {accepted_per_s:.0f}/s, "
-          f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")
-    print(f"unique deliveries acknowledged {len(acked)}, flow runs {sum(runs.values())}, "
-          f"lost {lost}, duplicate runs {duplicate_runs}, dispatch lag p50 {lag_p50:.2f}s")
+    print(
+        f"accepted (202+200 duplicate) {accepted_per_s:.0f}/s, "
+        f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
+    )
+    print(
+        f"unique deliveries acknowledged {len(acked)}, flow runs {sum(runs.values())}, "
+        f"lost {lost}, duplicate runs {duplicate_runs}, dispatch lag p50 {lag_p50:.2f}s"
+    )
     print(
         json.dumps(
             {

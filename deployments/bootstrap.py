@@ -180,7 +180,7 @@ async def apply_work_pool_and_deployments(
             if importlib.util.find_spec(spec.flow_module) is None:
                 report.skipped.append(f"{spec.name} ({spec.entrypoint} not found)")
                 continue
-            flow = load_flow_from_entrypoint(str(PROJECT_DIR / spec.entrypoint))
+            flow: Any = load_flow_from_entrypoint(str(PROJECT_DIR / spec.entrypoint))
             flow_id = await client.create_flow_from_name(flow.name)
             schedules = (
                 [

@@ -1,4 +1,4 @@
-"""`nura webhooks ...`: run the receiver and dispatcher, send a signed test delivery, list the inbox."""
+"""`nura webhooks ...`: receiver, dispatcher, a signed test delivery, the inbox."""
 
 from __future__ import annotations
 

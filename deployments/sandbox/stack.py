@@ -14,7 +14,7 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -131,20 +131,25 @@ def save_sandbox_blocks(cfg: Any) -> list[str]:
         saved.append("sandbox-slack")
     for endpoint, secret in SANDBOX_WEBHOOK_SECRETS.items():
         name = f"sandbox-{endpoint.replace('_', '-')}"
-        scheme = "github" if endpoint == "git_updates" else "generic"
+        scheme: Literal["github", "generic"] = "github" if endpoint == "git_updates" else "generic"
         WebhookSecret(scheme=scheme, current=SecretStr(secret)).save(name, overwrite=True)
         saved.append(name)
     return saved
 
 
-def _seed(urls: dict[str, str], github: Any) -> None:
-    """Data the first runs use: the knowledge-base bucket, a verified SES sender, a repo."""
+def _seed(urls: dict[str, str], github: Any) -> dict[str, Any]:
+    """Data the first runs use: the knowledge-base bucket, a verified SES sender, a repo.
+
+    Returns the GitHub push payload of the seeded commit (a first `git.push` to send).
+    """
     import boto3
+
+    from deployments.sandbox.github_server import ZERO
 
     kw = {"endpoint_url": urls["moto"], "region_name": "us-east-1"}
     boto3.client("s3", **kw).create_bucket(Bucket="nura-knowledge-base")
     boto3.client("ses", **kw).verify_email_identity(EmailAddress="noreply@nura.ai")
-    github.commit(
+    sha = github.commit(
         "nura",
         "handbook",
         {
@@ -152,6 +157,7 @@ def _seed(urls: dict[str, str], github: Any) -> None:
             "docs/architecture.md": "# Architecture\n\nLayers, contracts, caf\u00e9.\n".encode(),
         },
     )
+    return dict(github.push_payload("nura", "handbook", ZERO, sha))
 
 
 def main() -> None:
@@ -189,8 +195,10 @@ def main() -> None:
         "sink": sink.url,
         "demo": demo.url,
     }
-    _seed(urls, github)
-    Path(args.ready_file).write_text(json.dumps(urls))
+    push = _seed(urls, github)
+    ready = Path(args.ready_file)
+    ready.with_name("sandbox-push.json").write_text(json.dumps(push))
+    ready.write_text(json.dumps(urls))
     print(f"sandbox ready: {json.dumps(urls)}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -113,17 +113,26 @@ def test_single_page_ingest_and_its_deletion(confluence, sync_env) -> None:
 
 def test_process_pool_and_artifacts(confluence, sync_env) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
     confluence.generate(["TECH"], 8, body_bytes=3000)
     sync_env(spaces=["TECH"], process_pool_min_pages=1, convert_processes=2)
     state = confluence_sync(return_state=True)
     assert state.is_completed() and state.result()["TECH"]["created"] == 8
 
+    run_id = state.state_details.flow_run_id
+
     async def artifacts(key: str):
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                )
             )
 
     table = asyncio.run(artifacts("confluence-sync-tech"))

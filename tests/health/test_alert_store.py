@@ -48,7 +48,9 @@ def test_resolved_change_carries_duration_and_previous_level(store_url: str) -> 
     engine = get_engine(store_url)
     apply_status(engine, "x", "unhealthy", "down", severity="high", now=T0, reminder_seconds=0)
     assert (
-        apply_status(engine, "x", "unhealthy", "down", severity="high", now=T0 + 300, reminder_seconds=0)
+        apply_status(
+            engine, "x", "unhealthy", "down", severity="high", now=T0 + 300, reminder_seconds=0
+        )
         is None
     )  # reminder interval 0: never repeated
     change = apply_status(

@@ -24,9 +24,18 @@ def seed(engine) -> None:
     save_status(
         engine,
         [
-            {"service": "alpha", "status": "degraded", "p50_ms": 10.0, "p95_ms": 900.0,
-             "p99_ms": 950.0, "error_rate_pct": 1.5, "availability_pct": 100.0,
-             "fallback_rate_pct": 0.0, "breaker": "closed", "updated_at": 1.0},
+            {
+                "service": "alpha",
+                "status": "degraded",
+                "p50_ms": 10.0,
+                "p95_ms": 900.0,
+                "p99_ms": 950.0,
+                "error_rate_pct": 1.5,
+                "availability_pct": 100.0,
+                "fallback_rate_pct": 0.0,
+                "breaker": "closed",
+                "updated_at": 1.0,
+            },
             {"service": "beta", "status": "unhealthy", "updated_at": 1.0},
         ],
     )
@@ -35,8 +44,7 @@ def seed(engine) -> None:
         recorder.record(CallRecord("alpha", "op", outcome, 12.5, 1))
     recorder.flush()
     CircuitBreakers(engine).record_failure("beta", threshold=1)
-    apply_status(engine, "beta", "unhealthy", "down", severity="high", now=1.0,
-                 reminder_seconds=0)
+    apply_status(engine, "beta", "unhealthy", "down", severity="high", now=1.0, reminder_seconds=0)
 
 
 def families(text: str) -> dict:

@@ -65,9 +65,12 @@ def test_flow_run_reports_alerts_artifacts_metrics_and_events(prefect_server, wo
         assert summary["services"]["beta"] == "unhealthy"
         assert summary["services"]["alpha"] == "healthy"
         assert summary["services"]["prefect_api"] == "healthy"
-        assert {"kind": "opened", "key": "beta", "level": "unhealthy", "severity": "high"} in summary[
-            "alerts"
-        ]
+        assert {
+            "kind": "opened",
+            "key": "beta",
+            "level": "unhealthy",
+            "severity": "high",
+        } in summary["alerts"]
 
         report = _artifact("health-report")
         assert report and "UNHEALTHY" in report[0].data and "git-ingest" in report[0].data

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from config.sections.health import AlertThresholds
-from tasks.sla import evaluate, overall_status, service_status, window_figures
 from tasks.sla import _frame as frame
+from tasks.sla import evaluate, overall_status, service_status, window_figures
 
 NOW = 1_900_000_000.0
 TH = AlertThresholds()  # 5 s, 5 %, 95 %
@@ -87,7 +87,12 @@ def pd_isna(v) -> bool:
 @pytest.mark.parametrize(
     ("figures", "latest", "breaker", "expected"),
     [
-        ({"p95_ms": 100.0, "error_rate_pct": 0.0, "availability_pct": 100.0}, {"ok": True}, "closed", "healthy"),
+        (
+            {"p95_ms": 100.0, "error_rate_pct": 0.0, "availability_pct": 100.0},
+            {"ok": True},
+            "closed",
+            "healthy",
+        ),
         # Error rate >= 2x threshold is unhealthy, even though it also exceeds the degraded
         # threshold: the seed tested degraded first and never reached unhealthy.
         ({"error_rate_pct": 10.0}, {"ok": True}, None, "unhealthy"),

@@ -59,7 +59,9 @@ def test_webhook_secret_rotation_window() -> None:
 
     now = datetime(2026, 11, 29, tzinfo=UTC)
     secret = WebhookSecret(
-        current=SecretStr("new"), previous=SecretStr("old"), previous_expires_at=now + timedelta(hours=1)
+        current=SecretStr("new"),
+        previous=SecretStr("old"),
+        previous_expires_at=now + timedelta(hours=1),
     )
     body = b'{"a":1}'
     old_sig = WebhookSecret(current=SecretStr("old")).get_client().hex_digest(body)

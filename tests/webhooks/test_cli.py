@@ -15,30 +15,78 @@ def test_send_then_inbox(nura_config, monkeypatch, tmp_path):
 
     monkeypatch.setenv("NURA_TEST_WH_SECRET", "from-env")
     incoming = {
-        name: {"url_path": f"/webhooks/{name}", "event_types": events, "scheme": scheme,
-               "secret_env": "NURA_TEST_WH_SECRET"}
-        for name, events, scheme in [("gh", ["git.push"], "github"),
-                                     ("gen", ["user.activity"], "generic"),
-                                     ("std", ["system.alert"], "standard")]
+        name: {
+            "url_path": f"/webhooks/{name}",
+            "event_types": events,
+            "scheme": scheme,
+            "secret_env": "NURA_TEST_WH_SECRET",
+        }
+        for name, events, scheme in [
+            ("gh", ["git.push"], "github"),
+            ("gen", ["user.activity"], "generic"),
+            ("std", ["system.alert"], "standard"),
+        ]
     }
-    cfg = nura_config({"webhooks": {"incoming": incoming, "dispatcher": {"run_in_receiver": False}}})
+    cfg = nura_config(
+        {"webhooks": {"incoming": incoming, "dispatcher": {"run_in_receiver": False}}}
+    )
     receiver = ReceiverThread(create_app(cfg)).start()
     payload = tmp_path / "p.json"
     payload.write_text(json.dumps({"ref": "refs/heads/main"}))
     runner = CliRunner()
     try:
         for name, event in [("gh", "git.push"), ("gen", "user.activity"), ("std", "system.alert")]:
-            result = runner.invoke(app, ["webhooks", "send", name, "--event", event, "--file",
-                                         str(payload), "--url", receiver.url, "--delivery-id", "x1"])
+            result = runner.invoke(
+                app,
+                [
+                    "webhooks",
+                    "send",
+                    name,
+                    "--event",
+                    event,
+                    "--file",
+                    str(payload),
+                    "--url",
+                    receiver.url,
+                    "--delivery-id",
+                    "x1",
+                ],
+            )
             assert result.exit_code == 0, result.output
             assert "202" in result.output
-        result = runner.invoke(app, ["webhooks", "send", "gh", "--event", "git.push", "--file",
-                                     str(payload), "--url", receiver.url, "--delivery-id", "x1"])
+        result = runner.invoke(
+            app,
+            [
+                "webhooks",
+                "send",
+                "gh",
+                "--event",
+                "git.push",
+                "--file",
+                str(payload),
+                "--url",
+                receiver.url,
+                "--delivery-id",
+                "x1",
+            ],
+        )
         assert result.exit_code == 0 and "duplicate" in result.output
         monkeypatch.setenv("NURA_TEST_WH_SECRET", "other")  # sender and receiver disagree
         receiver.app.state.receiver.secrets.ttl = 3600
-        result = runner.invoke(app, ["webhooks", "send", "gen", "--event", "user.activity",
-                                     "--file", str(payload), "--url", receiver.url])
+        result = runner.invoke(
+            app,
+            [
+                "webhooks",
+                "send",
+                "gen",
+                "--event",
+                "user.activity",
+                "--file",
+                str(payload),
+                "--url",
+                receiver.url,
+            ],
+        )
         assert result.exit_code == 1 and "401" in result.output
     finally:
         receiver.stop()

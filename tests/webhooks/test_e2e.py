@@ -1,4 +1,4 @@
-"""End to end: signed push -> running receiver -> inbox -> dispatcher -> Prefect -> git-ingest -> S3."""
+"""End to end: signed push -> receiver -> inbox -> dispatcher -> Prefect -> git-ingest -> S3."""
 
 from __future__ import annotations
 

@@ -21,8 +21,15 @@ from nura.stores.inbox import (
 
 
 def _delivery(i: int, endpoint: str = "git_updates", ts: float = 1000.0) -> Delivery:
-    return Delivery(endpoint, f"d-{i}", "git.push", b'{"n": %d}' % i, "application/json",
-                    {"x-github-event": "push"}, received_at=ts + i)
+    return Delivery(
+        endpoint,
+        f"d-{i}",
+        "git.push",
+        b'{"n": %d}' % i,
+        "application/json",
+        {"x-github-event": "push"},
+        received_at=ts + i,
+    )
 
 
 def test_group_commit_dedupe_and_lifecycle(store_url):
@@ -51,7 +58,9 @@ def test_group_commit_dedupe_and_lifecycle(store_url):
     due = claim_due(engine, 10, now=5000.0)
     assert [e["delivery_id"] for e in due][:3] == ["d-0", "d-1", "d-2"]
     assert due[0]["body"] == b'{"n": 0}'
-    mark_dispatched(engine, [(due[0]["id"], "git-ingest/git-ingest", "run-0"), (due[1]["id"], None, None)])
+    mark_dispatched(
+        engine, [(due[0]["id"], "git-ingest/git-ingest", "run-0"), (due[1]["id"], None, None)]
+    )
     reschedule(engine, [(due[2]["id"], 1, 9000.0, "deployment missing")], max_attempts=3)
     reschedule(engine, [(due[3]["id"], 3, 9000.0, "still missing")], max_attempts=3)
     assert get_entry(engine, "git_updates", "d-0")["status"] == "dispatched"

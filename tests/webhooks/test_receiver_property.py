@@ -16,12 +16,35 @@ from nura.stores.db import get_engine
 from nura.stores.inbox import status_counts
 from tests.webhooks.helpers import SECRET, config, hex_sig, secrets
 
-PATHS = ["/webhooks/git", "/webhooks/partner", "/webhooks/std", "/webhooks/confluence",
-         "/webhooks/off", "/webhooks/nope", "/webhooks/", "/webhooks/git/../partner"]
-CTYPES = ["application/json", "application/json; charset=utf-8", "text/plain", "",
-          "application/x-www-form-urlencoded", "application/cloudevents+json", "\x00\x01"]
-EVENTS = ["push", "git.push", "external.integration", "user.activity", "system.alert", "",
-          "ping", "x" * 150]
+PATHS = [
+    "/webhooks/git",
+    "/webhooks/partner",
+    "/webhooks/std",
+    "/webhooks/confluence",
+    "/webhooks/off",
+    "/webhooks/nope",
+    "/webhooks/",
+    "/webhooks/git/../partner",
+]
+CTYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "",
+    "application/x-www-form-urlencoded",
+    "application/cloudevents+json",
+    "\x00\x01",
+]
+EVENTS = [
+    "push",
+    "git.push",
+    "external.integration",
+    "user.activity",
+    "system.alert",
+    "",
+    "ping",
+    "x" * 150,
+]
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 json_bodies = st.recursive(
@@ -29,8 +52,11 @@ json_bodies = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
     max_leaves=10,
 ).map(lambda v: json.dumps(v).encode())
-bodies = st.one_of(st.binary(max_size=3000), json_bodies,
-                   st.sampled_from([b'{"type": "system.alert"}', b'{"event_type": "user.activity"}']))
+bodies = st.one_of(
+    st.binary(max_size=3000),
+    json_bodies,
+    st.sampled_from([b'{"type": "system.alert"}', b'{"event_type": "user.activity"}']),
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,31 +67,46 @@ def app_and_engine(tmp_path_factory):
         yield client, engine
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     path=st.sampled_from(PATHS),
     ctype=st.sampled_from(CTYPES),
     body=bodies,
     event=st.sampled_from(EVENTS),
     sign=st.sampled_from(["good", "bad", "none", "garbage"]),
-    sig_header=st.sampled_from(["X-Hub-Signature-256", "X-Signature", "X-Hub-Signature",
-                                "webhook-signature"]),
+    sig_header=st.sampled_from(
+        ["X-Hub-Signature-256", "X-Signature", "X-Hub-Signature", "webhook-signature"]
+    ),
     ts_shift=st.sampled_from([0, -400, 400, None]),
     delivery=header_text,
-    extra=st.dictionaries(st.sampled_from(["X-Timestamp", "webhook-id", "webhook-timestamp",
-                                           "Content-Length", "X-GitHub-Event"]), header_text,
-                          max_size=2),
+    extra=st.dictionaries(
+        st.sampled_from(
+            ["X-Timestamp", "webhook-id", "webhook-timestamp", "Content-Length", "X-GitHub-Event"]
+        ),
+        header_text,
+        max_size=2,
+    ),
 )
 def test_no_5xx_and_nothing_stored_without_a_valid_signature(
     app_and_engine, path, ctype, body, event, sign, sig_header, ts_shift, delivery, extra
 ):
     client, engine = app_and_engine
-    headers = {"Content-Type": ctype, "X-GitHub-Event": event, "X-Event-Type": event,
-               "X-GitHub-Delivery": delivery, "X-Delivery-Id": delivery}
+    headers = {
+        "Content-Type": ctype,
+        "X-GitHub-Event": event,
+        "X-Event-Type": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Delivery-Id": delivery,
+    }
     if ts_shift is not None:
         headers["X-Timestamp"] = str(int(time.time()) + ts_shift)
-    signature = {"good": hex_sig(body, SECRET), "bad": hex_sig(body, "wrong"),
-                 "garbage": delivery}.get(sign)
+    signature = {
+        "good": hex_sig(body, SECRET),
+        "bad": hex_sig(body, "wrong"),
+        "garbage": delivery,
+    }.get(sign)
     if signature is not None:
         headers[sig_header] = signature
     headers.update(extra)

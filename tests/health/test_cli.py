@@ -1,0 +1,33 @@
+"""`nura health`: one round, a table, exit code 0 healthy / 1 degraded / 2 unhealthy."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from deployments.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["health", *args])
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_exit_codes_follow_overall_status(world) -> None:
+    healthy = run()
+    assert healthy.exit_code == 0, healthy.output
+    assert "alpha" in healthy.output and "healthy" in healthy.output
+    assert "slack" not in healthy.output  # unknown services only with --all
+    assert "slack" in run("--all").output
+
+    world.control("alpha", latency_ms=800)  # over the world's 0.5 s threshold
+    degraded = run()
+    assert degraded.exit_code == 1, degraded.output
+    assert "degraded" in degraded.output
+
+    world.services["beta"].stop()
+    unhealthy = run("--timeout", "1")
+    assert unhealthy.exit_code == 2, unhealthy.output
+    assert "unhealthy" in unhealthy.output

@@ -56,6 +56,8 @@ _NS = uuid.UUID("5b0f8f4e-6a43-4c1e-9a51-0d6c2b7f9e11")
 FINAL_OK = {"COMPLETED"}
 FINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 EVENT_BODY_MAX = 32 * 1024
+# One bulk call creates up to 100 runs in one server transaction: allow it time.
+BULK_TIMEOUT_S = 60.0
 
 
 class ApiDown(Exception):
@@ -140,6 +142,9 @@ class Dispatcher:
         self.errors = 0
         self.last_lag: float | None = None
         self.api_down_since: float | None = None
+        # Runs per bulk call: halved when a call times out (a struggling server), grown
+        # back after successes, so a slow API still makes progress.
+        self.chunk = self.settings.batch_size
 
     # -- lifecycle -----------------------------------------------------------------------
     def poke(self) -> None:
@@ -180,7 +185,9 @@ class Dispatcher:
                     delay = min(
                         self.settings.outage_probe_max_seconds, 0.25 * 2 ** min(outage, 10)
                     ) * self.rng.uniform(0.5, 1.0)
-                    logger.warning("Prefect API unavailable (%s); retry in %.1fs", exc, delay)
+                    # Once at the start of an outage, then every 30th probe: no log flood.
+                    log = logger.warning if outage % 30 == 1 else logger.debug
+                    log("Prefect API unavailable (%s); retry in %.1fs", exc, delay)
                     await self._sleep(delay)
                     continue
                 except Exception:
@@ -250,7 +257,7 @@ class Dispatcher:
         """Dispatch one batch of due entries; returns how many entries were handled."""
         s = self.settings
         entries = await anyio.to_thread.run_sync(
-            claim_due, self.engine, s.batch_size * s.concurrency, self.clock()
+            claim_due, self.engine, self.chunk * s.concurrency, self.clock()
         )
         if not entries:
             return 0
@@ -281,10 +288,14 @@ class Dispatcher:
             if route is None:  # no deployment: the event is the whole dispatch
                 created.extend((e, p, None, None) for e, p in items)
                 continue
-            for i in range(0, len(items), s.batch_size):
-                jobs.append(create(route, items[i : i + s.batch_size]))
+            for i in range(0, len(items), self.chunk):
+                jobs.append(create(route, items[i : i + self.chunk]))
         results = await asyncio.gather(*jobs, return_exceptions=True)
         down = next((r for r in results if isinstance(r, ApiDown)), None)
+        if down is not None and "Timeout" in str(down):
+            self.chunk = max(5, self.chunk // 2)
+        elif down is None and jobs:
+            self.chunk = min(s.batch_size, self.chunk * 2)
         if created:
             # Runs exist now; the event and the mark follow. If the event cannot be sent,
             # the entries stay accepted and the next cycle gets the same runs back.
@@ -346,7 +357,12 @@ class Dispatcher:
             )
         if not body:
             return [], [], invalid
-        r = await self._call("POST", f"deployments/{deployment_id}/create_flow_run/bulk", json=body)
+        r = await self._call(
+            "POST",
+            f"deployments/{deployment_id}/create_flow_run/bulk",
+            json=body,
+            timeout=httpx.Timeout(BULK_TIMEOUT_S, connect=3.0),
+        )
         if r.status_code == 404:
             self._deployments.pop(route, None)
             return [], [(e, f"deployment {route} not found") for e, _ in ok_items], invalid

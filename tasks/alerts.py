@@ -154,4 +154,5 @@ def deliver_alert(change: dict[str, Any], notifier: Notifier | None = None) -> d
         _cloudwatch_log(change, title)
     except Exception as exc:
         logger.warning("alert audit to CloudWatch Logs failed: %s", exc)
-    return {"title": title, "body": body, "notified": delivered is not None}
+    notified = bool(getattr(delivered, "notified", delivered is not None))
+    return {"title": title, "body": body, "notified": notified}

@@ -212,7 +212,7 @@ class BedrockInvoker:
                 cost_usd=cost,
                 cost_unknown=plan.price is None,
                 over_budget=over_budget,
-                fallback_used=plan.model_id != plans[0].model_id,
+                fallback_used=len(outcomes) > 1,  # an earlier choice was skipped or failed
                 attempts=outcomes,
                 invocation_id=invocation_id,
                 conversation_id=request.conversation_id,

@@ -74,8 +74,12 @@ class TokenLeaser(PrefectSlotLeaser):
                 now = self.clock()
                 if bucket.tokens >= units and now < bucket.expires:
                     bucket.tokens -= units
-                    if bucket.tokens <= bucket.batch // 2 and not bucket.refilling:
-                        self._start_refill(bucket)  # prefetch: the hot path never waits
+                    low = bucket.tokens <= max(bucket.batch // 2, units)
+                    ageing = now > bucket.expires - bucket.ttl / 2
+                    if (low or ageing) and not bucket.refilling:
+                        # Prefetch before the lease runs out or expires: the hot path
+                        # does not wait for a server round trip while the limit has room.
+                        self._start_refill(bucket)
                     return units
                 if bucket.error is not None:
                     err, bucket.error = bucket.error, None

@@ -189,7 +189,8 @@ class _Renderer:
 
     def list_(self, tag: Tag, ordered: bool) -> str:
         items = []
-        number = int(tag.get("start", 1) or 1) if ordered else 0
+        start = str(tag.get("start") or "1")
+        number = int(start) if ordered and start.isdigit() else (1 if ordered else 0)
         for li in tag.children:
             if not isinstance(li, Tag):
                 continue
@@ -230,11 +231,8 @@ class _Renderer:
             for cell in tr.find_all(("td", "th"), recursive=False):
                 text = "<br>".join(self.blocks(cell)).replace("\n", "<br>").replace("|", "\\|")
                 cells.append(text)
-                span = (
-                    int(cell.get("colspan", 1) or 1)
-                    if str(cell.get("colspan", "1")).isdigit()
-                    else 1
-                )
+                colspan = str(cell.get("colspan") or "1")
+                span = int(colspan) if colspan.isdigit() else 1
                 cells.extend("" for _ in range(span - 1))
             if not rows and tr.find("th", recursive=False) is not None:
                 header_row = True

@@ -184,11 +184,12 @@ class PageSyncer:
         )
         body = markdown.encode()
         version = page.get("version") or {}
-        entry = {
+        title = str(page.get("title") or "")
+        entry: dict[str, Any] = {
             "version": int(version.get("number") or 0),
             "sha256": hashlib.sha256(body).hexdigest(),
             "key": document_key(self.space, page_id),
-            "title": str(page.get("title") or ""),
+            "title": title,
             "last_modified": str(version.get("createdAt") or ""),
             "synced_at": iso(now_utc()),
             "flags": len(warnings),
@@ -198,7 +199,7 @@ class PageSyncer:
             outcome = "unchanged"
         else:
             outcome = "updated" if previous else "created"
-        result = PageResult(page_id, outcome, entry, warnings=warnings, title=entry["title"])
+        result = PageResult(page_id, outcome, entry, warnings=warnings, title=title)
         return result, (body if outcome != "unchanged" else None), self.client.page_url(page)
 
     def run(self, page_ids: list[str], on_done: Callable[[PageResult], None]) -> None:

@@ -506,7 +506,7 @@ def check_round(
     record: bool = True,
 ) -> list[CheckResult]:
     """Build, run and record one round of checks; open breakers of passing services recover."""
-    from nura.stores.health import record_checks
+    from nura.stores.health import purge_checks, record_checks
 
     cfg = cfg or get_config()
     layer = layer or get_call_layer()
@@ -515,6 +515,8 @@ def check_round(
     recover_breakers(results, layer)
     if record:
         record_checks(engine, [r.as_dict() for r in results if r.configured])
+        # Keep what the longest (7 d) window reads, plus an hour.
+        purge_checks(engine, (time.time() if now is None else now) - 7 * 86400 - 3600)
     return results
 
 

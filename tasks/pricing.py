@@ -15,12 +15,14 @@ through `tasks.notify` when that module exists, and always as the Prefect event
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from config.sections.bedrock import GLOBAL_SCOPE, BedrockSettings, ModelPrice
-from nura.stores.ledger import CostLedger, LedgerEntry, to_pusd, to_usd
+from nura.stores.ledger import CostLedger, LedgerEntry, periods, to_pusd, to_usd, utcnow_ts
 from tasks.bedrock_models import BudgetExceeded
 
 logger = logging.getLogger("nura.bedrock.pricing")
@@ -47,14 +49,28 @@ class Crossing:
 
 
 class BudgetGuard:
-    """Budget checks and ledger writes for one configuration."""
+    """Budget checks and ledger writes for one configuration (thread-safe).
 
-    def __init__(self, settings: BedrockSettings, ledger: CostLedger) -> None:
+    Spend totals are kept only for scopes that have a budget (a budget added mid-period
+    counts from then on; the ledger itself has every call). A check reads the store at
+    most every `sync_seconds` per scope; this process's own calls update the cached total
+    at once, so only other processes' last `sync_seconds` of spend can be missed - the
+    same bounded staleness the breakers accept, for a hot path without a read per call.
+    """
+
+    def __init__(
+        self, settings: BedrockSettings, ledger: CostLedger, *, sync_seconds: float = 0.5
+    ) -> None:
         self.settings = settings
         self.ledger = ledger
+        self.sync_seconds = sync_seconds
+        self._cache: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
 
     def scopes_of(self, scope: str) -> list[str]:
-        return [GLOBAL_SCOPE, scope] if scope != GLOBAL_SCOPE else [GLOBAL_SCOPE]
+        """The budgeted scopes a call in `scope` counts towards."""
+        candidates = [GLOBAL_SCOPE, scope] if scope != GLOBAL_SCOPE else [GLOBAL_SCOPE]
+        return [s for s in candidates if self._limits(s)]
 
     def _limits(self, scope: str) -> dict[str, Decimal]:
         budget = self.settings.budgets.scopes.get(scope)
@@ -63,15 +79,26 @@ class BudgetGuard:
         out = {"daily": budget.daily_usd, "monthly": budget.monthly_usd}
         return {k: v for k, v in out.items() if v is not None}
 
+    def _totals(self, scopes: list[str], keys: dict[str, str]) -> dict[tuple[str, str], int]:
+        now = time.monotonic()
+        wanted = [(s, k) for s in scopes for k in keys.values()]
+        with self._lock:
+            cached = {w: self._cache.get(w) for w in wanted}
+        if all(c is not None and now - c[0] < self.sync_seconds for c in cached.values()):
+            return {w: c[1] for w, c in cached.items() if c is not None}
+        totals = self.ledger.spent(scopes)
+        with self._lock:
+            for w, value in totals.items():
+                self._cache[w] = (now, value)
+        return totals
+
     def check(self, scope: str, override: bool) -> bool:
         """Raise BudgetExceeded when a scope is spent; True when the call runs over budget."""
-        budgeted = [s for s in self.scopes_of(scope) if self._limits(s)]
+        budgeted = self.scopes_of(scope)
         if not budgeted:
             return False
-        from nura.stores.ledger import periods, utcnow_ts
-
         keys = periods(utcnow_ts())
-        totals = self.ledger.spent(budgeted)
+        totals = self._totals(budgeted, keys)
         for s in budgeted:
             for period, limit in self._limits(s).items():
                 spent = totals[(s, keys[period])]
@@ -82,11 +109,8 @@ class BudgetGuard:
                     f"${to_usd(spent):.6f} of ${limit} ({keys[period]})"
                 )
                 if override or not self.settings.budgets.enforce:
-                    logger.warning(
-                        "%s; calling anyway (%s)",
-                        message,
-                        "override" if override else "not enforced",
-                    )
+                    why = "override" if override else "not enforced"
+                    logger.warning("%s; calling anyway (%s)", message, why)
                     return True
                 raise BudgetExceeded(message, scope=s, period=period, operation="budget.check")
         return False
@@ -94,6 +118,10 @@ class BudgetGuard:
     def record(self, entry: LedgerEntry) -> list[Crossing]:
         """Write the call to the ledger; the thresholds it crossed (each claimed once)."""
         totals = self.ledger.record(entry, self.scopes_of(entry.scope))
+        now = time.monotonic()
+        with self._lock:
+            for w, value in totals.items():
+                self._cache[w] = (now, value)
         crossings: list[Crossing] = []
         thresholds = sorted({int(self.settings.budgets.alert_percent), 100})
         for (scope, key), total in totals.items():

@@ -5,7 +5,8 @@ so receivers dedupe), `webhook-timestamp` and `webhook-signature: v1,<base64 HMA
 of "id.timestamp.body">` with one signature per valid `whsec_` secret during a rotation;
 targets with `x_signature: true` also get the seed's `X-Signature: sha256=<hex>` over the
 raw body with `X-Event-Type`, `X-Timestamp` and `X-Delivery-Id`. Signing is an httpx
-`Auth`, so each attempt the call layer makes is signed with a fresh timestamp.
+`Auth`, so each attempt the call layer makes is signed with a fresh timestamp
+(`tasks.webhook_signing`).
 
 Outcomes: 2xx delivered; 410 disables the target (its entries wait, nothing is dropped);
 408/425/429/5xx/timeouts/connection failures are retried inside the call layer with full
@@ -17,148 +18,34 @@ first attempt (see `nura.stores.dead_letters`), so a crash loses nothing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import statistics
 import threading
 import time
-import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-import httpx
 from prefect import task
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from blocks.webhooks import WebhookSecret, WebhookSigner
 from config.sections.outgoing import OutgoingSettings, OutgoingTarget
 from nura import CircuitOpen, IntegrationError, get_call_layer, get_config, store_url
 from nura.stores import dead_letters as dl
 from nura.stores.db import get_engine, utcnow_ts
 from tasks.ssrf import SSRFGuard, SSRFRefused
+from tasks.webhook_models import (
+    DeliveryOutcome,
+    DeliverySummary,
+    EventNotAccepted,
+    OutgoingEvent,
+    RedriveSummary,
+    Status,
+    UnknownTarget,
+)
+from tasks.webhook_signing import StandardWebhookAuth, build_body, new_message_id, signer_for
 
 logger = logging.getLogger("nura.webhooks.outgoing")
-
-Status = Literal["delivered", "pending", "exhausted", "parked", "duplicate"]
-
-
-class UnknownTarget(ValueError):
-    """The target name is not in `webhooks.outgoing.targets`."""
-
-
-class EventNotAccepted(ValueError):
-    """The target's `event_types` does not include this event type."""
-
-
-class OutgoingEvent(BaseModel):
-    """One event to deliver; `id` (the webhook-id) is generated when not given."""
-
-    type: str = Field(min_length=1, max_length=200)
-    data: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = Field(default=None, min_length=1, max_length=100)
-
-
-class DeliveryOutcome(BaseModel):
-    id: str
-    status: Status
-    status_code: int | None = None
-    attempts: int = 0
-    error: str | None = None
-    latency_ms: float = 0.0
-
-
-class DeliverySummary(BaseModel):
-    target: str
-    submitted: int = 0
-    delivered: int = 0
-    pending: int = Field(default=0, description="Dead-lettered for the redrive.")
-    exhausted: int = 0
-    parked: int = Field(default=0, description="Waiting for a disabled target.")
-    duplicate: int = Field(default=0, description="Already stored earlier; not sent again.")
-    disabled: bool = False
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    outcomes: list[DeliveryOutcome] = Field(default_factory=list)
-
-    def add(self, outcome: DeliveryOutcome) -> None:
-        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
-        self.outcomes.append(outcome)
-
-
-# -- signing ---------------------------------------------------------------------------
-def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
-def build_body(event_type: str, data: dict[str, Any], when: float | None = None) -> str:
-    """The Standard Webhooks payload shape: `{"type", "timestamp", "data"}` (compact JSON)."""
-    stamp = datetime.fromtimestamp(when if when is not None else time.time(), UTC)
-    return json.dumps(
-        {"type": event_type, "timestamp": stamp.isoformat().replace("+00:00", "Z"), "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-class StandardWebhookAuth(httpx.Auth):
-    """Signs each request (each attempt) with the target's valid secrets."""
-
-    requires_request_body = True
-
-    def __init__(
-        self,
-        signer: WebhookSigner,
-        msg_id: str,
-        event_type: str,
-        *,
-        x_signature: bool = False,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.signer = signer
-        self.msg_id = msg_id
-        self.event_type = event_type
-        self.x_signature = x_signature
-        self.clock = clock
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        ts = int(self.clock())
-        body = request.content
-        request.headers["webhook-id"] = self.msg_id
-        request.headers["webhook-timestamp"] = str(ts)
-        request.headers["webhook-signature"] = self.signer.standard_signatures(
-            self.msg_id, ts, body
-        )
-        if self.x_signature:
-            request.headers["X-Signature"] = self.signer.hex_digest(body)
-            request.headers["X-Event-Type"] = self.event_type
-            request.headers["X-Timestamp"] = str(ts)
-            request.headers["X-Delivery-Id"] = self.msg_id
-        yield request
-
-
-_signers: dict[tuple[str, str | None], tuple[float, WebhookSigner]] = {}
-_signers_lock = threading.Lock()
-SIGNER_TTL = 60.0  # a rotated block is picked up within a minute, without a restart
-
-
-def signer_for(name: str, target: OutgoingTarget) -> WebhookSigner:
-    key = (name, target.secret_block)
-    now = time.monotonic()
-    with _signers_lock:
-        hit = _signers.get(key)
-        if hit and now - hit[0] < SIGNER_TTL:
-            return hit[1]
-    if target.secret_block:
-        signer = WebhookSecret.load(target.secret_block).get_client()  # type: ignore[union-attr]
-    else:
-        assert target.secret is not None  # the config model requires one of the two
-        signer = WebhookSigner([target.secret])
-    with _signers_lock:
-        _signers[key] = (now, signer)
-    return signer
 
 
 # -- one target, resolved ---------------------------------------------------------------
@@ -426,17 +313,6 @@ def submit_events(
     return summary
 
 
-class RedriveSummary(BaseModel):
-    due: int = 0
-    claimed: int = 0
-    delivered: int = 0
-    pending: int = 0
-    exhausted: int = 0
-    parked: int = 0
-    skipped_targets: list[str] = Field(default_factory=list)
-    targets: dict[str, DeliverySummary] = Field(default_factory=dict)
-
-
 def redrive_due(
     *,
     limit: int | None = None,
@@ -555,3 +431,29 @@ def publish_artifact(summary: DeliverySummary | RedriveSummary, key: str) -> Non
         f"|---|---|---|---|---|\n{rows}\n",
         description="Outgoing webhook deliveries",
     )
+
+
+__all__ = [
+    "DeliveryOutcome",
+    "DeliverySummary",
+    "EventNotAccepted",
+    "OutgoingEvent",
+    "RedriveSummary",
+    "StandardWebhookAuth",
+    "Status",
+    "Target",
+    "UnknownTarget",
+    "build_body",
+    "cleanup_delivered",
+    "dead_letter_summary",
+    "deliver_entries",
+    "deliver_events",
+    "new_message_id",
+    "publish_artifact",
+    "redrive_dead_letters",
+    "redrive_due",
+    "resolve_target",
+    "send_signed",
+    "signer_for",
+    "submit_events",
+]

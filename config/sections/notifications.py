@@ -60,7 +60,7 @@ class NotificationSettings(Section):
         default=None, description="Saved Prefect `slack-webhook` block; wins over the URL."
     )
     email_alerts: bool = True
-    severity_levels: list[Severity] = Field(default_factory=lambda: ["high", "critical"])
+    severity_levels: list[Severity] = Field(default_factory=lambda: ["high", "critical"])  # type: ignore[arg-type]
     routing: dict[Severity, list[Channel]] = Field(
         default_factory=dict,
         description="Channels per severity; a severity not listed goes to every channel.",

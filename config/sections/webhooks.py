@@ -76,7 +76,7 @@ class InboxSettings(Section):
 class DispatcherSettings(Section):
     run_in_receiver: bool = True
     batch_size: int = Field(default=100, gt=0, le=100)  # the bulk endpoint takes 100 at most
-    concurrency: int = Field(default=4, gt=0, le=64)
+    concurrency: int = Field(default=2, gt=0, le=64)
     poll_interval_seconds: float = Field(default=0.2, gt=0)
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=60.0, gt=0)

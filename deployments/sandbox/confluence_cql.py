@@ -167,7 +167,7 @@ class _Parser:
     def value_list(self) -> list[str]:
         if self.take().value != "(":
             raise CqlError("Could not parse cql: expected ( after IN")
-        values = []
+        values: list[str] = []
         while True:
             tok = self.take()
             if tok.value == ")":

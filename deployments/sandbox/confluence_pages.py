@@ -19,8 +19,14 @@ WORDS = (
 LANGS = ("python", "java", "sql", "bash", "yaml", "json", "go", "typescript")
 
 CODE = {
-    "python": 'def handler(event):\n    """Return the payload."""\n    if event["n"] < 3 and x > 1:\n        return {"ok": True}\n',
-    "java": 'public class Main {\n  public static void main(String[] a) { System.out.println("héllo"); }\n}\n',
+    "python": (
+        'def handler(event):\n    """Return the payload."""\n'
+        '    if event["n"] < 3 and x > 1:\n        return {"ok": True}\n'
+    ),
+    "java": (
+        "public class Main {\n  public static void main(String[] a) "
+        '{ System.out.println("héllo"); }\n}\n'
+    ),
     "sql": "SELECT id, title FROM pages WHERE version > 3 AND title <> 'x';\n",
     "bash": 'for f in *.md; do echo "$f" && wc -l "$f"; done\n',
     "yaml": "service:\n  retries: 3\n  timeout: 30 # seconds\n",
@@ -116,7 +122,8 @@ def generate_body(
                 f'ri:space-key="{space}" /><ac:plain-text-link-body>'
                 f"<![CDATA[{other}]]></ac:plain-text-link-body></ac:link> and "
                 f'<a href="https://example.com/docs?a=1&amp;b=2">the docs</a>.</p>'
-                f'<p><ac:image ac:alt="diagram"><ri:attachment ri:filename="diagram-{number}.png" />'
+                '<p><ac:image ac:alt="diagram">'
+                f'<ri:attachment ri:filename="diagram-{number}.png" />'
                 '</ac:image> <ac:image><ri:url ri:value="https://example.com/logo.svg" />'
                 "</ac:image></p>"
             )

@@ -15,7 +15,8 @@ to `_links.context` = "/wiki"):
   GET    /wiki/rest/api/content/{id}/label       POST /wiki/rest/api/content/{id}/label
   POST   /oauth/token   (grant_type=refresh_token; OAuth 2.0 access tokens as Bearer)
 Control (tests, benchmark and sandbox; no auth): POST /_control {"latency_ms", "fail_next",
-"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool}; POST /_edit {"ids": [...] | "space": K, "count": N,
+"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool};
+POST /_edit {"ids": [...] | "space": K, "count": N,
 "action": "edit" | "trash" | "purge"}; GET /_stats; POST /_stats/reset.
 
 Auth: Basic `email:api_token` (default bot@example.com / sandbox-token) or a Bearer token
@@ -86,7 +87,7 @@ class ConfluenceServer(ThreadingHTTPServer):
         port: int = 0,
         *,
         email: str = "bot@example.com",
-        api_token: str = "sandbox-token",
+        api_token: str = "sandbox-token",  # noqa: S107 - the stand-in's documented token
         latency_ms: float = 0.0,
     ) -> None:
         super().__init__((host, port), _Handler)
@@ -111,7 +112,7 @@ class ConfluenceServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> ConfluenceServer:
         threading.Thread(target=self.serve_forever, name="confluence-server", daemon=True).start()
@@ -141,7 +142,7 @@ class ConfluenceServer(ThreadingHTTPServer):
         with self.lock:
             self.next_id += 1
             now = self.clock() if modified_at is None else modified_at
-            page = {
+            page: dict[str, Any] = {
                 "id": str(self.next_id),
                 "space_key": space_key,
                 "title": title,

@@ -71,7 +71,7 @@ class WebhookSink(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> WebhookSink:
         threading.Thread(target=self.serve_forever, daemon=True).start()

@@ -39,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from nura.stores.db import metadata, utcnow_ts
 
@@ -102,7 +103,7 @@ def enqueue(
                 .scalars()
                 .all()
             )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": i,
             "target": target,
@@ -123,15 +124,15 @@ def enqueue(
     try:
         with engine.begin() as conn:
             conn.execute(insert(dead_letters), rows)
-        return [r["id"] for r in rows]
+        return [str(r["id"]) for r in rows]
     except IntegrityError:
         # Another process stored some of these meanwhile: one by one, keep what is ours.
-        fresh = []
+        fresh: list[str] = []
         for row in rows:
             try:
                 with engine.begin() as conn:
                     conn.execute(insert(dead_letters).values(**row))
-                fresh.append(row["id"])
+                fresh.append(str(row["id"]))
             except IntegrityError:
                 continue
         return fresh
@@ -304,7 +305,7 @@ def requeue(
 ) -> int:
     """Operator replay: make entries due now (exhausted ones get one more redrive)."""
     now = now if now is not None else utcnow_ts()
-    conds = [dead_letters.c.status.in_(("pending", "exhausted"))]
+    conds: list[ColumnElement[bool]] = [dead_letters.c.status.in_(("pending", "exhausted"))]
     if ids:
         conds.append(dead_letters.c.id.in_(list(ids)))
     if statuses:
@@ -342,7 +343,7 @@ def purge(
     """Give up on entries (status `purged`, kept for audit until `delete_old`)."""
     now = now if now is not None else utcnow_ts()
     allowed = [s for s in statuses if s in ("pending", "exhausted")]
-    conds = [dead_letters.c.status.in_(allowed)]
+    conds: list[ColumnElement[bool]] = [dead_letters.c.status.in_(allowed)]
     if ids:
         conds.append(dead_letters.c.id.in_(list(ids)))
     if target:

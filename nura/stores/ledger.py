@@ -34,7 +34,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    update,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -147,27 +146,23 @@ class CostLedger:
         return totals
 
     def _add(self, conn: Any, scope: str, key: str, pusd: int, ts: float) -> int:
-        # Atomic increment; the insert-on-miss race is settled by the primary key.
-        cond = (spend.c.scope == scope) & (spend.c.period == key)
-        for _ in range(3):
-            changed = conn.execute(
-                update(spend)
-                .where(cond)
-                .values(cost_pusd=spend.c.cost_pusd + pusd, calls=spend.c.calls + 1, updated_at=ts)
-            ).rowcount
-            if changed:
-                break
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(spend).values(
-                            scope=scope, period=key, cost_pusd=pusd, calls=1, updated_at=ts
-                        )
-                    )
-                break
-            except IntegrityError:
-                continue
-        return int(conn.execute(select(spend.c.cost_pusd).where(cond)).scalar_one())
+        """Atomic increment, one statement: INSERT ... ON CONFLICT DO UPDATE ... RETURNING."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        values = upsert(spend).values(
+            scope=scope, period=key, cost_pusd=pusd, calls=1, updated_at=ts
+        )
+        stmt = values.on_conflict_do_update(
+            index_elements=[spend.c.scope, spend.c.period],
+            set_={
+                "cost_pusd": spend.c.cost_pusd + pusd,
+                "calls": spend.c.calls + 1,
+                "updated_at": ts,
+            },
+        ).returning(spend.c.cost_pusd)
+        return int(conn.execute(stmt).scalar_one())
 
     def spent(self, scopes: Iterable[str], ts: float | None = None) -> dict[tuple[str, str], int]:
         """Current totals {(scope, period_key): pusd} for the periods containing `ts`."""

@@ -109,7 +109,7 @@ def test_bad_input_is_refused_before_any_call(bedrock_config, standin, request_k
 def test_model_that_cannot_take_the_request_is_skipped(bedrock_config, standin) -> None:
     bedrock_config(models=[TITAN, HAIKU])
     result = get_invoker().invoke(InvocationRequest(prompt="x" * 40_000, max_tokens=100))
-    assert result.model_id == HAIKU
+    assert result.model_id == HAIKU and result.fallback_used
     assert result.attempts[0].outcome == "skipped_too_many_tokens"
     assert standin.calls(TITAN) == 0
 
@@ -161,7 +161,7 @@ def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standi
     probe = InvocationRequest(prompt="price me", model=HAIKU, scope="team-a", max_tokens=64)
     bedrock_config()
     one = get_invoker().invoke(probe).cost_usd  # one call's cost (answers are deterministic)
-    # The same store, now with a budget of 2.4 calls: call 2 reaches 83 %, call 3 125 %.
+    # A budget of 2.4 calls from now on: call 1 reaches 42 %, call 2 83 %, call 3 125 %.
     bedrock_config(budgets={"scopes": {"team-a": {"daily_usd": str(one * Decimal("2.4"))}}})
     invoker = get_invoker()
 
@@ -169,6 +169,7 @@ def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standi
         rows = recent_notifications(get_engine(store_url()))
         return sorted({n["title"] for n in rows if n["event"] == "nura.budget.threshold"})
 
+    invoker.invoke(probe)
     assert alerts() == []
     invoker.invoke(probe)
     assert alerts() == ["Bedrock budget 80% reached: team-a (daily)"]

@@ -1,4 +1,7 @@
-"""Storage XHTML -> Markdown fidelity against golden files, and malformed input."""
+"""Storage XHTML -> Markdown fidelity against golden files, and malformed input.
+
+Golden outputs are `*.md.golden`, not `.md`: formatters must not rewrite the code blocks.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def convert(name: str):
 
 @pytest.mark.parametrize("name", ["rich", "cjk", "malformed"])
 def test_golden(name: str) -> None:
-    expected = (GOLDEN / f"{name}.md").read_text(encoding="utf-8")
+    expected = (GOLDEN / f"{name}.md.golden").read_text(encoding="utf-8")
     assert convert(name).markdown == expected
 
 

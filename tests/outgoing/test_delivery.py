@@ -214,3 +214,19 @@ def test_flows_run_with_defaults_against_the_sandbox(prefect_server, sink, nura_
     accepted = sink.received()["accepted"]
     assert accepted[0]["type"] == "system.alert"
     assert webhook_redrive().due == 0
+
+
+def test_dead_letter_and_redrive_on_both_store_backends(
+    prefect_server, sink, nura_config, store_url
+) -> None:
+    from nura.stores import dead_letters as dl
+    from tasks.webhooks import redrive_due, submit_events
+
+    nura_config(outgoing_config(sink.url, retry_attempts=0), store=store_url)
+    sink.control(fail_next=2, fail_status=500)
+    summary = submit_events("partner", _events(3, "be"))
+    assert summary.delivered == 1 and summary.pending == 2
+    assert dl.dead_letter_stats(_engine())["count"] == 2
+    assert redrive_due(now=time.time() + 301).delivered == 2
+    assert dl.dead_letter_stats(_engine())["count"] == 0
+    assert len({a["id"] for a in sink.received()["accepted"]}) == 3

@@ -92,7 +92,7 @@ class PrefectServer:
         env.pop("PREFECT_API_URL", None)
         return env
 
-    def start(self, timeout: float = 90.0) -> PrefectServer:
+    def start(self, timeout: float = 300.0) -> PrefectServer:
         log = open(self.home / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
             [

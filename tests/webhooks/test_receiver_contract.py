@@ -381,3 +381,14 @@ def test_metrics_need_bearer_token_off_loopback(engine, clock):
 def test_wrong_method_is_json(client):
     r = client.get("/webhooks/git")
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_ses_events_route_is_mounted_when_present(client):
+    import importlib.util
+
+    if importlib.util.find_spec("deployments.sns") is None:
+        pytest.skip("deployments.sns (issue 5) is not in this tree")
+    r = client.post(
+        "/webhooks/ses-events", content=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code not in (404, 405) and r.status_code < 500

@@ -1,0 +1,67 @@
+"""Start and stop a whole `nura up --detach` stack in a temporary state dir (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from config import DEFAULT_PATH
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TempStack:
+    """A sandbox stack on free ports with its own state dir."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="nura-stack-"))
+        raw = yaml.safe_load(DEFAULT_PATH.read_text())
+        raw.setdefault("platform", {}).update(
+            state_dir=str(self.state_dir), prefect_port=_free_port()
+        )
+        raw.setdefault("webhooks", {}).setdefault("receiver", {})["port"] = _free_port()
+        self.config = self.state_dir / "integrations.yaml"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(raw))
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PREFECT_", "NURA_", "AWS_", "CONFLUENCE_"))
+        }
+
+    def _cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "--config", str(self.config), *args],
+            env=self.env,
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def up(self, *extra: str) -> dict:
+        proc = self._cli("up", "--detach", "--sandbox", *extra)
+        if proc.returncode != 0:
+            log = (self.state_dir / "up.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"nura up failed:\n{proc.stdout}\n{proc.stderr}\n{log}")
+        return self.state()
+
+    def state(self) -> dict:
+        return json.loads((self.state_dir / "stack.json").read_text())
+
+    def down(self) -> None:
+        self._cli("down", timeout=120)

@@ -1,0 +1,136 @@
+"""End to end: `nura up` (sandbox) -> signed webhook -> flow run -> the Prefect UI in Chromium.
+
+The UI is checked in a real headless browser (Debian's chromium driven by Playwright): the
+deployments page lists every deployment, the flow run page shows the completed run, and its
+Artifacts tab shows the run's artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from blocks import WebhookSecret
+from deployments.sandbox.stack import SANDBOX_WEBHOOK_SECRETS
+from tests.platform.stack_support import PROJECT, TempStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = TempStack()
+    try:
+        state = s.up("--no-runs")
+        yield s, state
+    finally:
+        s.down()
+
+
+def _wait_run(api: str, deployment: str, after: float, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = httpx.post(
+            f"{api}/flow_runs/filter",
+            json={"sort": "EXPECTED_START_TIME_DESC", "limit": 20},
+            timeout=10,
+        ).json()
+        deps = {
+            d["id"]: d["name"]
+            for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        }
+        for run in runs:
+            if (
+                deps.get(run.get("deployment_id")) == deployment
+                and run["state_type"] == "COMPLETED"
+            ):
+                return run
+        time.sleep(2)
+    raise AssertionError(f"no completed {deployment} run within {timeout}s")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (tests/run.sh installs it)"
+)
+def test_signed_webhook_run_and_artifacts_are_visible_in_the_ui(stack):
+    from playwright.sync_api import sync_playwright
+
+    s, state = stack
+    cfg = yaml.safe_load(s.config.read_text())
+    receiver = f"http://127.0.0.1:{cfg['webhooks']['receiver']['port']}"
+    body = (s.state_dir / "sandbox-push.json").read_bytes()
+    signer = WebhookSecret(current=SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])).get_client()
+    sent = time.time()
+    answer = httpx.post(
+        f"{receiver}/webhooks/git",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signer.hex_digest(body),
+        },
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    run = _wait_run(state["api_url"], "git-ingest", sent)
+    artifacts = httpx.post(
+        f"{state['api_url']}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+        timeout=10,
+    ).json()
+    assert artifacts, "the git-ingest run published no artifact"
+    artifact_key = artifacts[0]["key"]
+
+    deployments = [
+        d["name"] for d in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    ]
+    ui = state["ui_url"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{ui}/v2/deployments", timeout=120_000)
+        page.get_by_text("git-ingest").first.wait_for(timeout=120_000)
+        text = page.inner_text("body")
+        missing = [d for d in deployments if d not in text]
+        assert not missing, f"deployments page misses {missing}"
+
+        page.goto(f"{ui}/v2/runs/flow-run/{run['id']}", timeout=120_000)
+        page.get_by_text(run["name"]).first.wait_for(timeout=120_000)
+        page.get_by_text("Completed").first.wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Artifacts").or_(
+            page.get_by_text("Artifacts", exact=True)
+        ).first.click()
+        page.get_by_text(artifact_key).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(s.state_dir / "flow-run.png"))
+        browser.close()
+    print(
+        json.dumps(
+            {
+                "run": run["name"],
+                "artifact": artifact_key,
+                "screenshot": str(s.state_dir / "flow-run.png"),
+            }
+        )
+    )

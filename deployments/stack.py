@@ -129,20 +129,26 @@ class Stack:
         require_free_port(port, "Prefect server")
         require_free_port(receiver.port, "webhook receiver", receiver.host)
 
-        self._step("starting embedded PostgreSQL")
-        self.pg.start()
-        for db in ("prefect", "nura"):
-            self.pg.ensure_database(db)
-        self._mark("postgres", t0)
+        if self.cfg.platform.prefect_database == "sqlite":
+            (self.state_dir / "prefect").mkdir(parents=True, exist_ok=True)
+            prefect_db = f"sqlite+aiosqlite:///{self.state_dir / 'prefect' / 'prefect.db'}"
+            self.state.store_url = f"sqlite:///{self.state_dir / 'nura.db'}"
+        else:
+            self._step("starting embedded PostgreSQL")
+            self.pg.start()
+            for db in ("prefect", "nura"):
+                self.pg.ensure_database(db)
+            prefect_db = self.pg.url("prefect")
+            self.state.store_url = self.pg.url("nura", "psycopg")
+        self._mark("database", t0)
 
         self._step("starting Prefect server")
         server = prefect_server_child(
-            self.state_dir / "prefect", self.pg.url("prefect"), port, self.logs
+            self.state_dir / "prefect", prefect_db, port, self.logs
         ).start()
         self.children.append(server)
         self.state.api_url = f"http://127.0.0.1:{port}/api"
         self.state.ui_url = f"http://127.0.0.1:{port}"
-        self.state.store_url = self.pg.url("nura", "psycopg")
         self._save_pids()
         env = self._child_env()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from config.sections.common import Section
@@ -12,6 +14,9 @@ class PlatformSettings(Section):
     store_url: str = ""
     prefect_port: int = Field(default=4200, gt=0, lt=65536)
     work_pool: str = "nura-process"
+    # Database of `nura up`'s Prefect server and stores. SQLite answers `database is
+    # locked` under the platform's load (benchmarks/platform_startup.py compares both).
+    prefect_database: Literal["embedded-postgres", "sqlite"] = "embedded-postgres"
 
 
 class ApiGatewaySettings(Section):

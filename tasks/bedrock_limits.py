@@ -150,6 +150,10 @@ class TokenLeaser(PrefectSlotLeaser):
                     bucket.tokens = 0
                 bucket.tokens += granted - min(debt, granted)
                 bucket.debt += debt - min(debt, granted)
+                # A debt booked while this lease was in flight is paid from it too.
+                pay = min(bucket.debt, max(bucket.tokens, 0))
+                bucket.tokens -= pay
+                bucket.debt -= pay
                 bucket.expires = now + bucket.ttl
         except BaseException as exc:  # handed to the waiting caller, never swallowed
             with bucket.cond:

@@ -46,11 +46,17 @@ def prefect_server() -> Iterator[PrefectServer]:
         # Subprocesses read the environment; this process's Prefect settings were read at
         # import, so they are switched with temporary_settings as well.
         os.environ["PREFECT_API_URL"] = server.api_url
+        # Threads (the rate-limit leaser's refill, task runners) read Prefect's
+        # process-global settings context, hence that one is switched too.
+        from prefect.context import SettingsContext, _temporary_global_settings_context
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                yield server
+                ctx = SettingsContext.get()
+                assert ctx is not None
+                with _temporary_global_settings_context(ctx):
+                    yield server
         finally:
             server.stop()
             if previous is None:

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from deployments.cli import app
 
 pytestmark = pytest.mark.integration
+RESPONSE_THRESHOLD = 2.0  # well above moto's latency on a busy machine
 
 
 def run(*args: str):
@@ -22,12 +23,14 @@ def test_exit_codes_follow_overall_status(world) -> None:
     assert "slack" not in healthy.output  # unknown services only with --all
     assert "slack" in run("--all").output
 
-    world.control("alpha", latency_ms=800)  # over the world's 0.5 s threshold
-    degraded = run()
+    world.control("alpha", latency_ms=2500)  # over the 2 s threshold, within the timeout
+    degraded = run("--timeout", "5")
     assert degraded.exit_code == 1, degraded.output
     assert "degraded" in degraded.output
 
-    world.services["beta"].stop()
+    # Dead: every connection is dropped (a stopped server would still answer on the
+    # pooled keep-alive connection its handler thread holds).
+    world.control("beta", down=True)
     unhealthy = run("--timeout", "1")
     assert unhealthy.exit_code == 2, unhealthy.output
     assert "unhealthy" in unhealthy.output

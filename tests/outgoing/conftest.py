@@ -47,39 +47,3 @@ def outgoing_config(sink_url: str, **overrides: Any) -> dict[str, Any]:
         },
         "webhooks": {"outgoing": outgoing},
     }
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[Any]:
-    """A real Prefect server on PostgreSQL, as the root fixture, with two differences.
-
-    - A longer start-up allowance: with several test sessions on two cores, the
-      migrations alone have taken over the root fixture's 90 s.
-    - The API URL also goes into Prefect's settings context: Prefect snapshots settings
-      when a context is entered (the root conftest enters one at session start), so an
-      env var set afterwards is not seen; threads (the rate-limit leaser's refill) read
-      the process-global context, hence both.
-    """
-    import os
-
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from tests.support.servers import PrefectServer, temp_database
-
-    with temp_database("nura_prefect") as db:
-        server = PrefectServer(db).start(timeout=300)
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = server.api_url
-        try:
-            with temporary_settings({PREFECT_API_URL: server.api_url}):
-                ctx = SettingsContext.get()
-                assert ctx is not None
-                with _temporary_global_settings_context(ctx):
-                    yield server
-        finally:
-            server.stop()
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous

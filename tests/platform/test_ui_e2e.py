@@ -36,25 +36,23 @@ def stack():
         s.down()
 
 
-def _wait_run(api: str, deployment: str, after: float, timeout: float = 300) -> dict:
+def _wait_run(api: str, deployment: str, timeout: float = 300) -> dict:
+    """The first completed run of `deployment` (a name in prefect.yaml)."""
+    deps = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    dep_id = next(d["id"] for d in deps if d["name"] == deployment)
+    body = {
+        "flow_runs": {
+            "deployment_id": {"any_": [dep_id]},
+            "state": {"type": {"any_": ["COMPLETED"]}},
+        },
+        "limit": 1,
+    }
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = httpx.post(
-            f"{api}/flow_runs/filter",
-            json={"sort": "EXPECTED_START_TIME_DESC", "limit": 20},
-            timeout=10,
-        ).json()
-        deps = {
-            d["id"]: d["name"]
-            for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-        }
-        for run in runs:
-            if (
-                deps.get(run.get("deployment_id")) == deployment
-                and run["state_type"] == "COMPLETED"
-            ):
-                return run
-        time.sleep(2)
+        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+        if runs:
+            return runs[0]
+        time.sleep(1)
     raise AssertionError(f"no completed {deployment} run within {timeout}s")
 
 
@@ -69,7 +67,6 @@ def test_signed_webhook_run_and_artifacts_are_visible_in_the_ui(stack):
     receiver = f"http://127.0.0.1:{cfg['webhooks']['receiver']['port']}"
     body = (s.state_dir / "sandbox-push.json").read_bytes()
     signer = WebhookSecret(current=SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])).get_client()
-    sent = time.time()
     answer = httpx.post(
         f"{receiver}/webhooks/git",
         content=body,
@@ -82,7 +79,7 @@ def test_signed_webhook_run_and_artifacts_are_visible_in_the_ui(stack):
         timeout=30,
     )
     assert answer.status_code == 202, answer.text
-    run = _wait_run(state["api_url"], "git-ingest", sent)
+    run = _wait_run(state["api_url"], "git-ingest")
     artifacts = httpx.post(
         f"{state['api_url']}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},

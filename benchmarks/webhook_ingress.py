@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--redeliveries", type=int, default=500)
     parser.add_argument("--baseline-runs", type=int, default=300)
     parser.add_argument("--outage-after", type=float, default=1.0, help="s after load starts")
+    parser.add_argument("--drain-timeout", type=float, default=600, help="s to wait for dispatch")
     parser.add_argument("--client", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -298,7 +299,7 @@ def main() -> None:
 
             engine = get_engine(store)
             acked = set(load["acked_ids"])
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + args.drain_timeout
             while time.monotonic() < deadline:
                 counts = status_counts(engine)
                 if counts["accepted"] == 0:

@@ -79,7 +79,7 @@ def sandbox_overrides(urls: dict[str, str]) -> dict[str, Any]:
                 "default_target": "sandbox",
                 "targets": {
                     "sandbox": {
-                        "url": f"{urls['sink']}/webhook",
+                        "url": f"{urls['sink']}/hooks/sandbox",
                         "secret": SANDBOX_SECRET,
                         "x_signature": True,
                     }
@@ -89,7 +89,7 @@ def sandbox_overrides(urls: dict[str, str]) -> dict[str, Any]:
         "health_monitoring": {
             "notifications": {
                 "slack_block": "sandbox-slack",
-                "slack_webhook_url": f"{urls['sink']}/slack",
+                "slack_webhook_url": f"{urls['sink']}/slack/T000/B000/SANDBOX",
                 "email": {"sender": "noreply@nura.ai", "recipients": ["oncall@nura.ai"]},
             }
         },

@@ -87,6 +87,8 @@ class PrefectServer:
             ),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_UI_ENABLED="true" if self.ui else "false",
+            PREFECT_SERVER_API_PORT=str(self.port),
+            PREFECT_UI_API_URL=self.api_url,
             PREFECT_LOGGING_LEVEL="WARNING",
         )
         env.pop("PREFECT_API_URL", None)

@@ -186,21 +186,17 @@ def prefect_server_env(
 
 
 def prefect_server_child(home: Path, database_url: str, port: int, log_dir: Path) -> Child:
+    env = prefect_server_env(home, database_url)
+    # The UI asks PREFECT_SERVER_API_HOST/PORT (default 4200) for its API unless told:
+    # on any other port it would render empty pages.
+    env.update(
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+    )
+    args = [sys.executable, "-m", "prefect", "server", "start"]
     return Child(
-        "prefect-server",
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        prefect_server_env(home, database_url),
-        log_dir,
+        "prefect-server", [*args, "--host", "127.0.0.1", "--port", str(port)], env, log_dir
     )
 
 

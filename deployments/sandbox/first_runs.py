@@ -17,6 +17,17 @@ FIRST_RUNS: dict[str, dict[str, object]] = {
     "call-layer-demo/call-layer-demo": {},
     "confluence-sync/confluence-sync": {},
     "bedrock-invoke/bedrock-invoke": {},
+    "confluence-publish/confluence-publish": {
+        "pages": [
+            {
+                "title": "Nura sandbox: architecture notes",
+                "content": "# Architecture\n\nPublished by `nura up`'s sandbox.\n\n"
+                "- flows\n- tasks\n- the call layer\n",
+                "space": "ARCH",
+                "labels": ["nura", "sandbox"],
+            }
+        ]
+    },
     "webhook-deliver/webhook-deliver": {},
     "webhook-redrive/webhook-redrive": {},
     "health-monitor/health-monitor": {},
@@ -37,7 +48,9 @@ async def trigger() -> dict[str, str]:
 
 
 def send_first_webhooks(state_dir: Path) -> dict[str, str]:
-    """A signed GitHub push of the sandbox repo, through the running receiver."""
+    """A signed GitHub push of the sandbox repo and a signed Confluence page update,
+    through the running receiver: the webhook-triggered deployments start as in production."""
+    import time
     import uuid
 
     import httpx
@@ -49,21 +62,41 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
 
     cfg = get_config()
     receiver = cfg.webhooks.receiver
-    endpoint = cfg.webhooks.incoming["git_updates"]
-    body = (state_dir / "sandbox-push.json").read_bytes()
-    signer = WebhookSecret(current=SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])).get_client()
-    response = httpx.post(
-        f"http://{receiver.host}:{receiver.port}{endpoint.url_path}",
-        content=body,
+    base = f"http://{receiver.host}:{receiver.port}"
+
+    def signer(endpoint: str):  # type: ignore[no-untyped-def]
+        secret = SecretStr(SANDBOX_WEBHOOK_SECRETS[endpoint])
+        return WebhookSecret(current=secret).get_client()
+
+    push = (state_dir / "sandbox-push.json").read_bytes()
+    git = httpx.post(
+        f"{base}{cfg.webhooks.incoming['git_updates'].url_path}",
+        content=push,
         headers={
             "Content-Type": "application/json",
             "X-GitHub-Event": "push",
             "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signer.hex_digest(body),
+            "X-Hub-Signature-256": signer("git_updates").hex_digest(push),
         },
         timeout=10,
     )
-    return {"git-ingest (signed webhook)": f"HTTP {response.status_code}"}
+    page = json.dumps({"page": {"id": "100001", "spaceKey": "TECH"}}).encode()
+    confluence = httpx.post(
+        f"{base}{cfg.webhooks.incoming['confluence_updates'].url_path}",
+        content=page,
+        headers={
+            "Content-Type": "application/json",
+            "X-Event-Type": "confluence.page.updated",
+            "X-Delivery-Id": str(uuid.uuid4()),
+            "X-Timestamp": str(int(time.time())),
+            "X-Signature": signer("confluence_updates").hex_digest(page),
+        },
+        timeout=10,
+    )
+    return {
+        "git-ingest (signed webhook)": f"HTTP {git.status_code}",
+        "confluence-page-ingest (signed webhook)": f"HTTP {confluence.status_code}",
+    }
 
 
 def main() -> None:

@@ -155,10 +155,11 @@ async def _baseline(api_url: str, deployment_id: str, n: int) -> float:
             return n / (time.perf_counter() - t0)
 
 
-async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, int]:
+async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, set[str]]:
+    """Idempotency key -> distinct flow run ids (paged; call it once nothing creates runs)."""
     import httpx
 
-    counts: dict[str, int] = {}
+    runs: dict[str, set[str]] = {}
     async with httpx.AsyncClient(base_url=api_url + "/", timeout=60) as c:
         offset = 0
         while True:
@@ -175,10 +176,9 @@ async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, int]:
             r.raise_for_status()
             page = r.json()
             for run in page:
-                key = run.get("idempotency_key") or ""
-                counts[key] = counts.get(key, 0) + 1
+                runs.setdefault(run.get("idempotency_key") or "", set()).add(run["id"])
             if len(page) < 200:
-                return counts
+                return runs
             offset += 200
 
 
@@ -306,8 +306,11 @@ def main() -> None:
                     break
                 time.sleep(0.5)
             drained = time.monotonic()
+            # Stop the dispatcher first: runs created while paging would shift the pages.
+            receiver.terminate()
+            receiver.wait(30)
             print(
-                f"inbox drained {drained - outage_start:.1f}s after the outage began: {counts}",
+                f"dispatch wait ended {drained - outage_start:.1f}s into the outage: {counts}",
                 flush=True,
             )
             runs = asyncio.run(_runs_by_key(server.api_url, deployment_id))
@@ -323,14 +326,14 @@ def main() -> None:
                 if d not in entries
                 or (
                     entries[d]["status"] != "accepted"
-                    and runs.get(f"nura-webhook:{ENDPOINT}:{d}", 0) == 0
+                    and not runs.get(f"nura-webhook:{ENDPOINT}:{d}")
                 )
             )
-            duplicate_runs = sum(max(0, n - 1) for n in runs.values())
+            duplicate_runs = sum(max(0, len(ids) - 1) for ids in runs.values())
             lags = sorted(dispatch_lags(engine))
             lag_p50 = statistics.median(lags) if lags else None
         finally:
-            if receiver is not None:
+            if receiver is not None and receiver.poll() is None:
                 receiver.terminate()
                 receiver.wait(20)
             server.stop()
@@ -345,7 +348,8 @@ def main() -> None:
         f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
     )
     print(
-        f"unique deliveries acknowledged {len(acked)}, flow runs {sum(runs.values())}, "
+        f"unique deliveries acknowledged {len(acked)}, flow runs "
+        f"{sum(len(ids) for ids in runs.values())}, "
         f"lost {lost}, still pending {pending}, duplicate runs {duplicate_runs}, "
         f"dispatch lag p50 {lag_p50 if lag_p50 is not None else float('nan'):.2f}s"
     )

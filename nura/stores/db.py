@@ -75,7 +75,9 @@ def get_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # Small pools: every flow process has its own engine, and 20 concurrent flow
+            # runs must fit in PostgreSQL's default 100 connections beside Prefect's own.
+            engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
         _import_store_modules()
         _create_tables(engine)
         _engines[url] = engine

@@ -13,7 +13,7 @@ Figures per service and window (1 h, 24 h, 7 d and the status window; a window i
 - availability (%): successful checks over checks;
 - fallback rate (%): traffic calls answered by a fallback over traffic calls.
 
-Status rules (docs/health.md), tested in this order so "unhealthy" is reachable (seed
+Status rules (README, "Health monitoring"), tested in this order so "unhealthy" is reachable (seed
 defect 7 tested "degraded" first):
   unhealthy  the latest check failed, or the breaker is open, or the traffic error rate over
              the status window is >= 2 x the error threshold, or the check's own verdict is

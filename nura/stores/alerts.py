@@ -4,7 +4,7 @@
                           now=time.time(), reminder_seconds=3600)
     change.kind  # "opened" | "escalated" | "improved" | "reminder" | "resolved" | None
 
-Rules (docs/health.md): no open alert + bad level -> opened; open + worse -> escalated
+Rules (README, "Health monitoring"): no open alert + bad level -> opened; open + worse -> escalated
 (notified again); open + better but still bad -> improved (event only); open + same level ->
 nothing, or a reminder once `reminder_seconds` have passed since the last notification;
 open + healthy -> resolved. "unknown" (nothing measured) changes nothing. Every change is

@@ -70,8 +70,14 @@ def _diagnose(api: str, bad: list[str], states: dict[str, str]) -> str:
 
 def _workers_of(api: str, ids: list[str]) -> dict[str, str]:
     """flow run id -> worker name, from the workers' `submitted-flow-run` events."""
-    body = {"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 200}
-    events = httpx.post(f"{api}/events/filter", json=body, timeout=30).json()["events"]
+    body = {"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50}
+    page = httpx.post(f"{api}/events/filter", json=body, timeout=30)
+    page.raise_for_status()
+    data = page.json()
+    events = list(data["events"])
+    while data.get("next_page"):  # 50 events a page at most
+        data = httpx.get(data["next_page"], timeout=30).json()
+        events += data["events"]
     out = {}
     for event in events:
         worker = event["resource"].get("prefect.resource.name")

@@ -25,16 +25,17 @@ answer, `max_tokens` truncating with stop reason `max_tokens`).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+from deployments.sandbox.base import LocalServer, serve_main
 
 WORDS = (
     "prefect flows orchestrate resilient integrations while bedrock models answer with "
@@ -107,29 +108,14 @@ class _State:
         return self.scripts.get(model_id) or self.scripts.get("*")
 
 
-class BedrockStandIn(ThreadingHTTPServer):
+class BedrockStandIn(LocalServer):
     """The stand-in server. `.start()` serves on a background thread; `.url` is the endpoint."""
 
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = _State()
         super().__init__((host, port), _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> BedrockStandIn:
-        threading.Thread(target=self.serve_forever, daemon=True, name="bedrock-standin").start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     # In-process control for tests (the same as POST /_sandbox/control).
     def script(self, model_id: str = "*", **counts: float) -> None:
@@ -346,18 +332,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    serve_main(
+        __doc__ or "",
+        8702,
+        lambda args: BedrockStandIn(args.host, args.port),
+        lambda server: f"Bedrock stand-in (bedrock-runtime wire format) on {server.url}",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8702)
-    args = parser.parse_args()
-    server = BedrockStandIn(args.host, args.port)
-    print(f"Bedrock stand-in (bedrock-runtime wire format) on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.server_close()
 
 
 if __name__ == "__main__":

@@ -36,10 +36,11 @@ import secrets
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
+from deployments.sandbox.base import LocalServer
 from deployments.sandbox.confluence_cql import CqlError, compile_cql
 from deployments.sandbox.confluence_pages import generate_body, page_title
 
@@ -74,11 +75,9 @@ class _HttpError(Exception):
         self.headers = headers or {}
 
 
-class ConfluenceServer(ThreadingHTTPServer):
+class ConfluenceServer(LocalServer):
     """An in-memory Confluence site. Mutate it directly in tests (`edit`, `trash`, `purge`)."""
 
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 256
 
     def __init__(
@@ -109,18 +108,6 @@ class ConfluenceServer(ThreadingHTTPServer):
         self.clock = time.time
 
     # -- lifecycle -----------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> ConfluenceServer:
-        threading.Thread(target=self.serve_forever, name="confluence-server", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     # -- data ----------------------------------------------------------------------------
     def add_space(self, key: str, name: str | None = None) -> dict[str, Any]:

@@ -20,17 +20,16 @@ import base64
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from deployments.sandbox.base import LocalServer, serve_main
 
 ZERO = "0" * 40
 
 
-class FakeGitHub(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class FakeGitHub(LocalServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__((host, port), _Handler)
         self.lock = threading.Lock()
@@ -39,18 +38,6 @@ class FakeGitHub(ThreadingHTTPServer):
         self.parents: dict[str, str] = {}
         self.requests = 0
         self.auth: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-    def start(self) -> FakeGitHub:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     # -- repository state ----------------------------------------------------------------
     def commit(self, owner: str, repo: str, changes: dict[str, bytes | None]) -> str:
@@ -203,21 +190,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    def make(args: argparse.Namespace) -> FakeGitHub:
+        server = FakeGitHub(args.host, args.port)
+        files: dict[str, bytes | None] = {
+            "README.md": b"# Nura handbook\n",
+            "docs/setup.md": b"Setup\n",
+        }
+        server.commit("nura", "handbook", files)
+        return server
+
+    serve_main(
+        __doc__ or "",
+        8703,
+        make,
+        lambda s: f"fake GitHub on {s.url} (nura/handbook at {s.heads['nura/handbook']})",  # type: ignore[attr-defined]
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8703)
-    args = parser.parse_args()
-    server = FakeGitHub(args.host, args.port)
-    sha = server.commit(
-        "nura", "handbook", {"README.md": b"# Nura handbook\n", "docs/setup.md": b"Setup\n"}
-    )
-    print(f"fake GitHub on {server.url} (nura/handbook at {sha})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.server_close()
 
 
 if __name__ == "__main__":

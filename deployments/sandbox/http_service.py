@@ -15,13 +15,14 @@ Routes:
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from deployments.sandbox.base import LocalServer, serve_main
 
 
 class _State:
@@ -38,26 +39,10 @@ class _State:
         self.times: list[float] = []
 
 
-class FlakyService(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class FlakyService(LocalServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = _State()
         super().__init__((host, port), _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FlakyService:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -131,18 +116,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    serve_main(
+        __doc__ or "",
+        8701,
+        lambda args: FlakyService(args.host, args.port),
+        lambda server: f"flaky HTTP service on {server.url}",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8701)
-    args = parser.parse_args()
-    server = FlakyService(args.host, args.port)
-    print(f"flaky HTTP service on {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.server_close()
 
 
 if __name__ == "__main__":

@@ -19,17 +19,18 @@ Routes:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlparse
 
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from deployments.sandbox.base import LocalServer, serve_main
 
 # The sandbox target's key (see config/integrations.yaml); not a secret.
 SANDBOX_SECRET = "whsec_c2FuZGJveC1vbmx5LW5vdC1hLXNlY3JldC1rZXktMzJi"  # noqa: S105
@@ -56,9 +57,7 @@ class _State:
         self.slack: list[dict[str, Any]] = []
 
 
-class WebhookSink(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class WebhookSink(LocalServer):
     request_queue_size = 256
 
     def __init__(
@@ -67,19 +66,6 @@ class WebhookSink(ThreadingHTTPServer):
         self.state = _State()
         self.secrets = {"sandbox": SANDBOX_SECRET, **(secrets or {})}
         super().__init__((host, port), _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> WebhookSink:
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     # -- helpers for in-process tests -------------------------------------------------
     def control(self, **script: Any) -> None:
@@ -217,18 +203,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8790)
-    args = parser.parse_args()
-    sink = WebhookSink(args.host, args.port)
-    print(f"webhook sink on {sink.url} (hooks: /hooks/<name>, slack: /slack/...)", flush=True)
-    try:
-        sink.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sink.server_close()
+    serve_main(
+        (__doc__ or "").splitlines()[0],
+        8790,
+        lambda args: WebhookSink(args.host, args.port),
+        lambda sink: f"webhook sink on {sink.url} (hooks: /hooks/<name>, slack: /slack/...)",
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Engine,
     Float,
@@ -33,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from nura.stores.db import metadata
+from nura.stores.db import id_column, metadata
 
 LEVEL_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
@@ -56,9 +55,7 @@ alerts = Table(
 alert_history = Table(
     "nura_alert_history",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("ts", Float, nullable=False),
     Column("key", String(100), nullable=False, index=True),
     Column("alert_id", String(32), nullable=False),

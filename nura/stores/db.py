@@ -8,11 +8,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, create_engine, event
 
 metadata = MetaData()
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+
+
+def id_column() -> Column[int]:
+    """An auto-incrementing BIGINT primary key (INTEGER on SQLite, where only INTEGER
+    PRIMARY KEY autoincrements)."""
+    return Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
 
 
 def utcnow_ts() -> float:

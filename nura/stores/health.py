@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -25,14 +24,12 @@ from sqlalchemy import (
     select,
 )
 
-from nura.stores.db import metadata
+from nura.stores.db import id_column, metadata
 
 health_checks = Table(
     "nura_health_checks",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("ts", Float, nullable=False),
     Column("service", String(100), nullable=False),
     Column("kind", String(32), nullable=False),  # http | aws | prefect | database | queue

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Engine,
     Float,
@@ -39,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 
-from nura.stores.db import metadata, utcnow_ts
+from nura.stores.db import id_column, metadata, utcnow_ts
 
 logger = logging.getLogger("nura.inbox")
 
@@ -48,9 +47,7 @@ STATUSES = ("accepted", "dispatched", "done", "failed")
 inbox = Table(
     "nura_webhook_inbox",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("endpoint", String(100), nullable=False),
     Column("delivery_id", String(200), nullable=False),
     Column("event_type", String(100), nullable=False),

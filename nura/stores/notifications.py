@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Engine,
     Float,
     Index,
-    Integer,
     String,
     Table,
     Text,
@@ -28,14 +26,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from nura.stores.db import metadata, utcnow_ts
+from nura.stores.db import id_column, metadata, utcnow_ts
 
 notifications = Table(
     "nura_notifications",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("ts", Float, nullable=False),
     Column("channel", String(16), nullable=False),  # slack | email
     Column("severity", String(16), nullable=False),
@@ -53,9 +49,7 @@ notifications = Table(
 email_feedback = Table(
     "nura_email_feedback",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("sns_message_id", String(200), nullable=False, unique=True),
     Column("ses_message_id", String(200), nullable=True, index=True),
     Column("kind", String(32), nullable=False),  # bounce | complaint | delivery | other

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Float,
@@ -14,7 +13,7 @@ from sqlalchemy import (
     Text,
 )
 
-from nura.stores.db import metadata
+from nura.stores.db import id_column, metadata
 
 breakers = Table(
     "nura_breakers",
@@ -31,9 +30,7 @@ breakers = Table(
 call_records = Table(
     "nura_call_records",
     metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    id_column(),
     Column("ts", Float, nullable=False),
     Column("service", String(100), nullable=False),
     Column("operation", String(200), nullable=False),

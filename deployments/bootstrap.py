@@ -154,33 +154,66 @@ def create_limits(cfg: IntegrationsConfig) -> list[str]:
     return names
 
 
-async def apply_work_pool_and_deployments(
-    cfg: IntegrationsConfig, specs: list[DeploymentSpec], report: BootstrapReport
-) -> None:
+@dataclass
+class LoadedFlow:
+    spec: DeploymentSpec
+    flow: Any
+    schema: dict[str, Any]
+
+
+def load_flows(specs: list[DeploymentSpec], report: BootstrapReport) -> list[LoadedFlow]:
+    """Import every deployment's flow and build its parameter schema: local work only, so
+    `nura up` runs it while the Prefect server is still starting."""
     import importlib.util
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
-    from prefect.client.schemas.schedules import IntervalSchedule
-    from prefect.exceptions import ObjectAlreadyExists
     from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
+
+    loaded = []
+    for spec in specs:
+        if importlib.util.find_spec(spec.flow_module) is None:
+            report.skipped.append(f"{spec.name} ({spec.entrypoint} not found)")
+            continue
+        flow: Any = load_flow_from_entrypoint(str(PROJECT_DIR / spec.entrypoint))
+        loaded.append(LoadedFlow(spec, flow, parameter_schema(flow).model_dump_for_openapi()))
+    return loaded
+
+
+async def ensure_work_pool(cfg: IntegrationsConfig) -> str:
+    """The process work pool, with Prefect's default job template (as `prefect work-pool
+    create --type process` makes it), created once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
 
     pool = cfg.platform.work_pool
     async with get_client() as client:
         try:
-            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=pool,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
         except ObjectAlreadyExists:
             pass
-        report.work_pool = pool
-        pull = [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_DIR)}}
-        ]
-        for spec in specs:
-            if importlib.util.find_spec(spec.flow_module) is None:
-                report.skipped.append(f"{spec.name} ({spec.entrypoint} not found)")
-                continue
-            flow: Any = load_flow_from_entrypoint(str(PROJECT_DIR / spec.entrypoint))
+    return pool
+
+
+async def apply_deployments(
+    cfg: IntegrationsConfig, flows: list[LoadedFlow], report: BootstrapReport
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    pool = cfg.platform.work_pool
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_DIR)}}]
+    async with get_client() as client:
+        for item in flows:
+            spec, flow = item.spec, item.flow
             flow_id = await client.create_flow_from_name(flow.name)
             schedules = (
                 [
@@ -207,7 +240,7 @@ async def apply_work_pool_and_deployments(
                 work_pool_name=pool,
                 work_queue_name="default",
                 parameters=spec.parameters,
-                parameter_openapi_schema=parameter_schema(flow).model_dump_for_openapi(),
+                parameter_openapi_schema=item.schema,
                 description=spec.description or flow.description,
                 tags=spec.tags,
                 pull_steps=pull,
@@ -217,6 +250,30 @@ async def apply_work_pool_and_deployments(
             if existing is not None:
                 await _sync_schedules(client, existing, schedules)
             report.deployments.append(f"{flow.name}/{spec.name}")
+
+
+def wait_for_api(timeout: float) -> None:
+    """Wait until the server PREFECT_API_URL names answers its health check."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = f"{str(PREFECT_API_URL.value()).rstrip('/')}/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise BootstrapError(f"the Prefect API at {url} did not answer within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+class BootstrapError(RuntimeError):
+    """The server to bootstrap cannot be reached."""
 
 
 async def _sync_schedules(client: Any, existing: Any, wanted: list[Any]) -> None:
@@ -237,14 +294,35 @@ async def _sync_schedules(client: Any, existing: Any, wanted: list[Any]) -> None
         )
 
 
-def bootstrap(cfg: IntegrationsConfig, *, env_blocks: bool = True) -> BootstrapReport:
-    """Run every step against the server PREFECT_API_URL points at."""
+def bootstrap(
+    cfg: IntegrationsConfig,
+    *,
+    env_blocks: bool = True,
+    wait_api: float = 0.0,
+    extra_blocks: Callable[[IntegrationsConfig], list[str]] | None = None,
+) -> BootstrapReport:
+    """Run every step against the server PREFECT_API_URL points at.
+
+    The imports and parameter schemas come first, then (with `wait_api`) the wait for the
+    server: `nura up` starts this while the server is still starting, so the two overlap.
+    The work pool comes first once the server answers, so a worker can start meanwhile.
+    """
     import asyncio
 
+    from prefect_aws import AwsCredentials  # noqa: F401 - imported before the wait
+
+    import blocks  # noqa: F401 - imported before the wait
+
     report = BootstrapReport()
+    flows = load_flows(load_specs(cfg), report)
+    if wait_api:
+        wait_for_api(wait_api)
+    report.work_pool = asyncio.run(ensure_work_pool(cfg))
     report.blocks = register_block_types()
+    if extra_blocks is not None:
+        report.blocks += [f"saved:{n}" for n in extra_blocks(cfg)]
     if env_blocks:
         report.blocks += [f"saved:{n}" for n in save_env_blocks()]
     report.limits = create_limits(cfg)
-    asyncio.run(apply_work_pool_and_deployments(cfg, load_specs(cfg), report))
+    asyncio.run(apply_deployments(cfg, flows, report))
     return report

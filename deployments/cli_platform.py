@@ -158,18 +158,41 @@ def bootstrap(
     sandbox_blocks: Annotated[
         bool, typer.Option("--sandbox-blocks", help="Save the sandbox's labelled blocks.")
     ] = False,
+    wait_api: Annotated[
+        float,
+        typer.Option(
+            "--wait-api",
+            help="Seconds to wait for the server to answer (after local preparation).",
+        ),
+    ] = 0.0,
+    first_runs: Annotated[
+        bool,
+        typer.Option("--first-runs", hidden=True, help="nura up: trigger the sandbox runs."),
+    ] = False,
 ) -> None:
     """Idempotently register blocks, save blocks from env vars, create concurrency limits,
     the work pool and every deployment, against the server PREFECT_API_URL points at."""
+    from deployments.bootstrap import BootstrapError
     from deployments.bootstrap import bootstrap as run_bootstrap
     from deployments.cli import load_config_or_exit
 
     cfg = load_config_or_exit()
+    extra = None
     if sandbox_blocks:
         from deployments.sandbox.stack import save_sandbox_blocks
 
-        save_sandbox_blocks(cfg)
-    report = run_bootstrap(cfg)
+        extra = save_sandbox_blocks
+    try:
+        report = run_bootstrap(cfg, wait_api=wait_api, extra_blocks=extra)
+    except BootstrapError as exc:
+        console.print(f"[bold red]bootstrap failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    if first_runs:
+        # In this process: prefect, the blocks and every flow are imported already.
+        from deployments.sandbox.first_runs import run_first_runs
+
+        result = run_first_runs()
+        console.print_json(data=result)
     if quiet:
         return
     console.print(f"block types: {', '.join(report.blocks)}")

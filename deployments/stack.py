@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -129,6 +130,16 @@ class Stack:
         require_free_port(port, "Prefect server")
         require_free_port(receiver.port, "webhook receiver", receiver.host)
 
+        # Everything that does not need the Prefect API starts at once and overlaps the
+        # server's start (its imports and migrations take most of the wait): the sandbox,
+        # the receiver (it queues webhooks until Prefect answers), and the bootstrap, which
+        # imports every flow and builds the parameter schemas before it waits for the API.
+        if self.sandbox:
+            self._step(
+                "starting the sandbox (moto, Confluence, Bedrock, GitHub, Slack/webhook sink)"
+            )
+            self._start_sandbox()
+
         if self.cfg.platform.prefect_database == "sqlite":
             (self.state_dir / "prefect").mkdir(parents=True, exist_ok=True)
             prefect_db = f"sqlite+aiosqlite:///{self.state_dir / 'prefect' / 'prefect.db'}"
@@ -149,30 +160,33 @@ class Stack:
         self.children.append(server)
         self.state.api_url = f"http://127.0.0.1:{port}/api"
         self.state.ui_url = f"http://127.0.0.1:{port}"
-        self._save_pids()
         env = self._child_env()
+        receiver_child = self._start_receiver(env)
+        bootstrap = self._start_bootstrap(env)
+        self._save_pids()
+        try:
+            wait_http(f"{self.state.api_url}/health", 180, server.proc)
+            self._mark("prefect_server", t0)
 
+            self._step("bootstrapping blocks, limits, work pool and deployments")
+            self._wait_work_pool(bootstrap)
+            self._start_worker(env)
+            self._mark("worker", t0)
+            self._wait_bootstrap(bootstrap)
+            self._mark("bootstrap", t0)
+        finally:
+            if bootstrap.poll() is None:  # up() failed or was interrupted meanwhile
+                bootstrap.kill()
+                bootstrap.wait()
+
+        self._step("waiting for the webhook receiver and the sandbox")
+        if receiver_child is not None:
+            wait_http(f"{self.state.receiver_url}/healthz", 60, receiver_child.proc)
         if self.sandbox:
-            self._step(
-                "starting the sandbox (moto, Confluence, Bedrock, GitHub, Slack/webhook sink)"
-            )
-            self._start_sandbox(env)
-            env = self._child_env()
-        wait_http(f"{self.state.api_url}/health", 180, server.proc)
-        self._mark("prefect_server", t0)
-
-        self._step("bootstrapping blocks, limits, work pool and deployments")
-        self._bootstrap(env)
-        self._mark("bootstrap", t0)
-
-        self._step("starting worker and webhook receiver")
-        self._start_worker_and_receiver(env)
+            self._wait_sandbox()
         self._mark("up", t0)
         self.state.status = "ready"
         self._save_pids()
-        if self.sandbox and self.trigger_runs:
-            self._step("triggering one run of each flow")
-            self._trigger_first_runs(env)
         return self.state
 
     def _child_env(self) -> dict[str, str]:
@@ -190,12 +204,17 @@ class Stack:
             env.setdefault("AWS_DEFAULT_REGION", self.cfg.external_services.aws.region)
         return env
 
-    def _start_sandbox(self, env: dict[str, str]) -> None:
-        from deployments.sandbox.stack import sandbox_config, sandbox_ports
+    def _start_sandbox(self) -> None:
+        from deployments.sandbox.stack import sandbox_config, sandbox_ports, sandbox_urls
 
         ports = sandbox_ports()
-        ready = self.state_dir / "sandbox.json"
-        ready.unlink(missing_ok=True)
+        self.state.sandbox_urls = sandbox_urls(ports)
+        path = self.state_dir / "sandbox-integrations.yaml"
+        sandbox_config(self.config_path, self.state.sandbox_urls, path)
+        self.state.config_path = str(path)
+        self._sandbox_ready = self.state_dir / "sandbox.json"
+        self._sandbox_ready.unlink(missing_ok=True)
+        (self.state_dir / "sandbox-push.json").unlink(missing_ok=True)
         child = Child(
             "sandbox",
             [
@@ -205,45 +224,81 @@ class Stack:
                 "--ports",
                 json.dumps(ports),
                 "--ready-file",
-                str(ready),
+                str(self._sandbox_ready),
             ],
-            env,
+            self._child_env(),
             self.logs,
             PROJECT_DIR,
         ).start()
         self.children.append(child)
+        self._sandbox_child = child
+        self._save_pids()
+
+    def _wait_sandbox(self) -> None:
+        child = self._sandbox_child
         deadline = time.monotonic() + 60
-        while not ready.exists():
+        while not self._sandbox_ready.exists():
             if not child.alive():
                 raise StackError(f"the sandbox exited early:\n{child.tail()}")
             if time.monotonic() > deadline:
                 raise StackError(f"the sandbox did not start within 60s:\n{child.tail()}")
             time.sleep(0.1)
-        self.state.sandbox_urls = json.loads(ready.read_text())
-        path = self.state_dir / "sandbox-integrations.yaml"
-        sandbox_config(self.config_path, self.state.sandbox_urls, path)
-        self.state.config_path = str(path)
-        self._save_pids()
 
-    def _bootstrap(self, env: dict[str, str]) -> None:
-        import subprocess
+    def _start_bootstrap(self, env: dict[str, str]) -> subprocess.Popen[str]:
+        # In a child process: it must see this stack's API URL and config, not ours. With
+        # --first-runs it also triggers the sandbox's runs once the deployments exist (it
+        # has every flow imported by then; a separate process would import them again).
+        args = [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"]
+        args += ["--wait-api", "180"]
+        if self.sandbox:
+            args.append("--sandbox-blocks")
+            if self.trigger_runs:
+                args.append("--first-runs")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / "bootstrap.log", "w")  # noqa: SIM115 - the child's output
+        try:
+            return subprocess.Popen(
+                args, env=env, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, text=True
+            )
+        finally:
+            log.close()
 
-        # In a child process: it must see this stack's API URL and config, not ours.
-        proc = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"]
-            + (["--sandbox-blocks"] if self.sandbox else []),
-            env=env,
-            cwd=PROJECT_DIR,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise StackError(f"bootstrap failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    def _bootstrap_failed(self, proc: subprocess.Popen[str]) -> StackError:
+        tail = (self.logs / "bootstrap.log").read_text(errors="replace")[-4000:]
+        return StackError(f"bootstrap failed (exit code {proc.returncode}):\n{tail}")
 
-    def _start_worker_and_receiver(self, env: dict[str, str]) -> None:
-        import importlib.util
+    def _wait_work_pool(self, bootstrap: subprocess.Popen[str]) -> None:
+        """The bootstrap creates the work pool first; the worker starts once it exists."""
+        import httpx
 
+        url = f"{self.state.api_url}/work_pools/{self.cfg.platform.work_pool}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if bootstrap.poll() is not None:
+                if bootstrap.returncode != 0:
+                    raise self._bootstrap_failed(bootstrap)
+                return
+            time.sleep(0.1)
+        raise StackError("the work pool was not created within 180s")
+
+    def _wait_bootstrap(self, bootstrap: subprocess.Popen[str]) -> None:
+        try:
+            bootstrap.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            bootstrap.kill()
+            raise StackError("bootstrap did not finish within 600s") from None
+        if bootstrap.returncode != 0:
+            raise self._bootstrap_failed(bootstrap)
+
+    def _start_worker(self, env: dict[str, str]) -> None:
+        worker_env = dict(env)
+        # Prefect polls every 10 s by default; a local stack picks runs up sooner.
+        worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
         worker = Child(
             "worker",
             [
@@ -257,37 +312,31 @@ class Stack:
                 "--type",
                 "process",
                 "--limit",
-                "8",
+                str(self.cfg.platform.worker_limit),
             ],
-            env,
+            worker_env,
             self.logs,
             PROJECT_DIR,
         ).start()
         self.children.append(worker)
-        receiver = self.cfg.webhooks.receiver
-        if importlib.util.find_spec("deployments.receiver") is not None:
-            rec = Child(
-                "receiver",
-                [sys.executable, "-m", "deployments.cli", "webhooks", "serve"],
-                env,
-                self.logs,
-                PROJECT_DIR,
-            ).start()
-            self.children.append(rec)
-            self.state.receiver_url = f"http://{receiver.host}:{receiver.port}"
-            wait_http(f"{self.state.receiver_url}/healthz", 60, rec.proc)
         self._save_pids()
 
-    def _trigger_first_runs(self, env: dict[str, str]) -> None:
-        import subprocess
+    def _start_receiver(self, env: dict[str, str]) -> Child | None:
+        import importlib.util
 
-        subprocess.run(
-            [sys.executable, "-m", "deployments.sandbox.first_runs"],
-            env=env,
-            cwd=PROJECT_DIR,
-            check=False,
-            capture_output=True,
-        )
+        if importlib.util.find_spec("deployments.receiver") is None:
+            return None
+        receiver = self.cfg.webhooks.receiver
+        rec = Child(
+            "receiver",
+            [sys.executable, "-m", "deployments.cli", "webhooks", "serve"],
+            env,
+            self.logs,
+            PROJECT_DIR,
+        ).start()
+        self.children.append(rec)
+        self.state.receiver_url = f"http://{receiver.host}:{receiver.port}"
+        return rec
 
     def _save_pids(self) -> None:
         # The supervisor (this process) comes first: `nura down` asks it to stop the rest,

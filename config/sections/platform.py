@@ -14,6 +14,9 @@ class PlatformSettings(Section):
     store_url: str = ""
     prefect_port: int = Field(default=4200, gt=0, lt=65536)
     work_pool: str = "nura-process"
+    # Flow runs `nura up`'s worker runs at once (each one is a process); the sandbox's
+    # first runs (9) all start together under the default.
+    worker_limit: int = Field(default=12, gt=0, le=256)
     # Database of `nura up`'s Prefect server and stores. SQLite answers `database is
     # locked` under the platform's load (benchmarks/platform_startup.py compares both).
     prefect_database: Literal["embedded-postgres", "sqlite"] = "embedded-postgres"

@@ -47,6 +47,24 @@ async def trigger() -> dict[str, str]:
     return started
 
 
+def _wait_healthy(url: str, timeout: float) -> None:
+    """`nura up` starts the receiver alongside this bootstrap: wait for it to answer."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     """A signed GitHub push of the sandbox repo and a signed Confluence page update,
     through the running receiver: the webhook-triggered deployments start as in production."""
@@ -63,6 +81,7 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     cfg = get_config()
     receiver = cfg.webhooks.receiver
     base = f"http://{receiver.host}:{receiver.port}"
+    _wait_healthy(f"{base}/healthz", 60)
 
     def signer(endpoint: str):  # type: ignore[no-untyped-def]
         secret = SecretStr(SANDBOX_WEBHOOK_SECRETS[endpoint])
@@ -99,13 +118,25 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     }
 
 
-def main() -> None:
-    result = asyncio.run(trigger())
+def run_first_runs() -> dict[str, str]:
+    """Trigger the runs, then send the webhooks; one failure does not stop the others."""
+    import time
+
     state_dir = Path(os.environ.get("NURA_STATE_DIR", ".nura"))
+    # `nura up` starts the sandbox alongside the bootstrap: the runs need it listening.
+    deadline = time.monotonic() + 60
+    while not (state_dir / "sandbox.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = asyncio.run(trigger())
     try:
         result.update(send_first_webhooks(state_dir))
     except Exception as exc:  # the receiver may be off: the flows above still ran
         result["git-ingest (signed webhook)"] = f"not started: {type(exc).__name__}: {exc}"
+    return result
+
+
+def main() -> None:
+    result = run_first_runs()
     print(json.dumps(result, indent=2))
     sys.exit(0 if all(not v.startswith("not started") for v in result.values()) else 1)
 

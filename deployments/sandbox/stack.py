@@ -34,6 +34,12 @@ def sandbox_ports() -> dict[str, int]:
     return {name: free_port() for name in SERVICES}
 
 
+def sandbox_urls(ports: dict[str, int]) -> dict[str, str]:
+    """Each stand-in's base URL: known before it starts, so `nura up` writes the sandbox
+    config and starts the processes that read it while the stand-ins still start."""
+    return {name: f"http://127.0.0.1:{ports[name]}" for name in SERVICES}
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -182,19 +188,17 @@ def main() -> None:
     confluence = ConfluenceServer(
         port=ports["confluence"], email=SANDBOX_CONFLUENCE_EMAIL, api_token=SANDBOX_CONFLUENCE_TOKEN
     )
-    sample_server(confluence).start()
-    bedrock = BedrockStandIn(port=ports["bedrock"]).start()
-    github = FakeGitHub(port=ports["github"]).start()
-    sink = WebhookSink(port=ports["sink"]).start()
-    demo = FlakyService(port=ports["demo"]).start()
-    urls = {
-        "moto": f"http://127.0.0.1:{ports['moto']}",
-        "confluence": confluence.url,
-        "bedrock": bedrock.url,
-        "github": f"http://127.0.0.1:{ports['github']}",
-        "sink": sink.url,
-        "demo": demo.url,
-    }
+    github = FakeGitHub(port=ports["github"])
+    servers = [
+        sample_server(confluence),
+        BedrockStandIn(port=ports["bedrock"]),
+        github,
+        WebhookSink(port=ports["sink"]),
+        FlakyService(port=ports["demo"]),
+    ]
+    for server in servers:
+        server.start()
+    urls = sandbox_urls(ports)
     push = _seed(urls, github)
     ready = Path(args.ready_file)
     ready.with_name("sandbox-push.json").write_text(json.dumps(push))
@@ -204,6 +208,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    for server in servers:
+        server.stop()
     moto.stop()
 
 

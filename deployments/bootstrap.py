@@ -179,26 +179,29 @@ def load_flows(specs: list[DeploymentSpec], report: BootstrapReport) -> list[Loa
     return loaded
 
 
-async def ensure_work_pool(cfg: IntegrationsConfig) -> str:
+async def ensure_work_pool(cfg: IntegrationsConfig, flow_run_command: str | None = None) -> str:
     """The process work pool, with Prefect's default job template (as `prefect work-pool
-    create --type process` makes it), created once."""
+    create --type process` makes it), created once. `flow_run_command` (from `nura up`:
+    the preloader's launcher) becomes the template's default command, kept up to date."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.workers.process import ProcessWorker
 
     pool = cfg.platform.work_pool
+    template = ProcessWorker.get_default_base_job_template()
+    if flow_run_command:
+        template["variables"]["properties"]["command"]["default"] = flow_run_command
     async with get_client() as client:
         try:
             await client.create_work_pool(
-                WorkPoolCreate(
-                    name=pool,
-                    type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                )
+                WorkPoolCreate(name=pool, type="process", base_job_template=template)
             )
         except ObjectAlreadyExists:
-            pass
+            if flow_run_command:
+                existing = await client.read_work_pool(pool)
+                if existing.base_job_template != template:
+                    await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
     return pool
 
 
@@ -300,6 +303,7 @@ def bootstrap(
     env_blocks: bool = True,
     wait_api: float = 0.0,
     extra_blocks: Callable[[IntegrationsConfig], list[str]] | None = None,
+    flow_run_command: str | None = None,
 ) -> BootstrapReport:
     """Run every step against the server PREFECT_API_URL points at.
 
@@ -317,7 +321,7 @@ def bootstrap(
     flows = load_flows(load_specs(cfg), report)
     if wait_api:
         wait_for_api(wait_api)
-    report.work_pool = asyncio.run(ensure_work_pool(cfg))
+    report.work_pool = asyncio.run(ensure_work_pool(cfg, flow_run_command))
     report.blocks = register_block_types()
     if extra_blocks is not None:
         report.blocks += [f"saved:{n}" for n in extra_blocks(cfg)]

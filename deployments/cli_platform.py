@@ -169,6 +169,12 @@ def bootstrap(
         bool,
         typer.Option("--first-runs", hidden=True, help="nura up: trigger the sandbox runs."),
     ] = False,
+    flow_run_command: Annotated[
+        str | None,
+        typer.Option(
+            "--flow-run-command", hidden=True, help="nura up: the work pool's run command."
+        ),
+    ] = None,
 ) -> None:
     """Idempotently register blocks, save blocks from env vars, create concurrency limits,
     the work pool and every deployment, against the server PREFECT_API_URL points at."""
@@ -183,7 +189,9 @@ def bootstrap(
 
         extra = save_sandbox_blocks
     try:
-        report = run_bootstrap(cfg, wait_api=wait_api, extra_blocks=extra)
+        report = run_bootstrap(
+            cfg, wait_api=wait_api, extra_blocks=extra, flow_run_command=flow_run_command
+        )
     except BootstrapError as exc:
         console.print(f"[bold red]bootstrap failed:[/] {exc}")
         raise typer.Exit(1) from None

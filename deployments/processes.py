@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
 
 class StackError(RuntimeError):
     """The stack cannot start or went wrong; the message says what and how to fix it."""
@@ -185,7 +187,15 @@ def prefect_server_env(
     return env
 
 
-def prefect_server_child(home: Path, database_url: str, port: int, log_dir: Path) -> Child:
+def prefect_server_child(
+    home: Path,
+    database_url: str,
+    port: int,
+    log_dir: Path,
+    database_url_file: Path | None = None,
+) -> Child:
+    """Prefect's server; with `database_url_file` it imports itself before the database is
+    up and starts once that file names the database (see deployments/prefect_server.py)."""
     env = prefect_server_env(home, database_url)
     # The UI asks PREFECT_SERVER_API_HOST/PORT (default 4200) for its API unless told:
     # on any other port it would render empty pages.
@@ -194,10 +204,13 @@ def prefect_server_child(home: Path, database_url: str, port: int, log_dir: Path
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
     )
-    args = [sys.executable, "-m", "prefect", "server", "start"]
-    return Child(
-        "prefect-server", [*args, "--host", "127.0.0.1", "--port", str(port)], env, log_dir
-    )
+    args = [sys.executable, "-m", "prefect"]
+    if database_url_file is not None:
+        env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
+        args = [sys.executable, "-m", "deployments.prefect_server"]
+        args += ["--database-url-file", str(database_url_file), "--"]
+    args += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return Child("prefect-server", args, env, log_dir, PROJECT_DIR)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,13 @@ data), `prefect/` (PREFECT_HOME), `logs/` (one log per child), `stack.json` (wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from config import IntegrationsConfig
+from deployments.launch_flow_run import ENV as LAUNCH_ENV
 from deployments.processes import (
     Child,
     EmbeddedPostgres,
@@ -58,7 +61,9 @@ class StackState:
 
     def save(self) -> None:
         data = {k: v for k, v in self.__dict__.items() if k != "state_dir"}
-        self.path.write_text(json.dumps(data, indent=2))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.path)  # atomic: `nura up --detach` and `nura status` read it meanwhile
 
     @classmethod
     def load(cls, state_dir: Path) -> StackState | None:
@@ -144,24 +149,35 @@ class Stack:
             (self.state_dir / "prefect").mkdir(parents=True, exist_ok=True)
             prefect_db = f"sqlite+aiosqlite:///{self.state_dir / 'prefect' / 'prefect.db'}"
             self.state.store_url = f"sqlite:///{self.state_dir / 'nura.db'}"
+            self._step("starting Prefect server")
+            server = prefect_server_child(
+                self.state_dir / "prefect", prefect_db, port, self.logs
+            ).start()
+            self.children.append(server)
         else:
-            self._step("starting embedded PostgreSQL")
+            # The server imports itself while PostgreSQL starts, and waits for its URL.
+            url_file = self.state_dir / "prefect" / "database-url"
+            url_file.parent.mkdir(parents=True, exist_ok=True)
+            url_file.unlink(missing_ok=True)
+            self._step("starting embedded PostgreSQL and the Prefect server")
+            server = prefect_server_child(
+                self.state_dir / "prefect", "", port, self.logs, database_url_file=url_file
+            ).start()
+            self.children.append(server)
             self.pg.start()
             for db in ("prefect", "nura"):
                 self.pg.ensure_database(db)
-            prefect_db = self.pg.url("prefect")
+            tmp = url_file.with_suffix(".tmp")
+            tmp.write_text(self.pg.url("prefect"))
+            tmp.replace(url_file)  # atomic: the server never reads half a URL
             self.state.store_url = self.pg.url("nura", "psycopg")
         self._mark("database", t0)
 
-        self._step("starting Prefect server")
-        server = prefect_server_child(
-            self.state_dir / "prefect", prefect_db, port, self.logs
-        ).start()
-        self.children.append(server)
         self.state.api_url = f"http://127.0.0.1:{port}/api"
         self.state.ui_url = f"http://127.0.0.1:{port}"
         env = self._child_env()
         receiver_child = self._start_receiver(env)
+        self._start_preloader(env)
         bootstrap = self._start_bootstrap(env)
         self._save_pids()
         try:
@@ -250,6 +266,7 @@ class Stack:
         # has every flow imported by then; a separate process would import them again).
         args = [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"]
         args += ["--wait-api", "180"]
+        args += ["--flow-run-command", f"{sys.executable} -m deployments.launch_flow_run"]
         if self.sandbox:
             args.append("--sandbox-blocks")
             if self.trigger_runs:
@@ -299,6 +316,7 @@ class Stack:
         worker_env = dict(env)
         # Prefect polls every 10 s by default; a local stack picks runs up sooner.
         worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
+        worker_env[LAUNCH_ENV] = str(self.preloader_socket)
         worker = Child(
             "worker",
             [
@@ -320,6 +338,32 @@ class Stack:
         ).start()
         self.children.append(worker)
         self._save_pids()
+
+    @property
+    def preloader_socket(self) -> Path:
+        path = self.state_dir / "preloader.sock"
+        if len(str(path)) < 100:  # a Unix socket path holds ~107 bytes
+            return path
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"nura-preloader-{digest}.sock"
+
+    def _start_preloader(self, env: dict[str, str]) -> None:
+        """Prefect and every flow imported once; each run forks from it (preloader.py).
+        Until it listens, and if it is gone, runs start the plain way: never a wait."""
+        child = Child(
+            "preloader",
+            [
+                sys.executable,
+                "-m",
+                "deployments.preloader",
+                "--socket",
+                str(self.preloader_socket),
+            ],
+            env,
+            self.logs,
+            PROJECT_DIR,
+        ).start()
+        self.children.append(child)
 
     def _start_receiver(self, env: dict[str, str]) -> Child | None:
         import importlib.util

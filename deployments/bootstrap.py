@@ -44,6 +44,7 @@ class BootstrapReport:
     work_pool: str = ""
     deployments: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
 
 
 def config_intervals(cfg: IntegrationsConfig) -> dict[str, float]:
@@ -312,21 +313,36 @@ def bootstrap(
     The work pool comes first once the server answers, so a worker can start meanwhile.
     """
     import asyncio
+    import time
 
     from prefect_aws import AwsCredentials  # noqa: F401 - imported before the wait
 
     import blocks  # noqa: F401 - imported before the wait
 
     report = BootstrapReport()
+    last = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        report.timings[name] = round(now - last, 2)
+        last = now
+
     flows = load_flows(load_specs(cfg), report)
+    step("import flows")
     if wait_api:
         wait_for_api(wait_api)
+        step("wait for the API")
     report.work_pool = asyncio.run(ensure_work_pool(cfg, flow_run_command))
+    step("work pool")
     report.blocks = register_block_types()
     if extra_blocks is not None:
         report.blocks += [f"saved:{n}" for n in extra_blocks(cfg)]
     if env_blocks:
         report.blocks += [f"saved:{n}" for n in save_env_blocks()]
+    step("blocks")
     report.limits = create_limits(cfg)
+    step("limits")
     asyncio.run(apply_deployments(cfg, flows, report))
+    step("deployments")
     return report

@@ -199,7 +199,9 @@ def bootstrap(
         # In this process: prefect, the blocks and every flow are imported already.
         from deployments.sandbox.first_runs import run_first_runs
 
+        started = time.monotonic()
         result = run_first_runs()
+        report.timings["first runs"] = round(time.monotonic() - started, 2)
         console.print_json(data=result)
     if quiet:
         return
@@ -210,6 +212,7 @@ def bootstrap(
         console.print(f"deployment: {name}")
     for name in report.skipped:
         console.print(f"[yellow]skipped[/] {name}")
+    console.print("seconds per step: " + ", ".join(f"{k} {v}" for k, v in report.timings.items()))
 
 
 def register(app: typer.Typer) -> None:

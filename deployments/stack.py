@@ -264,7 +264,7 @@ class Stack:
         # In a child process: it must see this stack's API URL and config, not ours. With
         # --first-runs it also triggers the sandbox's runs once the deployments exist (it
         # has every flow imported by then; a separate process would import them again).
-        args = [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"]
+        args = [sys.executable, "-m", "deployments.cli", "bootstrap"]
         args += ["--wait-api", "180"]
         args += ["--flow-run-command", f"{sys.executable} -m deployments.launch_flow_run"]
         if self.sandbox:

@@ -78,16 +78,28 @@ def load_specs(cfg: IntegrationsConfig, path: Path = PREFECT_YAML) -> list[Deplo
     return specs
 
 
-def register_block_types() -> list[str]:
+def block_types() -> list[Any]:
     from prefect_aws import AwsCredentials, S3Bucket
 
     from blocks import NURA_BLOCKS, SlackWebhook
 
-    names = []
-    for block in (*NURA_BLOCKS, AwsCredentials, S3Bucket, SlackWebhook):
-        block.register_type_and_schema()
-        names.append(block.get_block_type_slug())
-    return names
+    return [*NURA_BLOCKS, AwsCredentials, S3Bucket, SlackWebhook]
+
+
+async def register_and_save_blocks(blocks_to_save: list[tuple[str, Any]]) -> list[str]:
+    """Register every block type (concurrently: one by one they took ~5 s of `nura up`
+    under load), then save the given blocks one by one (Prefect's save is not safe to run
+    concurrently: it answered 409 and then 404 for the same new name)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    types = block_types()
+    async with get_client() as client:
+        await asyncio.gather(*(t.aregister_type_and_schema(client=client) for t in types))
+    for name, block in blocks_to_save:
+        await block.asave(name, overwrite=True)
+    return [t.get_block_type_slug() for t in types] + [f"saved:{n}" for n, _ in blocks_to_save]
 
 
 # Environment variable -> block it creates (name, factory). Only set variables create blocks.
@@ -136,12 +148,9 @@ def _env_blocks(env: Mapping[str, str]) -> list[tuple[str, Callable[[], Any]]]:
     return out
 
 
-def save_env_blocks(env: Mapping[str, str] | None = None) -> list[str]:
-    saved = []
-    for name, make in _env_blocks(os.environ if env is None else env):
-        make().save(name, overwrite=True)
-        saved.append(name)
-    return saved
+def env_blocks(env: Mapping[str, str] | None = None) -> list[tuple[str, Any]]:
+    """The blocks the environment's variables describe, to save."""
+    return [(name, make()) for name, make in _env_blocks(os.environ if env is None else env)]
 
 
 def create_limits(cfg: IntegrationsConfig) -> list[str]:
@@ -209,6 +218,10 @@ async def ensure_work_pool(cfg: IntegrationsConfig, flow_run_command: str | None
 async def apply_deployments(
     cfg: IntegrationsConfig, flows: list[LoadedFlow], report: BootstrapReport
 ) -> None:
+    """Create or update every deployment; the flows first, then the deployments, each
+    step's calls concurrently."""
+    import asyncio
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import IntervalSchedule
@@ -216,9 +229,17 @@ async def apply_deployments(
     pool = cfg.platform.work_pool
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_DIR)}}]
     async with get_client() as client:
-        for item in flows:
+        names = sorted({item.flow.name for item in flows})
+        ids = dict(
+            zip(
+                names,
+                await asyncio.gather(*(client.create_flow_from_name(n) for n in names)),
+                strict=True,
+            )
+        )
+
+        async def apply(item: LoadedFlow) -> str:
             spec, flow = item.spec, item.flow
-            flow_id = await client.create_flow_from_name(flow.name)
             schedules = (
                 [
                     DeploymentScheduleCreate(
@@ -237,7 +258,7 @@ async def apply_deployments(
             except Exception:  # noqa: S110 - not found: created below
                 pass
             await client.create_deployment(
-                flow_id=flow_id,
+                flow_id=ids[flow.name],
                 name=spec.name,
                 entrypoint=spec.entrypoint,
                 path=str(PROJECT_DIR),
@@ -253,7 +274,9 @@ async def apply_deployments(
             )
             if existing is not None:
                 await _sync_schedules(client, existing, schedules)
-            report.deployments.append(f"{flow.name}/{spec.name}")
+            return f"{flow.name}/{spec.name}"
+
+        report.deployments += await asyncio.gather(*(apply(item) for item in flows))
 
 
 def wait_for_api(timeout: float) -> None:
@@ -301,9 +324,9 @@ async def _sync_schedules(client: Any, existing: Any, wanted: list[Any]) -> None
 def bootstrap(
     cfg: IntegrationsConfig,
     *,
-    env_blocks: bool = True,
+    save_env: bool = True,
     wait_api: float = 0.0,
-    extra_blocks: Callable[[IntegrationsConfig], list[str]] | None = None,
+    extra_blocks: Callable[[IntegrationsConfig], list[tuple[str, Any]]] | None = None,
     flow_run_command: str | None = None,
 ) -> BootstrapReport:
     """Run every step against the server PREFECT_API_URL points at.
@@ -315,6 +338,8 @@ def bootstrap(
     import asyncio
     import time
 
+    import prefect.workers.process  # noqa: F401 - imported before the wait
+    from prefect.deployments import run_deployment  # noqa: F401 - imported before the wait
     from prefect_aws import AwsCredentials  # noqa: F401 - imported before the wait
 
     import blocks  # noqa: F401 - imported before the wait
@@ -335,11 +360,10 @@ def bootstrap(
         step("wait for the API")
     report.work_pool = asyncio.run(ensure_work_pool(cfg, flow_run_command))
     step("work pool")
-    report.blocks = register_block_types()
-    if extra_blocks is not None:
-        report.blocks += [f"saved:{n}" for n in extra_blocks(cfg)]
-    if env_blocks:
-        report.blocks += [f"saved:{n}" for n in save_env_blocks()]
+    to_save = list(extra_blocks(cfg)) if extra_blocks is not None else []
+    if save_env:
+        to_save += env_blocks()
+    report.blocks = asyncio.run(register_and_save_blocks(to_save))
     step("blocks")
     report.limits = create_limits(cfg)
     step("limits")

@@ -185,9 +185,9 @@ def bootstrap(
     cfg = load_config_or_exit()
     extra = None
     if sandbox_blocks:
-        from deployments.sandbox.stack import save_sandbox_blocks
+        from deployments.sandbox import stack as sandbox_stack
 
-        extra = save_sandbox_blocks
+        extra = sandbox_stack.sandbox_blocks
     try:
         report = run_bootstrap(
             cfg, wait_api=wait_api, extra_blocks=extra, flow_run_command=flow_run_command

@@ -113,34 +113,39 @@ def sandbox_config(base: Path, urls: dict[str, str], out: Path) -> Path:
     return out
 
 
-def save_sandbox_blocks(cfg: Any) -> list[str]:
+def sandbox_blocks(cfg: Any) -> list[tuple[str, Any]]:
     """The sandbox's blocks, all named `sandbox-*` (saved by `nura bootstrap --sandbox-blocks`)."""
     from pydantic import SecretStr
 
     from blocks import ConfluenceCredentials, GitProviderCredentials, SlackWebhook, WebhookSecret
 
     ext = cfg.external_services
-    saved = []
-    ConfluenceCredentials(
-        base_url=ext.confluence.base_url or "",
-        email=SANDBOX_CONFLUENCE_EMAIL,
-        api_token=SecretStr(SANDBOX_CONFLUENCE_TOKEN),
-    ).save("sandbox-confluence", overwrite=True)
-    saved.append("sandbox-confluence")
-    GitProviderCredentials(
-        provider="github", api_url=ext.git.base_url or "", token=SecretStr("sandbox-git-token")
-    ).save("sandbox-git", overwrite=True)
-    saved.append("sandbox-git")
+    out: list[tuple[str, Any]] = [
+        (
+            "sandbox-confluence",
+            ConfluenceCredentials(
+                base_url=ext.confluence.base_url or "",
+                email=SANDBOX_CONFLUENCE_EMAIL,
+                api_token=SecretStr(SANDBOX_CONFLUENCE_TOKEN),
+            ),
+        ),
+        (
+            "sandbox-git",
+            GitProviderCredentials(
+                provider="github",
+                api_url=ext.git.base_url or "",
+                token=SecretStr("sandbox-git-token"),
+            ),
+        ),
+    ]
     slack_url = cfg.health_monitoring.notifications.slack_webhook_url
     if slack_url:
-        SlackWebhook(url=SecretStr(slack_url)).save("sandbox-slack", overwrite=True)
-        saved.append("sandbox-slack")
+        out.append(("sandbox-slack", SlackWebhook(url=SecretStr(slack_url))))
     for endpoint, secret in SANDBOX_WEBHOOK_SECRETS.items():
         name = f"sandbox-{endpoint.replace('_', '-')}"
         scheme: Literal["github", "generic"] = "github" if endpoint == "git_updates" else "generic"
-        WebhookSecret(scheme=scheme, current=SecretStr(secret)).save(name, overwrite=True)
-        saved.append(name)
-    return saved
+        out.append((name, WebhookSecret(scheme=scheme, current=SecretStr(secret))))
+    return out
 
 
 def _seed(urls: dict[str, str], github: Any) -> dict[str, Any]:

@@ -126,6 +126,7 @@ async def run(calls: int) -> dict[str, object]:
         ledger = CostLedger(get_engine(store_url()))
         warm_ids = {row["id"] for row in ledger.calls(limit=100)}
 
+        load = os.getloadavg()[0]
         bare_ms: list[float] = []
         nura_ms: list[float] = []
         results = []
@@ -156,6 +157,10 @@ async def run(calls: int) -> dict[str, object]:
         leases = get_invoker().tokens.leases + getattr(get_call_layer().limiter, "leases", 0)
         bare_p50, nura_p50 = statistics.median(bare_ms), statistics.median(nura_ms)
         print(f"calls per path: {calls} (stand-in {standin.url}, zero added latency)")
+        print(
+            f"conditions: {os.cpu_count()} CPUs, load average {load:.1f} before / "
+            f"{os.getloadavg()[0]:.1f} after (the paths alternate in blocks of {size})"
+        )
         print(
             f"bare boto3 : p50 {bare_p50:.3f} ms  p95 {pct(bare_ms, 0.95):.3f} ms  "
             f"mean {statistics.fmean(bare_ms):.3f} ms"

@@ -9,10 +9,21 @@ transaction as the ledger row, so a budget check is one indexed read whatever th
 the ledger, and every process sees the same totals. `nura_bedrock_budget_alerts` has a
 unique key per (scope, period, threshold): a threshold alerts exactly once per period even
 when several workers cross it at the same moment.
+
+Durability: `record` commits the call's row and its totals in one transaction before it
+returns, and the invoker returns a result only after `record` did, so spend that a caller
+has seen is never lost by a crash. Not batched on purpose: a group commit after the call
+returns would open a window (the batch interval) in which answered, charged calls exist
+only in memory, and budgets are enforced from these totals. What stays open is the
+sub-millisecond gap between Bedrock answering and this commit, which only a reservation
+before the call could close. On SQLite the store runs WAL with `synchronous=NORMAL`
+(`nura.stores.db`): a commit survives a crash of the process, while a power loss can
+drop the last commits before a checkpoint; PostgreSQL commits are fsynced.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,8 +111,14 @@ def to_usd(pusd: int) -> Decimal:
 
 def periods(ts: float) -> dict[str, str]:
     """The UTC day and month a timestamp falls in, as period keys."""
-    moment = datetime.fromtimestamp(ts, UTC)
-    return {"daily": f"day:{moment:%Y-%m-%d}", "monthly": f"month:{moment:%Y-%m}"}
+    return dict(_periods_of_day(int(ts // 86_400)))
+
+
+@functools.lru_cache(maxsize=16)
+def _periods_of_day(day: int) -> tuple[tuple[str, str], ...]:
+    # Epoch seconds have no leap seconds: UTC day n is [n * 86400, (n + 1) * 86400).
+    moment = datetime.fromtimestamp(day * 86_400, UTC)
+    return (("daily", f"day:{moment:%Y-%m-%d}"), ("monthly", f"month:{moment:%Y-%m}"))
 
 
 @dataclass(frozen=True)
@@ -123,46 +140,94 @@ class LedgerEntry:
     ts: float | None = None
 
 
+def _spend_upsert(dialect: str) -> Any:
+    """`INSERT INTO spend .. ON CONFLICT (scope, period) DO UPDATE` adding the new row's
+    cost and call to the running totals, returning the new total: an atomic increment in
+    one statement, so concurrent writers never lose an addition."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    stmt = upsert(spend)
+    return stmt.on_conflict_do_update(
+        index_elements=[spend.c.scope, spend.c.period],
+        set_={
+            "cost_pusd": spend.c.cost_pusd + stmt.excluded.cost_pusd,
+            "calls": spend.c.calls + stmt.excluded.calls,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(spend.c.cost_pusd)
+
+
+class _Compiled:
+    """A statement compiled once for a dialect, run on a DBAPI cursor with a dict of values."""
+
+    def __init__(self, stmt: Any, dialect: Any, columns: list[str]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=columns)
+        self.sql = compiled.string
+        self.order = list(compiled.positiontup or []) if compiled.positional else None
+
+    def params(self, values: dict[str, Any]) -> Any:
+        return values if self.order is None else tuple(values[k] for k in self.order)
+
+
+_LEDGER_COLUMNS = [c.name for c in ledger.columns if c.name != "id"]
+_SPEND_COLUMNS = ["scope", "period", "cost_pusd", "calls", "updated_at"]
+
+
 class CostLedger:
     """Write calls and read spend; one instance per engine is enough (thread-safe)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The write path runs once per model call, so its statements are compiled once
+        # (from the tables above, for this engine's dialect) and executed on the pooled
+        # DBAPI connection: SQLAlchemy's per-execute work (building `.values(**row)`,
+        # cache keys, result wrapping) cost ~1 ms a call, several times the database's
+        # own insert and commit (~0.1 ms on SQLite in WAL mode).
+        self._insert = _Compiled(insert(ledger), engine.dialect, _LEDGER_COLUMNS)
+        self._upsert = _Compiled(_spend_upsert(engine.dialect.name), engine.dialect, _SPEND_COLUMNS)
 
     def record(self, entry: LedgerEntry, scopes: Iterable[str]) -> dict[tuple[str, str], int]:
         """Insert the call and add its cost to every scope's day and month totals.
 
-        Returns the new totals {(scope, period_key): pusd} (read in the same transaction).
+        One transaction, committed before this returns: the row and the totals are durable
+        together or not at all (a budget check never sees spend without its ledger row,
+        nor the reverse). Returns the new totals {(scope, period_key): pusd}, read in the
+        same transaction.
         """
         ts = entry.ts if entry.ts is not None else utcnow_ts()
-        row = {k: v for k, v in entry.__dict__.items() if k != "ts"}
+        row = {**vars(entry), "ts": ts}
         keys = list(periods(ts).values())
         totals: dict[tuple[str, str], int] = {}
-        with self.engine.begin() as conn:
-            conn.execute(insert(ledger).values(ts=ts, **row))
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            # Both drivers open the transaction implicitly at the first INSERT.
+            cursor.execute(self._insert.sql, self._insert.params(row))
             for scope in dict.fromkeys(scopes):
                 for key in keys:
-                    totals[(scope, key)] = self._add(conn, scope, key, entry.cost_pusd, ts)
+                    values = {
+                        "scope": scope,
+                        "period": key,
+                        "cost_pusd": entry.cost_pusd,
+                        "calls": 1,
+                        "updated_at": ts,
+                    }
+                    cursor.execute(self._upsert.sql, self._upsert.params(values))
+                    returned = cursor.fetchone()
+                    assert returned is not None  # RETURNING answers one row per upsert
+                    totals[(scope, key)] = int(returned[0])
+            cursor.close()
+            raw.commit()
+        except BaseException:
+            # Closing the DBAPI connection discards the open transaction (nothing of this
+            # call is committed) and keeps a possibly broken connection out of the pool.
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()  # back to the pool
         return totals
-
-    def _add(self, conn: Any, scope: str, key: str, pusd: int, ts: float) -> int:
-        """Atomic increment, one statement: INSERT ... ON CONFLICT DO UPDATE ... RETURNING."""
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-        values = upsert(spend).values(
-            scope=scope, period=key, cost_pusd=pusd, calls=1, updated_at=ts
-        )
-        stmt = values.on_conflict_do_update(
-            index_elements=[spend.c.scope, spend.c.period],
-            set_={
-                "cost_pusd": spend.c.cost_pusd + pusd,
-                "calls": spend.c.calls + 1,
-                "updated_at": ts,
-            },
-        ).returning(spend.c.cost_pusd)
-        return int(conn.execute(stmt).scalar_one())
 
     def spent(self, scopes: Iterable[str], ts: float | None = None) -> dict[tuple[str, str], int]:
         """Current totals {(scope, period_key): pusd} for the periods containing `ts`."""

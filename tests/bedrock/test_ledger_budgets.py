@@ -75,6 +75,20 @@ def test_concurrent_writers_lose_no_cost(store_url: str) -> None:
     assert ledger.spent(["global"])[("global", key)] == to_pusd(Decimal("0.080"))
 
 
+def test_a_write_failing_part_way_leaves_neither_row_nor_totals(store_url: str) -> None:
+    """Row and totals commit together: the second scope's upsert fails (a value the
+    driver cannot bind) after the row and the first scope's totals were written."""
+    ledger = CostLedger(get_engine(store_url))
+    ledger.record(entry("0.10"), ["global"])
+    with pytest.raises(Exception, match="(?i)bind|adapt"):
+        ledger.record(entry("0.20"), ["global", object()])  # type: ignore[list-item]
+    key = periods(__import__("time").time())["daily"]
+    assert ledger.spent(["global"])[("global", key)] == to_pusd(Decimal("0.10"))
+    assert len(ledger.calls()) == 1
+    ledger.record(entry("0.30"), ["global"])  # the pool still hands out working connections
+    assert ledger.spent(["global"])[("global", key)] == to_pusd(Decimal("0.40"))
+
+
 def guard(store_url: str, **budget: Any) -> BudgetGuard:
     settings = BedrockSettings(
         budgets=BudgetSettings(scopes={"team-a": Budget(daily_usd=Decimal("1.00"))}, **budget)

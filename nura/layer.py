@@ -362,9 +362,43 @@ class CallLayer:
         **kwargs: Any,
     ) -> CallResult[T]:
         """Run `fn(*args, **kwargs)` as one call to `service`; boto3 errors become typed errors."""
+        return self._sdk_call(
+            service, operation, fn, args, kwargs, payload, fallback, retries, frozenset()
+        )
+
+    def call_or_none(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        missing: Iterable[str] = ("404", "NoSuchKey", "NotFound"),
+        payload: bytes | str | None = None,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult[T | None]:
+        """`call`, where an error whose code or HTTP status is in `missing` is an answer:
+        value None, recorded as a successful call (a read of a key that does not exist yet
+        is the service working, and must not count toward its error rate)."""
+        return self._sdk_call(
+            service, operation, fn, args, kwargs, payload, None, retries, frozenset(missing)
+        )
+
+    def _sdk_call(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        payload: bytes | str | None,
+        fallback: Fallback | None,
+        retries: int | None,
+        missing: frozenset[str],
+    ) -> CallResult[Any]:
         from nura.aws import classify_boto_error
 
-        def attempt(n: int) -> tuple[T, int, int | None]:
+        def attempt(n: int) -> tuple[Any, int, int | None]:
             try:
                 value = fn(*args, **kwargs)
             except IntegrationError:
@@ -373,6 +407,8 @@ class CallLayer:
                 translated = classify_boto_error(service, operation, exc, n)
                 if translated is None:
                     raise
+                if missing and (translated.code in missing or str(translated.status) in missing):
+                    return None, 0, translated.status
                 raise translated from exc
             return value, 0, None
 

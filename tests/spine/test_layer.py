@@ -276,6 +276,36 @@ def test_boto_errors_are_typed(layer) -> None:
     assert layer.call("nofb", "ok", lambda: 42).value == 42
 
 
+def test_call_or_none_answers_a_missing_key_without_counting_an_error(layer) -> None:
+    from botocore.exceptions import ClientError as BotoClientError
+
+    def boto_error(code: str, status: int):  # type: ignore[no-untyped-def]
+        def fn() -> None:
+            raise BotoClientError(
+                {
+                    "Error": {"Code": code, "Message": code},
+                    "ResponseMetadata": {"HTTPStatusCode": status},
+                },
+                "GetObject",
+            )
+
+        return fn
+
+    result = layer.call_or_none("nofb", "get_object", boto_error("NoSuchKey", 404))
+    assert result.value is None
+    assert layer.call_or_none("nofb", "get_object", lambda: {"Body": b"x"}).value == {"Body": b"x"}
+    with pytest.raises(ClientError) as err:  # any other error is still an error
+        layer.call_or_none("nofb", "get_object", boto_error("AccessDenied", 403))
+    assert err.value.code == "AccessDenied"
+    layer.recorder.flush()
+    outcomes = [(r.operation, r.outcome, r.status_code) for r in records(layer)]
+    assert outcomes == [
+        ("get_object", "ok", 404),
+        ("get_object", "ok", None),
+        ("get_object", "error", 403),
+    ]
+
+
 async def test_async_variants(layer) -> None:
     with respx.mock:
         respx.get(f"{BASE}/ok").respond(200, json={"ok": True})

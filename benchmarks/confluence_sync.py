@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -37,12 +37,14 @@ EMAIL, TOKEN = "bot@example.com", "sandbox-token"
 
 
 @contextlib.contextmanager
-def process(args: list[str], ready_url: str, timeout: float = 180) -> Iterator[None]:
+def process(
+    args: list[str], ready_url: str, timeout: float = 180
+) -> Iterator[subprocess.Popen[bytes]]:
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(ready_url, timeout, proc)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -52,15 +54,16 @@ def process(args: list[str], ready_url: str, timeout: float = 180) -> Iterator[N
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[None]:
+def prefect_api() -> Iterator[int | None]:
+    """A Prefect API for the flow runs; yields the server's pid when it is ours."""
     if os.environ.get("PREFECT_API_URL"):
-        yield
+        yield None
         return
     with temp_database("nura_bench_prefect") as db:
         server = PrefectServer(db).start()
         os.environ["PREFECT_API_URL"] = server.api_url
         try:
-            yield
+            yield server.proc.pid if server.proc is not None else None
         finally:
             server.stop()
             os.environ.pop("PREFECT_API_URL", None)
@@ -120,10 +123,25 @@ def baseline(url: str, pages: int) -> tuple[float, int]:
     return time.perf_counter() - started, docs
 
 
-def run_sync(full: bool = False) -> dict[str, Any]:
-    from flows.confluence_sync import confluence_sync
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process (Linux /proc; 0.0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return confluence_sync(spaces=SPACES, full=full)
+
+def cpu_now(servers: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far: this process, its finished children (the conversion processes
+    of a flow run are joined when it ends), and each server process."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "sync": time.process_time(),
+        "conversion": children.ru_utime + children.ru_stime,
+        **{name: cpu_seconds(pid) for name, pid in servers.items()},
+    }
 
 
 def main() -> None:
@@ -170,21 +188,37 @@ def main() -> None:
         "--latency-ms", str(args.latency_ms),
     ]  # fmt: skip
     with (
-        process(server_cmd, f"{cf_url}/_stats"),
-        process([moto_bin, "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"),
-        prefect_api(),
+        process(server_cmd, f"{cf_url}/_stats") as confluence,
+        process(
+            [moto_bin, "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"
+        ) as moto,
+        prefect_api() as prefect_pid,
     ):
         load = os.getloadavg()[0]
         convert_ms = convert_ms_per_page(cf_url)
         print(f"conversion: {convert_ms:.2f} ms/page (one core, CPU time)", flush=True)
+        # Imported before the clock starts, as the baseline's loader is.
+        from flows.confluence_sync import confluence_sync
 
+        servers = {"moto": moto.pid, "confluence server": confluence.pid}
+        if prefect_pid is not None:
+            servers["prefect server"] = prefect_pid
         calls0 = stats(cf_url)
+        cpu0 = cpu_now(servers)
         started = time.perf_counter()
-        full = run_sync()
+        full = confluence_sync(spaces=SPACES)
         full_s = time.perf_counter() - started
+        cpu1 = cpu_now(servers)
         full_calls = stats(cf_url) - calls0
         stored = sum(r["created"] + r["updated"] + r["unchanged"] for r in full.values())
         print(f"full sync: {stored} pages in {full_s:.1f} s, {full_calls} API calls", flush=True)
+        per_page = {k: (cpu1[k] - cpu0[k]) * 1000 / max(1, stored) for k in cpu0}
+        print(
+            "full sync CPU, ms/page: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in per_page.items())
+            + f"; total {sum(per_page.values()):.2f}",
+            flush=True,
+        )
 
         touched = 0
         for space in SPACES:
@@ -192,7 +226,7 @@ def main() -> None:
             touched += len(httpx.post(f"{cf_url}/_edit", json=body).json()["ids"])
         calls0 = stats(cf_url)
         started = time.perf_counter()
-        incr = run_sync()
+        incr = confluence_sync(spaces=SPACES)
         incr_s = time.perf_counter() - started
         incr_calls = stats(cf_url) - calls0
         changed = sum(r["updated"] + r["created"] for r in incr.values())
@@ -206,8 +240,18 @@ def main() -> None:
         if args.skip_baseline:
             base_s, docs = float("nan"), 0
         else:
+            cpu0 = cpu_now(servers)
             base_s, docs = baseline(cf_url, args.pages)
+            cpu1 = cpu_now(servers)
             print(f"baseline ConfluenceLoader: {docs} documents in {base_s:.1f} s", flush=True)
+            print(
+                "baseline CPU, ms/page: "
+                + ", ".join(
+                    f"{k} {(cpu1[k] - cpu0[k]) * 1000 / max(1, docs):.2f}"
+                    for k in ("sync", "confluence server")
+                ),
+                flush=True,
+            )
         load_after = os.getloadavg()[0]
         print(
             f"conditions: {os.cpu_count()} CPUs, load average {load:.1f} before / "

@@ -6,26 +6,30 @@
 
     python -m flows.confluence_sync [--space TECH] [--page-id 123456] [--full]
 
-Each space gets a table artifact (created / updated / unchanged / deleted / failed,
-duration); a progress artifact moves while the run works. A missing space or a page that
-failed after the call layer's retries does not stop the other spaces or pages, but the
-run ends Failed and lists them.
+The spaces sync at the same time (one task each; they share the fetch and S3 threads and
+the conversion processes). Each space gets a table artifact (created / updated /
+unchanged / deleted / failed, duration); a progress artifact moves while the run works.
+A missing space or a page that failed after the call layer's retries does not stop the
+other spaces or pages, but the run ends Failed and lists them.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
+from uuid import UUID
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, create_table_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import wait
 
 from nura import get_config
 from tasks.confluence import ConfluenceAuthError, ConfluenceError
 from tasks.confluence_sync import (
     SpaceReport,
     ensure_knowledge_base,
+    prepare_spaces,
+    publish_report,
     shutdown_pool,
     sync_page,
     sync_space,
@@ -34,28 +38,6 @@ from tasks.confluence_sync import (
 
 class ConfluenceSyncFailed(Exception):
     """Some spaces or pages could not be synchronised (details in the run's artifacts)."""
-
-
-def _slug(space: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", space.lower()).strip("-") or "space"
-
-
-def _publish(report: SpaceReport) -> None:
-    create_table_artifact(
-        key=f"confluence-sync-{_slug(report.space)}",
-        table=[report.row()],
-        description=f"Confluence sync of space {report.space} ({report.mode})",
-    )
-    if report.failures or report.flagged_pages:
-        rows = [{"kind": "failed", **f} for f in report.failures[:500]] + [
-            {"kind": "flagged", "title": "", "error": f["warnings"], "page_id": f["page_id"]}
-            for f in report.flagged_pages[:500]
-        ]
-        create_table_artifact(
-            key=f"confluence-sync-{_slug(report.space)}-problems",
-            table=rows,
-            description=f"Pages of {report.space} that failed or were converted with warnings",
-        )
 
 
 @flow(name="confluence-sync", log_prints=False)
@@ -74,34 +56,49 @@ def confluence_sync(
         full: ignore the watermark and re-fetch every page (unchanged content is still
             not rewritten).
     """
-    ensure_knowledge_base()
     reports: list[SpaceReport] = []
     errors: list[str] = []
     try:
         if page_id:
+            ensure_knowledge_base()
             report = sync_page(str(page_id), space)
             reports.append(report)
         else:
-            keys = spaces or list(get_config().external_services.confluence.spaces)
+            keys = list(dict.fromkeys(spaces or get_config().external_services.confluence.spaces))
             progress = create_progress_artifact(
                 progress=0.0,
                 key="confluence-sync-progress",
                 description=f"Confluence sync of {', '.join(keys)}",
             )
             span = 100.0 / max(1, len(keys))
-            for i, key in enumerate(keys):
+            # Wrong credentials fail here, once, with the clear message: no space starts.
+            space_ids = prepare_spaces(keys)
+            # The spaces sync at the same time: their pages share the fetch and S3 threads
+            # and the conversion processes, and their listing and checkpoint round trips
+            # overlap. A missing key gets its SpaceNotFound from its own task.
+            futures = [
+                sync_space.submit(key, full, str(progress), span, space_ids.get(key))
+                for key in keys
+            ]
+            wait(futures)  # all end before the shared threads and processes are stopped
+            auth_error: ConfluenceAuthError | None = None
+            for key, future in zip(keys, futures, strict=True):
                 try:
-                    report = sync_space(key, full, str(progress), i * span, span)
-                except ConfluenceAuthError:
-                    raise  # every space would fail the same way: stop with the clear message
+                    report = future.result()
+                except ConfluenceAuthError as exc:  # revoked while the run worked
+                    auth_error = auth_error or exc
+                    continue
                 except ConfluenceError as exc:
                     errors.append(f"{key}: {exc}")
                     report = SpaceReport(key, error=str(exc))
+                    publish_report(report)  # the others were published by their task
                 reports.append(report)
+            if auth_error is not None:
+                raise auth_error
+            update_progress_artifact(UUID(str(progress)), 100.0)  # spaces report checkpoints
     finally:
         shutdown_pool()
     for report in reports:
-        _publish(report)
         if report.failures:
             errors.append(
                 f"{report.space}: {report.failed} page(s) failed: "

@@ -314,6 +314,18 @@ class ConfluenceClient:
                 return dict(space)
         raise SpaceNotFound(f"Confluence space {key!r} does not exist at {self.base_url}")
 
+    def get_spaces(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The spaces among `keys` that exist (key -> space), in one paginated listing."""
+        if not keys:
+            return {}
+        params = {"keys": ",".join(keys), "limit": 250}
+        wanted = set(keys)
+        return {
+            str(space["key"]): dict(space)
+            for space in self._paginate(f"{V2}/spaces", params, "spaces.get")
+            if space.get("key") in wanted
+        }
+
     def get_space_by_id(self, space_id: str) -> dict[str, Any]:
         response = self._request(
             "GET", f"{V2}/spaces/{space_id}", operation="spaces.get", expected=(404,)

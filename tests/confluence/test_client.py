@@ -27,6 +27,16 @@ def test_v2_pagination_follows_next_to_the_end(confluence, make_client) -> None:
     assert confluence.stats["GET /wiki/api/v2/spaces/{id}/pages"] - before == 3  # 250+250+100
 
 
+def test_get_spaces_resolves_many_keys_in_one_request(confluence, make_client) -> None:
+    confluence.generate(["TECH", "DOCS", "ARCH"], 1, body_bytes=100)
+    client = make_client(confluence)
+    found = client.get_spaces(["TECH", "NOPE", "ARCH"])
+    assert sorted(found) == ["ARCH", "TECH"]
+    assert found["TECH"]["id"] == confluence.spaces["TECH"]["id"]
+    assert confluence.stats["GET /wiki/api/v2/spaces"] == 1
+    assert client.get_spaces([]) == {}
+
+
 def test_v1_search_cursor_pagination(confluence, make_client) -> None:
     confluence.generate(["TECH", "DOCS"], 130, body_bytes=200)
     client = make_client(confluence)

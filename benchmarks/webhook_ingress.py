@@ -7,8 +7,10 @@
    (`create_flow_run_from_deployment`, 16 in flight) and measures runs/s.
 3. Starts the receiver (`nura webhooks serve`, dispatcher inside, SQLite inbox) as a
    subprocess and fires the deliveries at it from another subprocess over 64 keep-alive
-   connections; 500 of them repeat earlier delivery ids. The Prefect server is stopped
-   shortly after the load starts and restarted when it ends.
+   connections, each sending its next signed request when the previous one is answered
+   (uvloop, callbacks: the generator shares the two cores with what it measures); 500 of
+   them repeat earlier delivery ids. The Prefect server is stopped `--outage-after`
+   seconds after the load begins and restarted when it ends.
 4. Waits until every delivery is dispatched, then counts flow runs per idempotency key:
    `lost` = acknowledged deliveries without exactly one run; `duplicate_runs` = extra runs.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hashlib
 import hmac
 import json
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 SECRET = "bench-secret"
@@ -49,17 +52,127 @@ def _request(port: int, body: bytes, delivery: str) -> bytes:
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        if line.lower().startswith("content-length:"):
-            length = int(line.split(":", 1)[1])
-    if length:
-        await reader.readexactly(length)
-    return status
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the load, one request at a time.
+
+    Driven from its callbacks: when a response is complete the next request is written
+    from `data_received`, with no coroutine, future or queue per request. The load
+    generator shares the two cores with the receiver it measures, so every microsecond it
+    spends is taken from the system under test. A request's latency runs from handing
+    its bytes to the transport until the last byte of its response has been parsed.
+    """
+
+    def __init__(self, load: _Load) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        # In flight: delivery id, request bytes, attempt, perf_counter at write.
+        self.current: tuple[str, bytes, int, float] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def send(self, delivery: str, data: bytes, attempt: int) -> None:
+        assert self.transport is not None
+        self.current = (delivery, data, attempt, time.perf_counter())
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.current is None:
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = self.buffer[:end].decode("latin-1").split("\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return
+        done = time.perf_counter()
+        del self.buffer[: end + 4 + length]
+        delivery, _, _, sent = self.current
+        self.current = None
+        self.load.completed(self, delivery, int(lines[0].split()[1]), sent, done)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.current is not None:
+            delivery, data, attempt, _ = self.current
+            self.current = None
+            self.load.lost(delivery, data, attempt)
+
+
+class _Load:
+    """Closed loop: each connection sends its next delivery once the previous is answered."""
+
+    def __init__(self, port: int, plan: list[str], bodies: dict[str, bytes]) -> None:
+        self.port = port
+        self.plan = collections.deque(plan)
+        self.bodies = bodies
+        self.latencies: list[float] = []
+        self.slow: list[tuple[float, float]] = []  # (latency ms, start s into the run)
+        self.statuses: dict[int, int] = {}
+        self.acked: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.open = 0
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.started = time.perf_counter()
+
+    async def connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _Connection(self), "127.0.0.1", self.port)
+        return conn
+
+    async def run(self, connections: int) -> float:
+        conns = await asyncio.gather(*(self.connect() for _ in range(connections)))
+        self.open = len(conns)
+        for conn in conns:
+            self.next(conn)
+        await self.finished
+        return time.perf_counter() - self.started
+
+    def next(self, conn: _Connection) -> None:
+        if not self.plan:
+            assert conn.transport is not None
+            conn.transport.close()
+            self.open -= 1
+            if self.open == 0 and not self.finished.done():
+                self.finished.set_result(None)
+            return
+        delivery = self.plan.popleft()
+        conn.send(delivery, _request(self.port, self.bodies[delivery], delivery), 0)
+
+    def completed(
+        self, conn: _Connection, delivery: str, status: int, sent: float, done: float
+    ) -> None:
+        ms = (done - sent) * 1000
+        self.latencies.append(ms)
+        self.slow.append((ms, sent - self.started))
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if status in (200, 202):
+            self.acked.add(delivery)
+        self.next(conn)
+
+    def lost(self, delivery: str, data: bytes, attempt: int) -> None:
+        """The connection closed mid-request: retry on a new one (3 attempts in all)."""
+        task = asyncio.get_running_loop().create_task(self._retry(delivery, data, attempt + 1))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _retry(self, delivery: str, data: bytes, attempt: int) -> None:
+        try:
+            conn = await self.connect()
+        except OSError as exc:
+            if not self.finished.done():
+                self.finished.set_exception(exc)
+            return
+        if attempt < 3:
+            conn.send(delivery, data, attempt)
+        else:  # given up on this delivery: not acknowledged, not timed
+            self.next(conn)
 
 
 async def _load(port: int, n: int, connections: int, redeliveries: int) -> dict[str, Any]:
@@ -81,57 +194,34 @@ async def _load(port: int, n: int, connections: int, redeliveries: int) -> dict[
             "commits": [{"id": d, "added": ["README.md"], "modified": [], "removed": []}],
         }
         bodies[d] = json.dumps(payload).encode()
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for d in plan:
-        queue.put_nowait(d)
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    acked: set[str] = set()
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while True:
-                try:
-                    d = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                data = _request(port, bodies[d], d)
-                for _attempt in range(3):
-                    t0 = time.perf_counter()
-                    try:
-                        writer.write(data)
-                        status = await _read_response(reader)
-                    except (ConnectionError, asyncio.IncompleteReadError):
-                        writer.close()
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                        continue
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if status in (200, 202):
-                        acked.add(d)
-                    break
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    print("load starts", flush=True)  # the orchestrator times the Prefect outage from here
+    started_at = time.time()
+    load = _Load(port, plan, bodies)
+    elapsed = await load.run(connections)
+    latencies = sorted(load.latencies)
+    slow = sorted(load.slow, reverse=True)
     return {
         "elapsed_s": elapsed,
-        "statuses": statuses,
-        "accepted": statuses.get(202, 0),
-        "duplicates": statuses.get(200, 0),
-        "acked_ids": sorted(acked),
+        "statuses": load.statuses,
+        "accepted": load.statuses.get(202, 0),
+        "duplicates": load.statuses.get(200, 0),
+        "acked_ids": sorted(load.acked),
         "p50_ms": latencies[len(latencies) // 2],
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
         "requests": len(latencies),
+        "started_at": started_at,
+        # When the slowest 1 % started (s into the load): bunched = one stall, else spread.
+        "slowest_started_s": sorted(round(at, 2) for _, at in slow[: max(1, len(slow) // 100)]),
     }
 
 
 def client_main(port: int, n: int, connections: int, redeliveries: int, out: str) -> None:
-    result = asyncio.run(_load(port, n, connections, redeliveries))
+    try:  # uvloop when installed (uvicorn's extra): less of the client's CPU per request
+        import uvloop
+    except ImportError:
+        result = asyncio.run(_load(port, n, connections, redeliveries))
+    else:
+        result = uvloop.run(_load(port, n, connections, redeliveries))
     Path(out).write_text(json.dumps(result))
 
 
@@ -202,7 +292,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--redeliveries", type=int, default=500)
     parser.add_argument("--baseline-runs", type=int, default=300)
-    parser.add_argument("--outage-after", type=float, default=1.0, help="s after load starts")
+    parser.add_argument("--outage-after", type=float, default=0.25, help="s after load starts")
     parser.add_argument("--drain-timeout", type=float, default=600, help="s to wait for dispatch")
     parser.add_argument("--client", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -283,13 +373,23 @@ def main() -> None:
                     "--client",
                     str(port),
                     str(out),
-                ]
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
+            load_avg = os.getloadavg()
+            # The client says when its load begins (after its start-up, ~0.5 s): the outage
+            # is timed from there, so it falls inside the load however fast that runs.
+            assert client.stdout is not None
+            client.stdout.readline()
             time.sleep(args.outage_after)
             outage_start = time.monotonic()
+            stop_at = time.time()
             server.stop()
-            print(f"Prefect server stopped {args.outage_after:.1f}s into the load", flush=True)
+            stopped_at = time.time()
+            print(f"Prefect server stopped {args.outage_after:.2f}s into the load", flush=True)
             client.wait(600)
+            client.stdout.close()
             server.start(timeout=300)
             print(f"Prefect server back after {time.monotonic() - outage_start:.1f}s", flush=True)
             load = json.loads(out.read_text())
@@ -341,7 +441,15 @@ def main() -> None:
     accepted_per_s = (load["accepted"] + load["duplicates"]) / load["elapsed_s"]
     print(
         f"load: {load['requests']} requests in {load['elapsed_s']:.2f}s over "
-        f"{args.connections} connections, statuses {load['statuses']}"
+        f"{args.connections} connections, statuses {load['statuses']}; "
+        f"load average before {load_avg[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)"
+    )
+    t0 = load["started_at"]
+    slow = load["slowest_started_s"]
+    print(
+        f"Prefect stop: requested {stop_at - t0:.2f}s, done {stopped_at - t0:.2f}s into the "
+        f"load; the slowest 1% started {slow[0]:.2f}-{slow[-1]:.2f}s "
+        f"(median {statistics.median(slow):.2f}s)"
     )
     print(
         f"accepted (202+200 duplicate) {accepted_per_s:.0f}/s, "

@@ -36,6 +36,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 from sqlalchemy import Engine
 
 from config import IntegrationsConfig
@@ -118,6 +119,17 @@ def api_client(api_url: str | None = None) -> httpx.AsyncClient:
 
 
 class Dispatcher:
+    # Acknowledging comes first. While deliveries arrive back to back (less than
+    # `burst_gap` apart, as the receiver pokes) the next cycle waits for a gap, at most
+    # `burst_hold` after the burst began; a steady stream is dispatched at full speed once
+    # that has passed. A cycle keeps the Prefect server busy for a second or more (a bulk
+    # call of 100 runs, their events) and on a small machine that is the CPU the receiver
+    # needs: 5,000 deliveries at 64 connections with the Prefect server up then stopped
+    # went at 1,770-2,780/s, p99 73-112 ms with cycles during the burst and at
+    # 3,000-3,600/s, p99 35-46 ms without. The deliveries are stored; they wait seconds.
+    burst_gap = 0.05
+    burst_hold = 2.0
+
     def __init__(
         self,
         engine: Engine,
@@ -138,6 +150,7 @@ class Dispatcher:
         self._deployments: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._last_poke = self._burst_began = float("-inf")  # time.monotonic()
         self.dispatched = 0
         self.errors = 0
         self.last_lag: float | None = None
@@ -149,7 +162,20 @@ class Dispatcher:
     # -- lifecycle -----------------------------------------------------------------------
     def poke(self) -> None:
         """A new entry was stored: do not wait for the poll interval."""
+        now = time.monotonic()
+        if now - self._last_poke >= self.burst_gap:
+            self._burst_began = now
+        self._last_poke = now
         self._wake.set()
+
+    async def _let_burst_pass(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            quiet_for = now - self._last_poke
+            held_for = now - self._burst_began
+            if quiet_for >= self.burst_gap or held_for >= self.burst_hold:
+                return
+            await asyncio.sleep(min(self.burst_gap - quiet_for, self.burst_hold - held_for))
 
     def stop(self) -> None:
         self._stopping = True
@@ -166,8 +192,15 @@ class Dispatcher:
         outage = 0
         last_reconcile = 0.0
         try:
+            # Built now, not on the first delivery: an httpx client loads the CA bundle into
+            # an SSL context: 65-160 ms of this event loop (which the receiver shares) here.
+            _ = self.client
+        except Exception:  # no API URL: every cycle will say so too
+            logger.exception("Prefect API client not created")
+        try:
             while not self._stopping:
                 try:
+                    await self._let_burst_pass()
                     if outage:
                         await self._probe()
                     n = await self.cycle()
@@ -227,7 +260,14 @@ class Dispatcher:
         return total
 
     # -- HTTP ----------------------------------------------------------------------------
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, **kwargs: Any
+    ) -> httpx.Response:
+        if json is not None:
+            # orjson: the dispatcher shares the receiver's event loop, and httpx's stdlib
+            # encoder takes ~15x longer (0.6 ms against 0.04 for a bulk body of 100 runs).
+            kwargs["content"] = orjson.dumps(json)
+            kwargs["headers"] = {"content-type": "application/json"}
         try:
             response = await self.client.request(method, path, **kwargs)
         except (httpx.TransportError, httpx.TimeoutException) as exc:

@@ -1,0 +1,268 @@
+"""What the fast ingress path keeps: the same answers, durable commits, one-statement marks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from deployments.receiver import create_app
+from nura.stores.db import get_engine
+from nura.stores.inbox import (
+    Delivery,
+    InboxWriter,
+    claim_due,
+    fail_entries,
+    get_entry,
+    mark_dispatched,
+    mark_finished,
+    reschedule,
+    status_counts,
+)
+from tests.webhooks.helpers import config, github_headers, push_payload, secrets
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return get_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
+
+
+def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: list[dict[str, Any]]):
+    """Drive the ASGI app with these `receive` messages; (status, headers, body) back."""
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        messages = list(chunks)
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body
+
+
+def test_fast_path_answers_like_the_contract(engine):
+    app = create_app(config(), engine=engine, secrets=secrets(), run_dispatcher=False)
+    body = push_payload()
+    with TestClient(app) as client:
+        # Configured path (fast path), with and without a trailing slash.
+        r = client.post("/webhooks/git", content=body, headers=github_headers(body, "f-1"))
+        assert r.status_code == 202 and r.json() == {"status": "accepted", "delivery_id": "f-1"}
+        assert r.headers["content-type"] == "application/json"
+        r = client.post("/webhooks/git/", content=body, headers=github_headers(body, "f-1"))
+        assert r.status_code == 200 and r.json()["status"] == "duplicate"
+        # Rejections keep their JSON body and headers.
+        bad = client.post(
+            "/webhooks/git", content=body, headers=github_headers(body, "f-2", secret="x")
+        )
+        assert bad.status_code == 401 and bad.json()["error"] == "bad_signature"
+        # Other methods on a configured path still go through the router.
+        assert client.get("/webhooks/git").status_code == 405
+        metrics = client.get("/metrics").text
+    assert 'nura_webhook_requests_total{endpoint="git_updates",status="202"} 1' in metrics
+    assert 'nura_webhook_signature_failures_total{endpoint="git_updates"} 1' in metrics
+    assert get_entry(engine, "git_updates", "f-2") is None
+
+
+def test_body_in_chunks_and_cut_off(engine):
+    app = create_app(config(), engine=engine, secrets=secrets(), run_dispatcher=False)
+    body = push_payload()
+    headers = github_headers(body, "c-1")
+
+    with TestClient(app):  # runs the lifespan (the inbox writer) around the direct calls
+        half = len(body) // 2
+        status, _, answer = _asgi_post(
+            app,
+            "/webhooks/git",
+            headers,
+            [
+                {"type": "http.request", "body": body[:half], "more_body": True},
+                {"type": "http.request", "body": body[half:], "more_body": False},
+            ],
+        )
+        assert status == 202, answer
+        status, _, answer = _asgi_post(
+            app,
+            "/webhooks/git",
+            github_headers(body, "c-2"),
+            [{"type": "http.request", "body": body[:10], "more_body": True}],
+        )  # then http.disconnect
+        assert status == 400 and b"client_disconnected" in answer
+    assert get_entry(engine, "git_updates", "c-1") is not None
+    assert get_entry(engine, "git_updates", "c-2") is None
+
+
+def test_writer_commits_with_fsync_and_checkpoints_off_its_path(engine):
+    writer = InboxWriter(engine).start()
+    writer.checkpoint_idle = 0.01
+    try:
+        conn = writer._connect()
+        cur = conn.cursor()
+        # 2 = FULL: the WAL is fsynced at every commit, whatever the engine's default.
+        assert cur.execute("PRAGMA synchronous").fetchone()[0] == 2
+        # The writer only checkpoints as a safety valve; the checkpointer does it.
+        assert cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == writer.wal_valve_pages
+        cur.close()
+
+        async def burst() -> list[bool]:
+            return await asyncio.gather(
+                *(
+                    writer.write(Delivery("ep", f"k-{i}", "git.push", b"{}", "application/json"))
+                    for i in range(300)
+                )
+            )
+
+        assert all(asyncio.run(burst()))
+        deadline = time.monotonic() + 5
+        while writer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.checkpoints > 0
+    finally:
+        writer.stop()
+    assert status_counts(engine)["accepted"] == 300
+    # The engine's pooled connections kept their own settings.
+    with engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+
+
+def test_state_changes_are_per_entry_in_one_statement(store_url):
+    engine = get_engine(store_url)
+    writer = InboxWriter(engine).start()
+
+    async def fill() -> None:
+        await asyncio.gather(
+            *(
+                writer.write(
+                    Delivery("ep", f"m-{i}", "git.push", b"{}", "application/json", received_at=1.0)
+                )
+                for i in range(120)
+            )
+        )
+
+    try:
+        asyncio.run(fill())
+    finally:
+        writer.stop()
+    ids = [e["id"] for e in claim_due(engine, 200, now=10.0)]
+    assert len(ids) == 120
+    # 100 with their own run ids, 10 without a route, 5 retried, 5 failed outright.
+    mark_dispatched(
+        engine,
+        [(i, "dep/x", f"run-{i}") for i in ids[:100]] + [(i, None, None) for i in ids[100:110]],
+        now=50.0,
+    )
+    reschedule(engine, [(i, n + 1, 99.0 + n, f"err {n}") for n, i in enumerate(ids[110:115])], 3)
+    fail_entries(engine, [(i, f"bad {i}") for i in ids[115:]])
+    by_id = {e["id"]: e for e in _all(engine)}
+    assert all(by_id[i]["flow_run_id"] == f"run-{i}" for i in ids[:100])
+    assert all(
+        by_id[i]["status"] == "dispatched" and by_id[i]["finished_at"] is None for i in ids[:100]
+    )
+    assert all(
+        by_id[i]["status"] == "done" and by_id[i]["finished_at"] == 50.0 for i in ids[100:110]
+    )
+    retried = [by_id[i] for i in ids[110:115]]
+    assert [(e["status"], e["attempts"], e["next_attempt_at"]) for e in retried] == [
+        ("accepted", 1, 99.0),
+        ("accepted", 2, 100.0),
+        ("failed", 3, 101.0),
+        ("failed", 4, 102.0),
+        ("failed", 5, 103.0),
+    ]
+    assert [e["last_error"] for e in retried] == [f"err {n}" for n in range(5)]
+    assert all(by_id[i]["last_error"] == f"bad {i}" for i in ids[115:])
+    mark_finished(
+        engine, [(i, "done" if i % 2 else "failed", None if i % 2 else "x") for i in ids[:100]]
+    )
+    by_id = {e["id"]: e for e in _all(engine)}
+    assert all(by_id[i]["status"] == ("done" if i % 2 else "failed") for i in ids[:100])
+    assert all(by_id[i]["last_error"] == (None if i % 2 else "x") for i in ids[:100])
+    # An entry already past `accepted` is not marked again.
+    mark_dispatched(engine, [(ids[0], "dep/y", "other-run")])
+    assert {e["id"]: e for e in _all(engine)}[ids[0]]["flow_run_id"] == f"run-{ids[0]}"
+
+
+def _all(engine: Any) -> list[dict[str, Any]]:
+    from nura.stores.inbox import list_entries
+
+    return list_entries(engine, None, 10_000)
+
+
+def test_served_app_freezes_its_startup_heap(engine):
+    app = create_app(
+        config(), engine=engine, secrets=secrets(), run_dispatcher=False, freeze_heap=True
+    )
+    try:
+        with TestClient(app):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+    app = create_app(config(), engine=engine, secrets=secrets(), run_dispatcher=False)
+    with TestClient(app):
+        assert gc.get_freeze_count() == 0
+
+
+def test_dispatcher_lets_a_burst_pass_but_not_for_long(engine):
+    from deployments.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(engine, config(), client_factory=lambda: None)  # type: ignore[arg-type,return-value]
+    # Real time, generous margins: pokes every 10 ms against a 100 ms gap.
+    dispatcher.burst_gap, dispatcher.burst_hold = 0.1, 0.6
+
+    async def poking(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            dispatcher.poke()
+            await asyncio.sleep(0.01)
+
+    async def waited() -> float:
+        t0 = time.monotonic()
+        await dispatcher._let_burst_pass()
+        return time.monotonic() - t0
+
+    async def scenario() -> tuple[float, float, float, float]:
+        idle = await waited()  # nothing arrived: no wait
+        # A short burst: the next cycle waits for its end plus one gap.
+        sender = asyncio.create_task(poking(0.3))
+        await asyncio.sleep(0.02)
+        short = await waited()
+        await sender
+        await asyncio.sleep(0.2)
+        # A steady stream: held `burst_hold` from its start, then dispatched anyway.
+        sender = asyncio.create_task(poking(2.0))
+        await asyncio.sleep(0.02)
+        steady = await waited() + 0.02
+        again = await waited()  # still streaming, hold used up: no wait
+        sender.cancel()
+        return idle, short, steady, again
+
+    idle, short, steady, again = asyncio.run(scenario())
+    assert idle < 0.05
+    assert 0.3 <= short < 0.6
+    assert 0.55 <= steady < 0.9
+    assert again < 0.05

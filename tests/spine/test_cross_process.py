@@ -66,7 +66,11 @@ def test_rate_limit_holds_across_two_processes(prefect_server, flaky_service, nu
     span = times[-1] - times[0]
     per_second = [sum(1 for t in times if int(t - times[0]) == s) for s in range(int(span) + 1)]
     print(f"configured {rate}/s, measured {steady:.2f}/s over {span:.2f}s; per second {per_second}")
-    assert abs(steady - rate) / rate <= 0.10, steady
+    # The limit is shared: two processes together stay within 10 % of one configured rate
+    # (a per-process limit would give twice it). Below it only means the callers were slow
+    # (a loaded machine), not that the limit failed; far below it would be a starved limiter.
+    assert steady <= rate * 1.10, steady
+    assert steady >= rate * 0.5, steady
     # No one-second window exceeds a second's rate plus the burst.
     j = 0
     for i, t in enumerate(times):

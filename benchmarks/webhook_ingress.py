@@ -245,6 +245,23 @@ async def _baseline(api_url: str, deployment_id: str, n: int) -> float:
             return n / (time.perf_counter() - t0)
 
 
+async def _bulk_baseline(api_url: str, deployment_id: str, n: int) -> float:
+    """Runs/s through the bulk endpoint alone, 100 a call (what the dispatcher uses): the
+    Prefect server's own ceiling for the dispatch rate, measured on the same server."""
+    import httpx  # here: the load client process imports this module and needs none of it
+
+    async with httpx.AsyncClient(base_url=api_url + "/", timeout=120) as client:
+        t0 = time.perf_counter()
+        for start in range(0, n, 100):
+            body = [
+                {"parameters": {"payload": {"i": i}}, "tags": ["baseline-bulk"]}
+                for i in range(start, min(n, start + 100))
+            ]
+            r = await client.post(f"deployments/{deployment_id}/create_flow_run/bulk", json=body)
+            r.raise_for_status()
+        return n / (time.perf_counter() - t0)
+
+
 async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, set[str]]:
     """Idempotency key -> distinct flow run ids (paged; call it once nothing creates runs)."""
     import httpx
@@ -343,6 +360,8 @@ def main() -> None:
                 f"baseline: direct create_flow_run_from_deployment {baseline:.1f} runs/s",
                 flush=True,
             )
+            bulk = asyncio.run(_bulk_baseline(server.api_url, deployment_id, args.baseline_runs))
+            print(f"Prefect's bulk endpoint alone, 100 a call: {bulk:.1f} runs/s", flush=True)
 
             env = dict(
                 os.environ,
@@ -398,6 +417,8 @@ def main() -> None:
             from nura.stores.inbox import dispatch_lags, status_counts
 
             engine = get_engine(store)
+            back = time.monotonic()
+            waiting_when_back = status_counts(engine)["accepted"]
             acked = set(load["acked_ids"])
             deadline = time.monotonic() + args.drain_timeout
             while time.monotonic() < deadline:
@@ -406,11 +427,14 @@ def main() -> None:
                     break
                 time.sleep(0.5)
             drained = time.monotonic()
+            dispatch_per_s = (waiting_when_back - counts["accepted"]) / max(drained - back, 1e-9)
             # Stop the dispatcher first: runs created while paging would shift the pages.
             receiver.terminate()
             receiver.wait(30)
             print(
-                f"dispatch wait ended {drained - outage_start:.1f}s into the outage: {counts}",
+                f"dispatch wait ended {drained - outage_start:.1f}s into the outage: {counts}; "
+                f"{waiting_when_back} waiting when the server came back, dispatched at "
+                f"{dispatch_per_s:.1f} runs/s (the bulk endpoint alone: {bulk:.1f} runs/s)",
                 flush=True,
             )
             runs = asyncio.run(_runs_by_key(server.api_url, deployment_id))

@@ -254,7 +254,9 @@ def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | NotConfig
     read is a Prefect API call, not Confluence's latency."""
     from prefect.settings import PREFECT_API_URL
 
-    name = cfg.health_monitoring.confluence_block
+    name = (
+        cfg.health_monitoring.confluence_block or cfg.external_services.confluence.credentials_block
+    )
     if not PREFECT_API_URL.value():
         # Loading a block without an API would start an ephemeral server (seconds).
         return NotConfigured("credentials block needs PREFECT_API_URL")

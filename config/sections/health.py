@@ -35,8 +35,9 @@ class HealthMonitoringSettings(Section):
     # An alert that persists is repeated at most this often (0 = never repeat).
     reminder_interval_minutes: float = Field(default=60, ge=0)
     component_thresholds: ComponentThresholds = Field(default_factory=ComponentThresholds)
-    # Confluence: the saved ConfluenceCredentials block used for the authenticated check.
-    confluence_block: str = "confluence"
+    # Confluence: the saved ConfluenceCredentials block used for the authenticated check;
+    # unset, the one the sync uses (`external_services.confluence.credentials_block`).
+    confluence_block: str | None = None
     # Optional CloudWatch Logs group for the alert audit trail ("" = off).
     cloudwatch_log_group: str = ""
     publish_cloudwatch: bool = True

@@ -306,13 +306,10 @@ class ConfluenceClient:
 
     # -- spaces and pages --------------------------------------------------------------
     def get_space(self, key: str) -> dict[str, Any]:
-        data = self._request(
-            "GET", f"{V2}/spaces", params={"keys": key}, operation="spaces.get"
-        ).json()
-        for space in data.get("results", []):
-            if space.get("key") == key:
-                return dict(space)
-        raise SpaceNotFound(f"Confluence space {key!r} does not exist at {self.base_url}")
+        space = self.get_spaces([key]).get(key)
+        if space is None:
+            raise SpaceNotFound(f"Confluence space {key!r} does not exist at {self.base_url}")
+        return space
 
     def get_spaces(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The spaces among `keys` that exist (key -> space), in one paginated listing."""

@@ -414,6 +414,16 @@ def _per_entry(values: dict[int, Any], column: Any) -> Any:
     return case(values, value=inbox.c.id, else_=column)
 
 
+def _update_entries(engine: Engine, ids: list[int], in_status: str, /, **values: Any) -> None:
+    """One UPDATE of the entries `ids` that are still `in_status` (a concurrent change wins)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(inbox)
+            .where(and_(inbox.c.id.in_(ids), inbox.c.status == in_status))
+            .values(**values)
+        )
+
+
 def mark_dispatched(
     engine: Engine, items: Iterable[tuple[int, str | None, str | None]], now: float | None = None
 ) -> None:
@@ -423,23 +433,17 @@ def mark_dispatched(
     if not rows:
         return
     c = inbox.c
-    with engine.begin() as conn:
-        conn.execute(
-            update(inbox)
-            .where(and_(c.id.in_([r[0] for r in rows]), c.status == "accepted"))
-            .values(
-                status=_per_entry(
-                    {i: "dispatched" if run else "done" for i, _, run in rows}, c.status
-                ),
-                deployment=_per_entry({i: dep for i, dep, _ in rows}, c.deployment),
-                flow_run_id=_per_entry({i: run for i, _, run in rows}, c.flow_run_id),
-                dispatched_at=now,
-                finished_at=_per_entry(
-                    {i: None if run else now for i, _, run in rows}, c.finished_at
-                ),
-                last_error=None,
-            )
-        )
+    _update_entries(
+        engine,
+        [r[0] for r in rows],
+        "accepted",
+        status=_per_entry({i: "dispatched" if run else "done" for i, _, run in rows}, c.status),
+        deployment=_per_entry({i: dep for i, dep, _ in rows}, c.deployment),
+        flow_run_id=_per_entry({i: run for i, _, run in rows}, c.flow_run_id),
+        dispatched_at=now,
+        finished_at=_per_entry({i: None if run else now for i, _, run in rows}, c.finished_at),
+        last_error=None,
+    )
 
 
 def reschedule(
@@ -454,39 +458,30 @@ def reschedule(
     now = utcnow_ts()
     gone = {i for i, n, _, _ in rows if max_attempts is not None and n >= max_attempts}
     c = inbox.c
-    with engine.begin() as conn:
-        conn.execute(
-            update(inbox)
-            .where(and_(c.id.in_([r[0] for r in rows]), c.status == "accepted"))
-            .values(
-                status=_per_entry(
-                    {i: "failed" if i in gone else "accepted" for i, *_ in rows}, c.status
-                ),
-                attempts=_per_entry({i: n for i, n, _, _ in rows}, c.attempts),
-                next_attempt_at=_per_entry({i: at for i, _, at, _ in rows}, c.next_attempt_at),
-                last_error=_per_entry({i: err[:1000] for i, _, _, err in rows}, c.last_error),
-                finished_at=_per_entry(
-                    {i: now if i in gone else None for i, *_ in rows}, c.finished_at
-                ),
-            )
-        )
+    _update_entries(
+        engine,
+        [r[0] for r in rows],
+        "accepted",
+        status=_per_entry({i: "failed" if i in gone else "accepted" for i, *_ in rows}, c.status),
+        attempts=_per_entry({i: n for i, n, _, _ in rows}, c.attempts),
+        next_attempt_at=_per_entry({i: at for i, _, at, _ in rows}, c.next_attempt_at),
+        last_error=_per_entry({i: err[:1000] for i, _, _, err in rows}, c.last_error),
+        finished_at=_per_entry({i: now if i in gone else None for i, *_ in rows}, c.finished_at),
+    )
 
 
 def fail_entries(engine: Engine, items: Iterable[tuple[int, str]]) -> None:
     rows = list(items)
     if not rows:
         return
-    c = inbox.c
-    with engine.begin() as conn:
-        conn.execute(
-            update(inbox)
-            .where(and_(c.id.in_([r[0] for r in rows]), c.status == "accepted"))
-            .values(
-                status="failed",
-                last_error=_per_entry({i: err[:1000] for i, err in rows}, c.last_error),
-                finished_at=utcnow_ts(),
-            )
-        )
+    _update_entries(
+        engine,
+        [r[0] for r in rows],
+        "accepted",
+        status="failed",
+        last_error=_per_entry({i: err[:1000] for i, err in rows}, inbox.c.last_error),
+        finished_at=utcnow_ts(),
+    )
 
 
 def dispatched_runs(engine: Engine, limit: int = 500) -> list[tuple[int, str]]:
@@ -507,16 +502,14 @@ def mark_finished(engine: Engine, items: Iterable[tuple[int, str, str | None]]) 
     if not rows:
         return
     c = inbox.c
-    with engine.begin() as conn:
-        conn.execute(
-            update(inbox)
-            .where(and_(c.id.in_([r[0] for r in rows]), c.status == "dispatched"))
-            .values(
-                status=_per_entry({i: status for i, status, _ in rows}, c.status),
-                finished_at=utcnow_ts(),
-                last_error=_per_entry({i: error for i, _, error in rows}, c.last_error),
-            )
-        )
+    _update_entries(
+        engine,
+        [r[0] for r in rows],
+        "dispatched",
+        status=_per_entry({i: status for i, status, _ in rows}, c.status),
+        finished_at=utcnow_ts(),
+        last_error=_per_entry({i: error for i, _, error in rows}, c.last_error),
+    )
 
 
 def recent_count(engine: Engine, endpoint: str, since: float) -> int:

@@ -69,12 +69,6 @@ def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None =
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def _error(
-    status: int, error: str, message: str, headers: Mapping[str, str] | None = None
-) -> Response:
-    return _json(status, {"error": error, "message": message}, headers)
-
-
 # (status, JSON body, extra headers): what the pipeline answers, before it is sent.
 Answer = tuple[int, dict[str, Any], Mapping[str, str] | None]
 
@@ -83,6 +77,12 @@ def _rejected(
     status: int, error: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Answer:
     return status, {"error": error, "message": message}, headers
+
+
+def _error(
+    status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return _json(*_rejected(status, error, message, headers))
 
 
 async def _send_answer(send: Send, answer: Answer) -> None:

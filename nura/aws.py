@@ -93,16 +93,14 @@ def boto_client(
     """
     from botocore.config import Config
 
-    key = (
-        service_name,
-        id(credentials) if credentials is not None else None,
-        _fingerprint(credentials),
-        region,
-        endpoint_url,
-        timeout,
-    )
+    # Keyed on the block's contents, not the object: aws_client() loads the block anew on
+    # every call, and keyed on id() each load built a new client and grew the cache. A
+    # block that assumes a role is not cached: its session holds the role's temporary
+    # credentials, which expire (prefect-aws does not refresh them).
+    cacheable = not getattr(credentials, "assume_role_arn", None)
+    key = (service_name, _fingerprint(credentials), region, endpoint_url, timeout)
     with _lock:
-        client = _clients.get(key)
+        client = _clients.get(key) if cacheable else None
         if client is not None:
             return client
         config = Config(
@@ -123,17 +121,30 @@ def boto_client(
             endpoint_url=endpoint_url,
             config=config,
         )
-        _clients[key] = client
+        if cacheable:
+            _clients[key] = client
         return client
 
 
 def _fingerprint(credentials: Any) -> str | None:
-    """Changes when the block's secrets change, so a rotated key gets a new client."""
+    """A digest of every setting of the block, secrets included: equal blocks share a
+    client, and a rotated key (or any other changed setting) gets a new one."""
     if credentials is None:
         return None
     import hashlib
+    import json
 
-    secret = getattr(credentials, "aws_secret_access_key", None)
-    key_id = getattr(credentials, "aws_access_key_id", "")
-    raw = f"{key_id}:{secret.get_secret_value() if secret else ''}"
+    from pydantic import SecretBytes, SecretStr
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr | SecretBytes):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: reveal(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [reveal(v) for v in value]
+        return value
+
+    settings = reveal(credentials.model_dump(mode="python"))
+    raw = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -105,3 +105,51 @@ def test_blocks_save_load_and_rotation_takes_effect(prefect_server, flaky_servic
     )
     assert client.get("https://x/wiki", auth=auth).status_code == 200  # reloaded on 401
     assert len(seen) == 3
+
+
+def test_boto_client_is_shared_by_equal_blocks_and_renewed_by_a_changed_one() -> None:
+    """aws_client() loads the AWS block on every call: equal contents must reuse the client
+    (keyed on the object, each load built a new client and grew the cache)."""
+    from prefect_aws import AwsCredentials
+
+    from nura.aws import boto_client
+
+    def block(secret: str = "s1", region: str = "eu-west-1") -> AwsCredentials:
+        return AwsCredentials(
+            aws_access_key_id="AKIATEST", aws_secret_access_key=secret, region_name=region
+        )
+
+    first = boto_client("s3", credentials=block(), endpoint_url="http://127.0.0.1:1")
+    assert boto_client("s3", credentials=block(), endpoint_url="http://127.0.0.1:1") is first
+    rotated = boto_client("s3", credentials=block("s2"), endpoint_url="http://127.0.0.1:1")
+    assert rotated is not first
+    moved = boto_client(
+        "s3", credentials=block(region="us-west-2"), endpoint_url="http://127.0.0.1:1"
+    )
+    assert moved is not first and moved.meta.region_name == "us-west-2"
+
+
+def test_boto_client_of_an_assumed_role_is_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its session holds temporary credentials that expire: a new client each time the
+    block is loaded anew, never a cached one."""
+    from prefect_aws import AwsCredentials
+
+    from nura.aws import boto_client
+
+    real = AwsCredentials.get_boto3_session
+    sessions: list[AwsCredentials] = []
+
+    def session(self: AwsCredentials):  # type: ignore[no-untyped-def]
+        sessions.append(self)  # no STS here: the block's own keys stand in for the role's
+        return real(self.model_copy(update={"assume_role_arn": None}))
+
+    monkeypatch.setattr(AwsCredentials, "get_boto3_session", session)
+    block = AwsCredentials(
+        aws_access_key_id="AKIATEST",
+        aws_secret_access_key="s1",
+        region_name="eu-west-1",
+        assume_role_arn="arn:aws:iam::123456789012:role/nura",
+    )
+    first = boto_client("s3", credentials=block, endpoint_url="http://127.0.0.1:1")
+    second = boto_client("s3", credentials=block, endpoint_url="http://127.0.0.1:1")
+    assert first is not second and len(sessions) == 2

@@ -32,6 +32,7 @@ import ssl
 import threading
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -226,7 +227,9 @@ def _exchange(
     return response.status, response.getheaders(), response.read()
 
 
-_writers: dict[tuple[Any, ...], _Writer] = {}
+# One writer per boto3 client (weakly held: a client that aws_client() does not cache, one
+# assuming a role, takes its writer with it).
+_writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
 _writers_lock = threading.Lock()
 
 
@@ -234,12 +237,11 @@ def _writer() -> _Writer:
     """The writer for the process's boto3 S3 client: its endpoint, region, credentials."""
     client = aws_client("s3")
     block_name = get_config().external_services.aws.credentials_block
-    key = (id(client), block_name)
-    writer = _writers.get(key)
+    writer = _writers.get(client)
     if writer is not None:
         return writer
     with _writers_lock:
-        writer = _writers.get(key)
+        writer = _writers.get(client)
         if writer is None:
             if block_name:
                 session = _credentials_block(block_name).get_boto3_session()
@@ -275,7 +277,7 @@ def _writer() -> _Writer:
                     and not urllib.request.proxy_bypass(hostname)
                 ),
             )
-            _writers[key] = writer
+            _writers[client] = writer
     return writer
 
 

@@ -84,13 +84,13 @@ async def run(calls: int) -> dict[str, object]:
     import boto3
     from botocore.config import Config
 
-    from config.sections.bedrock import BedrockSettings
     from deployments.sandbox.bedrock_server import BedrockStandIn
-    from nura.runtime import get_call_layer, reset_runtime, store_url
-    from nura.stores.db import get_engine
-    from nura.stores.ledger import CostLedger, to_pusd, to_usd
-    from tasks.bedrock import get_invoker, invoke_bedrock
-    from tasks.bedrock_models import InvocationRequest
+    from nura.bedrock.invoke import get_invoker, invoke_bedrock
+    from nura.bedrock.models import InvocationRequest
+    from nura.config.sections.bedrock import BedrockSettings
+    from nura.core.runtime import get_call_layer, reset_runtime, store_url
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.ledger import CostLedger, to_pusd, to_usd
 
     standin = BedrockStandIn().start()
     workdir = Path(tempfile.mkdtemp(prefix="nura-bench-bedrock-"))

@@ -32,15 +32,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
-    from config import parse_config
-    from deployments.processes import local_prefect_server
     from deployments.sandbox.http_service import FlakyService
-    from nura.breaker import CircuitBreakers
-    from nura.http import shared_client
-    from nura.layer import CallLayer
-    from nura.metrics import CallRecorder
-    from nura.ratelimit import PrefectSlotLeaser
-    from nura.stores.db import get_engine
+    from nura.config import parse_config
+    from nura.core.breaker import CircuitBreakers
+    from nura.core.call_records import CallRecorder
+    from nura.core.http import shared_client
+    from nura.core.layer import CallLayer
+    from nura.core.ratelimit import PrefectSlotLeaser
+    from nura.core.stores.db import get_engine
+    from nura.platform.processes import local_prefect_server
 
     work = Path(tempfile.mkdtemp(prefix="nura-bench-"))
     service = FlakyService().start()

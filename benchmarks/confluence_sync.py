@@ -75,7 +75,7 @@ def stats(url: str) -> int:
 
 def convert_ms_per_page(url: str, sample: int = 150) -> float:
     """Single-core conversion cost of one page (our walker), on pages of the test site."""
-    from tasks.confluence_markdown import storage_to_markdown
+    from nura.confluence.markdown import storage_to_markdown
 
     auth = (EMAIL, TOKEN)
     space_id = httpx.get(f"{url}/wiki/api/v2/spaces", params={"keys": "TECH"}, auth=auth).json()[

@@ -52,8 +52,8 @@ def main() -> None:
     os.environ["NURA_STORE_URL"] = f"sqlite:///{tmp / 'nura.db'}"
 
     from nura import get_call_layer, get_config, store_url
-    from nura.stores.db import get_engine
-    from tasks.health import build_checks, run_round
+    from nura.core.stores.db import get_engine
+    from nura.health.checks import build_checks, run_round
 
     cfg = get_config()
     layer = get_call_layer()

@@ -36,7 +36,7 @@ def _first_runs_done(api: str, expected: int, timeout: float) -> tuple[float, di
 
 
 def measure(database: str) -> dict[str, object]:
-    from deployments.sandbox.first_runs import FIRST_RUNS
+    from nura.platform.first_runs import FIRST_RUNS
     from tests.platform.stack_support import TempStack
 
     stack = TempStack()

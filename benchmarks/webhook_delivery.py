@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["NURA_STATE_DIR"] = str(workdir)
 
     from nura import get_call_layer, store_url
-    from nura.ratelimit import NoLimiter
-    from nura.stores.db import get_engine
-    from nura.stores.dead_letters import dead_letter_stats
-    from tasks.webhooks import OutgoingEvent, redrive_due, submit_events
+    from nura.core.ratelimit import NoLimiter
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.dead_letters import dead_letter_stats
+    from nura.webhooks.delivery import OutgoingEvent, redrive_due, submit_events
 
     layer = get_call_layer()
     if not os.environ.get("PREFECT_API_URL"):

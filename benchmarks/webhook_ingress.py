@@ -371,7 +371,7 @@ def main() -> None:
                 PREFECT_API_URL=server.api_url,
             )
             receiver = subprocess.Popen(
-                [sys.executable, "-m", "deployments.cli", "webhooks", "serve"],
+                [sys.executable, "-m", "nura.cli.main", "webhooks", "serve"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=open(work / "receiver.log", "wb"),  # noqa: SIM115
@@ -413,8 +413,8 @@ def main() -> None:
             print(f"Prefect server back after {time.monotonic() - outage_start:.1f}s", flush=True)
             load = json.loads(out.read_text())
 
-            from nura.stores.db import get_engine
-            from nura.stores.inbox import dispatch_lags, status_counts
+            from nura.core.stores.db import get_engine
+            from nura.core.stores.inbox import dispatch_lags, status_counts
 
             engine = get_engine(store)
             back = time.monotonic()
@@ -438,7 +438,7 @@ def main() -> None:
                 flush=True,
             )
             runs = asyncio.run(_runs_by_key(server.api_url, deployment_id))
-            from nura.stores.inbox import list_entries
+            from nura.core.stores.inbox import list_entries
 
             entries = {e["delivery_id"]: e for e in list_entries(engine, None, 100_000)}
             # Lost: acknowledged but not in the inbox, or dispatched without a run to show.

@@ -6,7 +6,7 @@
 Deployment `bedrock-invoke` (on demand): parameters are `InvocationRequest` fields under
 `request`. The run returns the result (text, model used, tokens, cost, every model's
 outcome) and publishes the table artifact `bedrock-costs`. Other flows call the task
-`tasks.bedrock.invoke_bedrock` directly.
+`nura.bedrock.invoke.invoke_bedrock` directly.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import asyncio
 
 from prefect import flow
 
+from nura.bedrock.models import AllModelsFailed, InvocationRequest, InvocationResult
 from tasks.bedrock import invoke_bedrock, publish_cost_artifact
-from tasks.bedrock_models import AllModelsFailed, InvocationRequest, InvocationResult
 
 DEFAULT_PROMPT = "Summarise in two sentences what Nura Integrations does."
 

@@ -22,8 +22,8 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from nura import get_config
-from tasks.confluence import ConfluenceAuthError, ConfluenceClient, ConfluenceError
-from tasks.confluence_publish import PublishResult, publish_page
+from nura.confluence.client import ConfluenceAuthError, ConfluenceClient, ConfluenceError
+from nura.confluence.publish import PublishResult, publish_page
 
 
 class PublishPage(BaseModel):

@@ -24,16 +24,15 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import wait
 
 from nura import get_config
-from tasks.confluence import ConfluenceAuthError, ConfluenceError
-from tasks.confluence_sync import (
+from nura.confluence.client import ConfluenceAuthError, ConfluenceError
+from nura.confluence.sync import (
     SpaceReport,
     ensure_knowledge_base,
     prepare_spaces,
     publish_report,
     shutdown_pool,
-    sync_page,
-    sync_space,
 )
+from tasks.confluence import sync_page, sync_space
 
 
 class ConfluenceSyncFailed(Exception):

@@ -23,7 +23,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from nura import get_config
-from tasks.git import branch_allowed, changed_files, parse_push, sync_files
+from nura.git.ingest import branch_allowed, parse_push
+from tasks.git import changed_files, sync_files
 
 
 @flow(name="git-ingest", log_prints=False)

@@ -21,11 +21,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks.alerts import deliver_alert, update_alerts
-from tasks.cloudwatch import put_health_metrics
-from tasks.health import run_health_checks
-from tasks.health_report import publish_artifacts
-from tasks.sla import evaluate_sla
+from tasks.health import (
+    deliver_alert,
+    evaluate_sla,
+    publish_artifacts,
+    put_health_metrics,
+    run_health_checks,
+    update_alerts,
+)
 
 
 class HealthMonitorParams(BaseModel):

@@ -17,7 +17,8 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.webhooks import DeliverySummary, OutgoingEvent, deliver_events, publish_artifact
+from nura.webhooks.delivery import DeliverySummary, OutgoingEvent, publish_artifact
+from tasks.webhooks import deliver_events
 
 DEMO_DATA = {"message": "Hello from Nura Integrations", "source": "webhook-deliver"}
 

@@ -14,12 +14,8 @@ import argparse
 
 from prefect import flow
 
-from tasks.webhooks import (
-    RedriveSummary,
-    cleanup_delivered,
-    publish_artifact,
-    redrive_dead_letters,
-)
+from nura.webhooks.delivery import RedriveSummary, publish_artifact
+from tasks.webhooks import cleanup_delivered, redrive_dead_letters
 
 
 @flow(name="webhook-redrive", log_prints=True)

@@ -5,8 +5,8 @@ result = get_call_layer().request("confluence", "GET", "/wiki/api/v2/pages", aut
 result.value.json(), result.fallback_used
 """
 
-from nura.breaker import BreakerState, CircuitBreakers
-from nura.errors import (
+from nura.core.breaker import BreakerState, CircuitBreakers
+from nura.core.errors import (
     CircuitOpen,
     ClientError,
     IntegrationError,
@@ -16,8 +16,8 @@ from nura.errors import (
     ServiceUnavailable,
     UnknownService,
 )
-from nura.layer import CallLayer, CallResult
-from nura.runtime import get_call_layer, get_config, reset_runtime, store_url
+from nura.core.layer import CallLayer, CallResult
+from nura.core.runtime import get_call_layer, get_config, reset_runtime, store_url
 
 __all__ = [
     "BreakerState",

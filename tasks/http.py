@@ -1,44 +1,13 @@
-"""Generic HTTP calls to any configured service (partners, internal APIs) as Prefect tasks."""
+"""Generic calls to any configured service through the call layer.
 
-from __future__ import annotations
-
-from typing import Any
+Prefect tasks around the functions of the `nura` package: the task is what a flow
+calls (and what the Prefect UI shows as a task run); the work is the plain function.
+"""
 
 from prefect import task
 
-from nura import get_call_layer
-from nura.errors import IntegrationError
+from nura.core import http_calls
 
+http_call = task(name="http-call", task_run_name="{service} {method} {path}")(http_calls.http_call)
 
-@task(name="http-call", task_run_name="{service} {method} {path}")
-def http_call(
-    service: str, method: str = "GET", path: str = "/", *, json: Any = None
-) -> dict[str, Any]:
-    """One call through the resilient call layer; returns a summary, never the secrets.
-
-    Retries are the layer's (backoff, Retry-After, breaker), not Prefect's task retries:
-    a task retry would re-run the whole layer and multiply attempts.
-    """
-    try:
-        res = get_call_layer().request(service, method, path, json=json)
-    except IntegrationError as exc:
-        return {
-            "service": service,
-            "path": path,
-            "outcome": type(exc).__name__,
-            "status": exc.status,
-            "attempts": exc.attempts,
-            "fallback": False,
-            "latency_ms": None,
-        }
-    value = res.value
-    status = value.status_code if hasattr(value, "status_code") else None
-    return {
-        "service": service,
-        "path": path,
-        "outcome": "fallback" if res.fallback_used else "ok",
-        "status": status,
-        "attempts": res.attempts,
-        "fallback": res.fallback_used,
-        "latency_ms": round(res.latency_ms, 2),
-    }
+__all__ = ["http_call"]

@@ -6,6 +6,7 @@ Unit tests need none of these; integration tests ask for them by name.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,27 @@ def _no_flow_heartbeat() -> Iterator[None]:
 
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _stop_prefect_background_services() -> Iterator[None]:
+    """After each test, stop the background services Prefect started in this process.
+
+    Its events worker (a websocket whose keepalive pings draw from the global `random`)
+    and its API log worker (retry jitter from the global `random`, for a server a test
+    may have stopped) would otherwise outlive the test and run during later ones; that
+    moved the global random state while Hypothesis drew examples and failed CI.
+    They restart on next use.
+    """
+    yield
+    if "prefect.events.worker" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +113,7 @@ def moto_reset(moto_endpoint: str) -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=requires_postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every store test runs on both backends."""
-    from nura.stores.db import reset_engines
+    from nura.core.stores.db import reset_engines
 
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'nura.db'}"
@@ -108,10 +130,10 @@ def nura_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     cfg = nura_config({"external_services": {"partners": {"demo": {"base_url": url}}}})
     """
-    from nura.runtime import reset_runtime
+    from nura.core.runtime import reset_runtime
 
     def make(data: dict[str, Any], store: str | None = None):
-        from config import load_config
+        from nura.config import load_config
 
         path = tmp_path / "integrations.yaml"
         path.write_text(yaml.safe_dump(data))

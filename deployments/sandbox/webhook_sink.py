@@ -31,9 +31,9 @@ from urllib.parse import urlparse
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from deployments.sandbox.base import LocalServer, serve_main
+from nura.platform.sandbox import SANDBOX_SECRET
 
 # The sandbox target's key (see config/integrations.yaml); not a secret.
-SANDBOX_SECRET = "whsec_c2FuZGJveC1vbmx5LW5vdC1hLXNlY3JldC1rZXktMzJi"  # noqa: S105
 
 
 class _State:

@@ -55,8 +55,8 @@ def bedrock_section(endpoint: str, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def bedrock_config(nura_config, standin: BedrockStandIn):  # type: ignore[no-untyped-def]
     """Factory: a config whose Bedrock points at the stand-in (overrides merge in)."""
-    from tasks.bedrock import reset_invokers
-    from tasks.bedrock_limits import reset_token_leaser
+    from nura.bedrock.invoke import reset_invokers
+    from nura.bedrock.limits import reset_token_leaser
 
     def make(store: str | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
         reset_invokers()

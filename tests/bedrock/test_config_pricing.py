@@ -11,17 +11,17 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from config import ConfigError, parse_config
-from config.sections.bedrock import BedrockSettings, ModelPrice
-from tasks.bedrock_models import InvalidInvocation, InvocationRequest, Message
-from tasks.bedrock_wire import (
+from nura.bedrock.models import InvalidInvocation, InvocationRequest, Message
+from nura.bedrock.pricing import cost_of
+from nura.bedrock.wire import (
     converse_kwargs,
     estimate_tokens,
     invoke_body,
     parse_converse,
     parse_invoke,
 )
-from tasks.pricing import cost_of
+from nura.config import ConfigError, parse_config
+from nura.config.sections.bedrock import BedrockSettings, ModelPrice
 from tests.bedrock.conftest import HAIKU, SONNET, TITAN
 
 
@@ -82,7 +82,7 @@ def test_unpriced_chain_model_fails_config_load_with_its_path() -> None:
 
 
 def test_shipped_config_loads_with_seed_chain() -> None:
-    from config import load_config
+    from nura.config import load_config
 
     b = load_config().external_services.aws.bedrock
     assert b.models == [SONNET, HAIKU, TITAN]

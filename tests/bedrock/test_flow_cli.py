@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.sandbox.bedrock_server import BedrockStandIn
-from nura.runtime import store_url
-from nura.stores.db import get_engine
-from nura.stores.ledger import CostLedger
-from tasks.bedrock_models import AllModelsFailed, InvocationRequest
+from nura.bedrock.models import AllModelsFailed, InvocationRequest
+from nura.core.runtime import store_url
+from nura.core.stores.db import get_engine
+from nura.core.stores.ledger import CostLedger
 from tests.bedrock.conftest import HAIKU, SONNET, TITAN
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def test_flow_with_default_parameters_works_against_the_stand_in(
 
 
 def test_cli_invoke_and_costs(prefect_server, bedrock_config, standin: BedrockStandIn) -> None:
-    from deployments.cli import app
+    from nura.cli.main import app
 
     bedrock_config(budgets={"scopes": {"global": {"daily_usd": "10", "monthly_usd": "100"}}})
     runner = CliRunner()

@@ -6,19 +6,19 @@ from decimal import Decimal
 
 import pytest
 
-from config.sections.bedrock import BedrockSettings
 from deployments.sandbox.bedrock_server import BedrockStandIn
-from nura.runtime import get_call_layer, store_url
-from nura.stores.db import get_engine
-from nura.stores.ledger import CostLedger, to_pusd
-from tasks.bedrock import get_invoker
-from tasks.bedrock_models import (
+from nura.bedrock.invoke import get_invoker
+from nura.bedrock.models import (
     AllModelsFailed,
     BudgetExceeded,
     InvalidInvocation,
     InvocationRequest,
     Message,
 )
+from nura.config.sections.bedrock import BedrockSettings
+from nura.core.runtime import get_call_layer, store_url
+from nura.core.stores.db import get_engine
+from nura.core.stores.ledger import CostLedger, to_pusd
 from tests.bedrock.conftest import HAIKU, SONNET, TITAN
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ def test_ledger_matches_tokens_times_prices_exactly(bedrock_config, standin, sto
 
 
 def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standin) -> None:
-    from nura.stores.notifications import recent_notifications
+    from nura.core.stores.notifications import recent_notifications
 
     probe = InvocationRequest(prompt="price me", model=HAIKU, scope="team-a", max_tokens=64)
     bedrock_config()

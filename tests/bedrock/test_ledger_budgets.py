@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from config.sections.bedrock import BedrockSettings, Budget, BudgetSettings
-from nura.stores.db import get_engine
-from nura.stores.ledger import CostLedger, LedgerEntry, periods, to_pusd, to_usd
-from tasks.bedrock_models import BudgetExceeded
-from tasks.pricing import BudgetGuard
+from nura.bedrock.models import BudgetExceeded
+from nura.bedrock.pricing import BudgetGuard
+from nura.config.sections.bedrock import BedrockSettings, Budget, BudgetSettings
+from nura.core.stores.db import get_engine
+from nura.core.stores.ledger import CostLedger, LedgerEntry, periods, to_pusd, to_usd
 from tests.bedrock.conftest import HAIKU
 
 

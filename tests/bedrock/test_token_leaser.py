@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from nura.errors import RateLimited
-from nura.ratelimit import SLOT_SCALE
-from tasks.bedrock_limits import BURST_SECONDS, TokenLeaser, tpm_service
+from nura.bedrock.limits import BURST_SECONDS, TokenLeaser, tpm_service
+from nura.core.errors import RateLimited
+from nura.core.ratelimit import SLOT_SCALE
 
 
 class _Response:

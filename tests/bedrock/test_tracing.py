@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from config.sections.bedrock import LangSmithSettings
-from tasks.bedrock_models import InvocationRequest, InvocationResult, ModelAttempt
+from nura.bedrock.models import InvocationRequest, InvocationResult, ModelAttempt
+from nura.config.sections.bedrock import LangSmithSettings
 from tests.bedrock.conftest import HAIKU
 
 
@@ -53,7 +53,7 @@ def langsmith_endpoint() -> Iterator[str]:
 
 
 def test_invocation_is_traced_with_tokens_and_cost(langsmith_endpoint: str) -> None:
-    from tasks.bedrock_tracing import _client, trace_invocation
+    from nura.bedrock.tracing import _client, trace_invocation
 
     settings = LangSmithSettings(api_key=SecretStr("ls-key"), endpoint=langsmith_endpoint)
     assert settings.enabled
@@ -88,6 +88,8 @@ def test_absent_settings_cost_nothing() -> None:
     assert not LangSmithSettings().enabled
     assert not LangSmithSettings(api_key=SecretStr("")).enabled
     # Importing the invocation path does not import the langsmith client.
-    code = "import sys, tasks.bedrock, flows.bedrock_invoke; print('langsmith' in sys.modules)"
+    code = (
+        "import sys, nura.bedrock.invoke, flows.bedrock_invoke; print('langsmith' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

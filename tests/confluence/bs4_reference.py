@@ -1,4 +1,4 @@
-"""Reference for tests: the BeautifulSoup walker that `tasks.confluence_markdown` replaced.
+"""Reference for tests: the BeautifulSoup walker that `nura.confluence.markdown` replaced.
 
 Kept unchanged (BeautifulSoup on the lxml parser, 15-20 ms a page) so that
 `test_markdown_equivalence.py` can show that the lxml walker (~2.4 ms a page) converts

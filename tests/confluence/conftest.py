@@ -39,12 +39,12 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def make_client(tmp_path: Path, sleeps: Sleeps):
     """Factory: a ConfluenceClient on its own call layer (no Prefect: NoLimiter)."""
-    from config import IntegrationsConfig
-    from nura.breaker import CircuitBreakers
-    from nura.layer import CallLayer
-    from nura.ratelimit import NoLimiter
-    from nura.stores.db import get_engine
-    from tasks.confluence import ConfluenceClient
+    from nura.config import IntegrationsConfig
+    from nura.confluence.client import ConfluenceClient
+    from nura.core.breaker import CircuitBreakers
+    from nura.core.layer import CallLayer
+    from nura.core.ratelimit import NoLimiter
+    from nura.core.stores.db import get_engine
 
     def make(
         server: ConfluenceServer,

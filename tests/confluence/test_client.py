@@ -6,7 +6,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tasks.confluence import (
+from nura.confluence.client import (
     ConfluenceAuthError,
     OAuthRefreshAuth,
     SpaceNotFound,

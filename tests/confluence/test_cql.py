@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from deployments.sandbox.confluence_cql import compile_cql, tokenize
-from tasks.confluence import cql_and, cql_clause, cql_datetime, cql_string
+from nura.confluence.client import cql_and, cql_clause, cql_datetime, cql_string
 
 HOSTILE = ['x" OR space = "DOCS', 'a\\" OR type = page OR title ~ "', "back\\slash\\", '"']
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deployments.sandbox.confluence_pages import generate_body
-from tasks.confluence_markdown import check_well_formed, convert_payload, storage_to_markdown
+from nura.confluence.markdown import check_well_formed, convert_payload, storage_to_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployments.sandbox.confluence_pages import generate_body, page_title
-from tasks.confluence_markdown import storage_to_markdown
+from nura.confluence.markdown import storage_to_markdown
 from tests.confluence import bs4_reference
 
 BASE = {"base_url": "https://acme.atlassian.net", "space": "TECH", "page_id": "4242"}

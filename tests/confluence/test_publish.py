@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.confluence_markdown import check_well_formed
-from tasks.confluence_publish import PublishConflict, markdown_to_storage, publish_page
+from nura.confluence.markdown import check_well_formed
+from nura.confluence.publish import PublishConflict, markdown_to_storage, publish_page
 
 DOC = "# Architecture\n\nSome *text* <script>x</script>\n\n```python\nprint(']]>')\n```\n"
 

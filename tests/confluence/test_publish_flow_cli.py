@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.confluence_publish import PublishPage, confluence_publish
-from tasks import s3
+from nura.kb import s3
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_publish_flow_reports_and_fails_on_conflict(confluence, sync_env) -> Non
 
 
 def test_cli_sync_and_publish(confluence, sync_env, tmp_path) -> None:
-    from deployments.cli import app
+    from nura.cli.main import app
 
     confluence.generate(["TECH"], 3, body_bytes=300)
     sync_env(spaces=["TECH"])

@@ -8,9 +8,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from nura.errors import ClientError
-from tasks import s3
-from tasks.s3 import sigv4_headers
+from nura.core.errors import ClientError
+from nura.kb import s3
+from nura.kb.s3 import sigv4_headers
 
 HEADERS = {
     "Content-Type": "text/markdown; charset=utf-8",
@@ -76,7 +76,7 @@ def test_signature_of_the_aws_documented_put_object_example() -> None:
 
 @pytest.mark.integration
 def test_put_document_stores_what_boto3_would(sync_env) -> None:
-    from tasks.aws import aws_client
+    from nura.core.aws_clients import aws_client
 
     sync_env()
     s3.ensure_bucket()
@@ -104,7 +104,7 @@ def test_a_missing_key_is_an_answer_not_an_s3_error(sync_env) -> None:
     """A first sync reads a manifest that does not exist yet: None, recorded as an ok call
     (counted as an error, it made the sandbox's first health run call S3 unhealthy)."""
     from nura import get_call_layer
-    from nura.stores.tables import call_records
+    from nura.core.stores.tables import call_records
 
     sync_env()
     s3.ensure_bucket()
@@ -140,7 +140,7 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> None:
     import socket
     import threading
 
-    from tasks.s3 import _Writer
+    from nura.kb.s3 import _Writer
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from flows.confluence_sync import ConfluenceSyncFailed, confluence_sync
-from tasks import s3
-from tasks.confluence_state import load_manifest
-from tasks.confluence_sync import sync_space_impl
+from nura.confluence.state import load_manifest
+from nura.confluence.sync import sync_space_impl
+from nura.kb import s3
 
 pytestmark = pytest.mark.integration
 

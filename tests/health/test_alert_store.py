@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nura.stores.alerts import apply_status, history, open_alerts
-from nura.stores.db import get_engine, reset_engines
+from nura.core.stores.alerts import apply_status, history, open_alerts
+from nura.core.stores.db import get_engine, reset_engines
 
 T0 = 1_900_000_000.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from deployments.cli import app
+from nura.cli.main import app
 
 pytestmark = pytest.mark.integration
 RESPONSE_THRESHOLD = 2.0  # well above moto's latency on a busy machine

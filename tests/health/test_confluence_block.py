@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from blocks.confluence import ConfluenceCredentials
-from tasks.health import NotConfigured, load_confluence_auth
+from nura.confluence.blocks import ConfluenceCredentials
+from nura.health.checks import NotConfigured, load_confluence_auth
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from deployments.metrics import render_metrics, serve
-from nura.breaker import CircuitBreakers
-from nura.metrics import CallRecord, CallRecorder
-from nura.stores.alerts import apply_status
-from nura.stores.db import get_engine
-from nura.stores.health import save_status
+from nura.core.breaker import CircuitBreakers
+from nura.core.call_records import CallRecord, CallRecorder
+from nura.core.stores.alerts import apply_status
+from nura.core.stores.db import get_engine
+from nura.core.stores.health import save_status
+from nura.platform.metrics import render_metrics, serve
 
 DASHBOARD = Path(__file__).parents[2] / "deployments" / "grafana" / "nura-dashboard.json"
 
@@ -42,7 +42,7 @@ def seed(engine) -> None:
     recorder = CallRecorder(engine)
     for outcome in ("ok", "ok", "error"):
         recorder.record(CallRecord("alpha", "op", outcome, 12.5, 1))
-    recorder.flush()
+    recorder.close()
     CircuitBreakers(engine).record_failure("beta", threshold=1)
     apply_status(engine, "beta", "unhealthy", "down", severity="high", now=1.0, reminder_seconds=0)
 

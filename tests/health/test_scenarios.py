@@ -8,13 +8,13 @@ import time
 import pytest
 
 from nura import CallLayer, get_call_layer
-from nura.breaker import BreakerState
-from nura.ratelimit import NoLimiter
-from nura.stores.alerts import history, open_alerts
-from nura.stores.db import get_engine
-from tasks.alerts import apply_report
-from tasks.health import GRACE_SECONDS, build_checks, check_round, run_round
-from tasks.sla import build_report
+from nura.core.breaker import BreakerState
+from nura.core.ratelimit import NoLimiter
+from nura.core.stores.alerts import history, open_alerts
+from nura.core.stores.db import get_engine
+from nura.health.alerts import apply_report
+from nura.health.checks import GRACE_SECONDS, build_checks, check_round, run_round
+from nura.health.sla import build_report
 
 pytestmark = pytest.mark.integration
 T0 = 1_900_000_000.0  # an injected "now", far from the wall clock

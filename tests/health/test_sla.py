@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.sections.health import AlertThresholds
-from tasks.sla import _frame as frame
-from tasks.sla import evaluate, overall_status, service_status, window_figures
+from nura.config.sections.health import AlertThresholds
+from nura.health.sla import _frame as frame
+from nura.health.sla import evaluate, overall_status, service_status, window_figures
 
 NOW = 1_900_000_000.0
 TH = AlertThresholds()  # 5 s, 5 %, 95 %

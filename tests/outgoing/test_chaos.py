@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 EVENTS = 120
 
 SENDER = f"""
-from tasks.webhooks import OutgoingEvent, submit_events
+from nura.webhooks.delivery import OutgoingEvent, submit_events
 events = [
     OutgoingEvent(type="git.push", data={{"n": i}}, id=f"msg_chaos_{{i}}")
     for i in range({EVENTS})
@@ -38,9 +38,9 @@ print("SENDER FINISHED")
 REDRIVER = """
 import time
 from nura import store_url
-from nura.stores.dead_letters import dead_letter_stats
-from nura.stores.db import get_engine
-from tasks.webhooks import redrive_due
+from nura.core.stores.dead_letters import dead_letter_stats
+from nura.core.stores.db import get_engine
+from nura.webhooks.delivery import redrive_due
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     redrive_due()

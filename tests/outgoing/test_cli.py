@@ -13,8 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_operator_lists_replays_and_purges_dead_letters(prefect_server, sink, nura_config) -> None:
-    from deployments.cli import app
-    from tasks.webhooks import OutgoingEvent, submit_events
+    from nura.cli.main import app
+    from nura.webhooks.delivery import OutgoingEvent, submit_events
 
     nura_config(outgoing_config(sink.url, retry_attempts=0))
     runner = CliRunner()

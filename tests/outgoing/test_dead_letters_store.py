@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nura.stores import dead_letters as dl
-from nura.stores.db import get_engine
+from nura.core.stores import dead_letters as dl
+from nura.core.stores.db import get_engine
 
 T0 = 1_800_000_000.0
 

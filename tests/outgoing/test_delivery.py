@@ -12,21 +12,21 @@ pytestmark = pytest.mark.integration
 
 
 def _events(n: int, prefix: str = "evt"):  # type: ignore[no-untyped-def]
-    from tasks.webhooks import OutgoingEvent
+    from nura.webhooks.delivery import OutgoingEvent
 
     return [OutgoingEvent(type="git.push", data={"n": i}, id=f"msg_{prefix}_{i}") for i in range(n)]
 
 
 def _engine():  # type: ignore[no-untyped-def]
     from nura import store_url
-    from nura.stores.db import get_engine
+    from nura.core.stores.db import get_engine
 
     return get_engine(store_url())
 
 
 def test_signed_delivery_verified_by_the_library(prefect_server, sink, nura_config) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import submit_events
 
     nura_config(outgoing_config(sink.url))
     summary = submit_events("partner", _events(5))
@@ -46,7 +46,7 @@ def test_signed_delivery_verified_by_the_library(prefect_server, sink, nura_conf
 def test_retries_keep_the_webhook_id_and_honour_retry_after(
     prefect_server, sink, nura_config
 ) -> None:
-    from tasks.webhooks import submit_events
+    from nura.webhooks.delivery import submit_events
 
     nura_config(outgoing_config(sink.url))
     sink.control(fail_next=2, fail_status=429, retry_after="1")
@@ -62,8 +62,8 @@ def test_retries_keep_the_webhook_id_and_honour_retry_after(
 def test_exhausted_retries_become_a_dead_letter_and_the_redrive_delivers(
     prefect_server, sink, nura_config
 ) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import redrive_due, submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import redrive_due, submit_events
 
     nura_config(outgoing_config(sink.url))
     sink.control(fail_next=3, fail_status=503)  # retry_attempts 2 -> 3 attempts, all fail
@@ -82,8 +82,8 @@ def test_exhausted_retries_become_a_dead_letter_and_the_redrive_delivers(
 
 
 def test_max_redrives_then_exhausted(prefect_server, sink, nura_config) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import redrive_due, submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import redrive_due, submit_events
 
     nura_config(
         outgoing_config(
@@ -103,7 +103,7 @@ def test_max_redrives_then_exhausted(prefect_server, sink, nura_config) -> None:
 
 @pytest.mark.parametrize("status", [400, 301])
 def test_other_4xx_and_3xx_fail_without_retry(prefect_server, sink, nura_config, status) -> None:
-    from tasks.webhooks import submit_events
+    from nura.webhooks.delivery import submit_events
 
     nura_config(outgoing_config(sink.url))
     sink.control(fail_next=1, fail_status=status)
@@ -116,8 +116,8 @@ def test_other_4xx_and_3xx_fail_without_retry(prefect_server, sink, nura_config,
 def test_410_disables_the_target_keeps_events_and_alerts(
     prefect_server, moto_reset, sink, nura_config
 ) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import redrive_due, submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import redrive_due, submit_events
 
     cfg = outgoing_config(sink.url)
     cfg["health_monitoring"] = {
@@ -145,8 +145,8 @@ def test_410_disables_the_target_keeps_events_and_alerts(
 def test_auto_disable_after_the_configured_failing_period(
     prefect_server, sink, nura_config
 ) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import submit_events
 
     nura_config(outgoing_config(sink.url, retry_attempts=0, auto_disable_after_hours=1))
     sink.control(fail_next=100, fail_status=502)
@@ -169,8 +169,8 @@ def test_auto_disable_after_the_configured_failing_period(
 def test_ssrf_guard_refuses_private_targets_unless_allow_listed(
     prefect_server, sink, nura_config
 ) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import submit_events
 
     nura_config(outgoing_config(sink.url, allow_list=[]))
     summary = submit_events("sandbox", _events(1, "ssrf"))
@@ -181,7 +181,7 @@ def test_ssrf_guard_refuses_private_targets_unless_allow_listed(
 
 
 def test_timeouts_are_retried(prefect_server, sink, nura_config) -> None:
-    from tasks.webhooks import submit_events
+    from nura.webhooks.delivery import submit_events
 
     cfg = outgoing_config(sink.url)
     cfg["webhooks"]["outgoing"]["targets"]["sandbox"]["timeout_seconds"] = 0.3
@@ -193,7 +193,7 @@ def test_timeouts_are_retried(prefect_server, sink, nura_config) -> None:
 
 
 def test_unknown_target_and_refused_event_type(prefect_server, sink, nura_config) -> None:
-    from tasks.webhooks import EventNotAccepted, UnknownTarget, submit_events
+    from nura.webhooks.delivery import EventNotAccepted, UnknownTarget, submit_events
 
     cfg = outgoing_config(sink.url)
     cfg["webhooks"]["outgoing"]["targets"]["partner"]["event_types"] = ["system.alert"]
@@ -219,8 +219,8 @@ def test_flows_run_with_defaults_against_the_sandbox(prefect_server, sink, nura_
 def test_dead_letter_and_redrive_on_both_store_backends(
     prefect_server, sink, nura_config, store_url
 ) -> None:
-    from nura.stores import dead_letters as dl
-    from tasks.webhooks import redrive_due, submit_events
+    from nura.core.stores import dead_letters as dl
+    from nura.webhooks.delivery import redrive_due, submit_events
 
     nura_config(outgoing_config(sink.url, retry_attempts=0), store=store_url)
     sink.control(fail_next=2, fail_status=500)

@@ -51,9 +51,9 @@ def test_critical_goes_to_slack_and_ses_and_is_tracked(
     prefect_server, moto_reset, sink, nura_config
 ) -> None:
     from nura import store_url
-    from nura.stores.db import get_engine
-    from nura.stores.notifications import notification_by_message_id
-    from tasks.notify import send_notification
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.notifications import notification_by_message_id
+    from nura.notify.dispatch import send_notification
 
     nura_config(_config(sink.url, moto_reset))
     _verify_sender(moto_reset)
@@ -86,7 +86,7 @@ def test_critical_goes_to_slack_and_ses_and_is_tracked(
 
 
 def test_routing_threshold_and_rate_limit(prefect_server, moto_reset, sink, nura_config) -> None:
-    from tasks.notify import send_notification
+    from nura.notify.dispatch import send_notification
 
     nura_config(_config(sink.url, moto_reset, rate_limits={"slack": {"max": 2, "per_seconds": 60}}))
     low = send_notification("fyi", "nothing", "low")
@@ -102,7 +102,7 @@ def test_routing_threshold_and_rate_limit(prefect_server, moto_reset, sink, nura
 
 
 def test_failures_are_reported_not_raised(prefect_server, moto_reset, sink, nura_config) -> None:
-    from tasks.notify import send_notification
+    from nura.notify.dispatch import send_notification
 
     # The SES sender is not verified (MessageRejected) and Slack answers 404.
     nura_config(_config(sink.url, moto_reset, slack_webhook_url=f"{sink.url}/nope"))
@@ -121,7 +121,7 @@ def test_notify_task_in_a_flow_with_slack_block(
     from prefect import flow
     from prefect.blocks.notifications import SlackWebhook
 
-    from tasks.notify import notify
+    from nura.notify.dispatch import notify
 
     SlackWebhook(url=f"{sink.url}/slack/T1/B1/YYYY").save("nura-test-alerts", overwrite=True)
     nura_config(_config(sink.url, moto_reset, slack_webhook_url="", slack_block="nura-test-alerts"))

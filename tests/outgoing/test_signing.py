@@ -12,8 +12,8 @@ import pytest
 from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from blocks.webhooks import WebhookSigner
-from tasks.webhooks import StandardWebhookAuth, build_body, new_message_id
+from nura.webhooks.blocks import WebhookSigner
+from nura.webhooks.delivery import StandardWebhookAuth, build_body, new_message_id
 
 CURRENT = "whsec_" + base64.b64encode(b"current-key-0123456789abcdef0123").decode()
 PREVIOUS = "whsec_" + base64.b64encode(b"previous-key-0123456789abcdef012").decode()

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from deployments import sns
+from nura.webhooks import sns
 
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
@@ -88,8 +88,8 @@ def bounce(sns_id: str, ses_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_bounce_is_verified_and_recorded_against_the_ses_message(client, keypair, version) -> None:
     from nura import store_url
-    from nura.stores.db import get_engine
-    from nura.stores.notifications import (
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.notifications import (
         feedback_for,
         notification_by_message_id,
         record_notification,

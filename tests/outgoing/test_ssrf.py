@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.ssrf import SSRFGuard, SSRFRefused
+from nura.webhooks.ssrf import SSRFGuard, SSRFRefused
 
 
 def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from config import DEFAULT_PATH
+from nura.config import DEFAULT_PATH
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ class TempStack:
 
     def _cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "--config", str(self.config), *args],
+            [sys.executable, "-m", "nura.cli.main", "--config", str(self.config), *args],
             env=self.env,
             cwd=PROJECT,
             capture_output=True,

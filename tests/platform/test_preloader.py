@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.launch_flow_run import ENV
+from nura.platform.launch_flow_run import ENV
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def preloader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         [
             sys.executable,
             "-m",
-            "deployments.preloader",
+            "nura.platform.preloader",
             "--socket",
             str(sock),
             "--module",
@@ -53,7 +53,7 @@ def _launch(sock: Path | None, *args: str, cwd: Path, **env: str) -> subprocess.
         environ[ENV] = str(sock)
     environ.update(env)
     return subprocess.Popen(
-        [sys.executable, "-m", "deployments.launch_flow_run", *args],
+        [sys.executable, "-m", "nura.platform.launch_flow_run", *args],
         cwd=cwd,
         env=environ,
         stdout=subprocess.PIPE,

@@ -109,7 +109,7 @@ def test_twenty_runs_over_two_workers_share_one_rate_limit(
         )
         env = dict(os.environ)
         boot = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "bootstrap", "--quiet"],
+            [sys.executable, "-m", "nura.cli.main", "bootstrap", "--quiet"],
             env=env,
             cwd=PROJECT,
             capture_output=True,
@@ -178,8 +178,8 @@ def test_twenty_runs_over_two_workers_share_one_rate_limit(
         # The stores were on PostgreSQL: every call left its record there.
         from sqlalchemy import func, select
 
-        from nura.stores.db import get_engine
-        from nura.stores.tables import call_records
+        from nura.core.stores.db import get_engine
+        from nura.core.stores.tables import call_records
 
         with get_engine(store).connect() as conn:
             recorded = conn.execute(
@@ -188,6 +188,6 @@ def test_twenty_runs_over_two_workers_share_one_rate_limit(
                 .where(call_records.c.service == "demo")
             ).scalar()
         assert recorded == RUNS * CALLS_PER_RUN
-        from nura.stores.db import reset_engines
+        from nura.core.stores.db import reset_engines
 
         reset_engines()

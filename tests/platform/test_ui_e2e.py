@@ -18,7 +18,7 @@ import yaml
 from pydantic import SecretStr
 
 from blocks import WebhookSecret
-from deployments.sandbox.stack import SANDBOX_WEBHOOK_SECRETS
+from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
 from tests.platform.stack_support import PROJECT, TempStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1200)]

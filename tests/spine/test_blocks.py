@@ -80,7 +80,7 @@ def test_github_published_test_vector() -> None:
 @pytest.mark.integration
 def test_blocks_save_load_and_rotation_takes_effect(prefect_server, flaky_service) -> None:
     """A saved block is loaded by BlockAuth; saving it anew is picked up on the next 401."""
-    from nura.credentials import BlockAuth
+    from nura.core.credentials import BlockAuth
 
     ConfluenceCredentials(base_url="https://x", email="bot@x", api_token=SecretStr("v1")).save(
         "rotation-test", overwrite=True
@@ -112,7 +112,7 @@ def test_boto_client_is_shared_by_equal_blocks_and_renewed_by_a_changed_one() ->
     (keyed on the object, each load built a new client and grew the cache)."""
     from prefect_aws import AwsCredentials
 
-    from nura.aws import boto_client
+    from nura.core.aws import boto_client
 
     def block(secret: str = "s1", region: str = "eu-west-1") -> AwsCredentials:
         return AwsCredentials(
@@ -134,7 +134,7 @@ def test_boto_client_of_an_assumed_role_is_not_cached(monkeypatch: pytest.Monkey
     block is loaded anew, never a cached one."""
     from prefect_aws import AwsCredentials
 
-    from nura.aws import boto_client
+    from nura.core.aws import boto_client
 
     real = AwsCredentials.get_boto3_session
     sessions: list[AwsCredentials] = []

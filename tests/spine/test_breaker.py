@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nura.breaker import BreakerState, CircuitBreakers
-from nura.stores.db import get_engine
+from nura.core.breaker import BreakerState, CircuitBreakers
+from nura.core.stores.db import get_engine
 
 
 class Clock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import DEFAULT_PATH, ConfigError, load_config, parse_config
+from nura.config import DEFAULT_PATH, ConfigError, load_config, parse_config
 
 
 def test_packaged_default_loads_with_seed_values() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nura.errors import CircuitOpen
-from nura.runtime import get_call_layer
+from nura.core.errors import CircuitOpen
+from nura.core.runtime import get_call_layer
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ import httpx
 import pytest
 import respx
 
-from config import parse_config
-from nura.breaker import CircuitBreakers
-from nura.errors import (
+from nura.config import parse_config
+from nura.core.breaker import CircuitBreakers
+from nura.core.call_records import CallRecorder
+from nura.core.errors import (
     CircuitOpen,
     ClientError,
     RateLimited,
@@ -21,11 +22,10 @@ from nura.errors import (
     ServiceUnavailable,
     UnknownService,
 )
-from nura.layer import CallLayer
-from nura.metrics import CallRecorder
-from nura.ratelimit import NoLimiter
-from nura.stores.db import get_engine
-from nura.stores.tables import call_records
+from nura.core.layer import CallLayer
+from nura.core.ratelimit import NoLimiter
+from nura.core.stores.db import get_engine
+from nura.core.stores.tables import call_records
 
 BASE = "https://svc.example.com"
 
@@ -67,7 +67,8 @@ def layer(tmp_path: Path):
     )
     built.sleeps = sleeps  # type: ignore[attr-defined]
     built.engine = engine  # type: ignore[attr-defined]
-    return built
+    yield built
+    built.close()
 
 
 def records(layer) -> list:

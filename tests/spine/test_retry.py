@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from nura.retry import backoff_delay, is_retryable_status, parse_retry_after, retry_delay
+from nura.core.retry import backoff_delay, is_retryable_status, parse_retry_after, retry_delay
 
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 599])
@@ -38,7 +38,10 @@ def test_unreadable_retry_after_is_none(value: str | None) -> None:
 def test_huge_retry_after_is_capped_not_overflowing() -> None:
     huge = parse_retry_after("9223372036854775807")
     assert huge is not None and huge > 1e9
-    assert retry_delay(0, base=0.5, cap=30, retry_after=huge, retry_after_cap=60) == 60
+    assert (
+        retry_delay(0, base=0.5, cap=30, retry_after=huge, retry_after_cap=60, rng=random.Random(1))
+        == 60
+    )
 
 
 def test_backoff_full_jitter_bounds() -> None:
@@ -52,4 +55,7 @@ def test_backoff_full_jitter_bounds() -> None:
 
 
 def test_retry_after_wins_over_backoff() -> None:
-    assert retry_delay(5, base=0.5, cap=30, retry_after=2.0, retry_after_cap=60) == 2.0
+    assert (
+        retry_delay(5, base=0.5, cap=30, retry_after=2.0, retry_after_cap=60, rng=random.Random(1))
+        == 2.0
+    )

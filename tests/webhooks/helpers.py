@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from blocks.webhooks import WebhookSecret
-from config import IntegrationsConfig
+from nura.config import IntegrationsConfig
+from nura.webhooks.blocks import WebhookSecret
 
 SECRET = "s3cr3t-current"
 OLD_SECRET = "s3cr3t-previous"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from blocks.webhooks import WebhookSecret
+from nura.webhooks.blocks import WebhookSecret
 from tests.webhooks.conftest import ReceiverThread, wait_for
 from tests.webhooks.helpers import SECRET, github_headers
 
@@ -77,11 +77,11 @@ def execute(run_id: str) -> Any:
 def test_signed_push_creates_exactly_one_run_that_stores_files(
     prefect_server, moto_reset, fake_github, nura_config, tmp_path
 ):
-    from deployments.receiver import create_app
-    from nura.stores.db import get_engine
-    from nura.stores.inbox import get_entry
-    from tasks.aws import aws_client
-    from tasks.s3 import ensure_bucket
+    from nura.core.aws_clients import aws_client
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.inbox import get_entry
+    from nura.kb.s3 import ensure_bucket
+    from nura.webhooks.receiver import create_app
 
     cfg = nura_config(_config(moto_reset, fake_github.url))
     ensure_bucket()
@@ -159,7 +159,7 @@ def test_signed_push_creates_exactly_one_run_that_stores_files(
         # Re-dispatching an entry (a crash between run creation and the mark) reuses the run.
         from sqlalchemy import update
 
-        from nura.stores.inbox import inbox
+        from nura.core.stores.inbox import inbox
 
         with engine.begin() as conn:
             conn.execute(
@@ -185,9 +185,9 @@ def test_deliveries_accepted_while_prefect_is_down_are_dispatched_after(
     The session server is stopped and restarted on the same port and database (a second
     server of our own would cost another 30-60 s of start-up on this machine).
     """
-    from deployments.receiver import create_app
-    from nura.stores.db import get_engine
-    from nura.stores.inbox import status_counts
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.inbox import status_counts
+    from nura.webhooks.receiver import create_app
 
     server = prefect_server
     cfg = nura_config(_config("http://127.0.0.1:9", "http://127.0.0.1:9"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.dispatcher import flow_parameters
-from tasks.git import GitPushError, branch_allowed, parse_push
+from nura.git.ingest import GitPushError, branch_allowed, parse_push
+from nura.webhooks.dispatcher import flow_parameters
 
 
 def test_parse_github_and_gitlab_shapes():
@@ -67,8 +67,8 @@ def test_gitlab_push_and_branch_filter_through_the_flow(
     prefect_server, moto_reset, fake_github, nura_config
 ):
     from flows.git_ingest import git_ingest
-    from tasks.aws import aws_client
-    from tasks.s3 import ensure_bucket
+    from nura.core.aws_clients import aws_client
+    from nura.kb.s3 import ensure_bucket
 
     nura_config(
         {

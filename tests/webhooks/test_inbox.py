@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from nura.stores.db import get_engine
-from nura.stores.inbox import (
+from nura.core.stores.db import get_engine
+from nura.core.stores.inbox import (
     Delivery,
     InboxWriter,
     claim_due,

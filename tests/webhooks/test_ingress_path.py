@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from deployments.receiver import create_app
-from nura.stores.db import get_engine
-from nura.stores.inbox import (
+from nura.core.stores.db import get_engine
+from nura.core.stores.inbox import (
     Delivery,
     InboxWriter,
     claim_due,
@@ -23,6 +22,7 @@ from nura.stores.inbox import (
     reschedule,
     status_counts,
 )
+from nura.webhooks.receiver import create_app
 from tests.webhooks.helpers import config, github_headers, push_payload, secrets
 
 
@@ -208,7 +208,7 @@ def test_state_changes_are_per_entry_in_one_statement(store_url):
 
 
 def _all(engine: Any) -> list[dict[str, Any]]:
-    from nura.stores.inbox import list_entries
+    from nura.core.stores.inbox import list_entries
 
     return list_entries(engine, None, 10_000)
 
@@ -228,7 +228,7 @@ def test_served_app_freezes_its_startup_heap(engine):
 
 
 def test_dispatcher_lets_a_burst_pass_but_not_for_long(engine):
-    from deployments.dispatcher import Dispatcher
+    from nura.webhooks.dispatcher import Dispatcher
 
     dispatcher = Dispatcher(engine, config(), client_factory=lambda: None)  # type: ignore[arg-type,return-value]
     # Real time, generous margins: pokes every 10 ms against a 100 ms gap.

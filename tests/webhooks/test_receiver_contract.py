@@ -10,9 +10,9 @@ import pytest
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
-from deployments.receiver import create_app
-from nura.stores.db import get_engine
-from nura.stores.inbox import get_entry, status_counts
+from nura.core.stores.db import get_engine
+from nura.core.stores.inbox import get_entry, status_counts
+from nura.webhooks.receiver import create_app
 from tests.webhooks.helpers import (
     OLD_SECRET,
     STD_SECRET,
@@ -70,7 +70,7 @@ def test_github_push_accepted_then_duplicate(client, engine):
 def test_github_published_test_vector(engine, clock):
     from pydantic import SecretStr
 
-    from blocks.webhooks import WebhookSecret
+    from nura.webhooks.blocks import WebhookSecret
 
     secret = WebhookSecret(scheme="github", current=SecretStr("It's a Secret to Everybody"))
     app = create_app(
@@ -131,7 +131,7 @@ def test_expired_previous_secret_rejected(engine, clock):
 
     from pydantic import SecretStr
 
-    from blocks.webhooks import WebhookSecret
+    from nura.webhooks.blocks import WebhookSecret
 
     s = secrets()
     s["git_updates"] = WebhookSecret(
@@ -386,8 +386,8 @@ def test_wrong_method_is_json(client):
 def test_ses_events_route_is_mounted_when_present(client):
     import importlib.util
 
-    if importlib.util.find_spec("deployments.sns") is None:
-        pytest.skip("deployments.sns (issue 5) is not in this tree")
+    if importlib.util.find_spec("nura.webhooks.sns") is None:
+        pytest.skip("nura.webhooks.sns (issue 5) is not in this tree")
     r = client.post(
         "/webhooks/ses-events", content=b"{}", headers={"Content-Type": "application/json"}
     )

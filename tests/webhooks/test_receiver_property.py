@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from deployments.receiver import create_app
-from nura.stores.db import get_engine
-from nura.stores.inbox import status_counts
+from nura.core.stores.db import get_engine
+from nura.core.stores.inbox import status_counts
+from nura.webhooks.receiver import create_app
 from tests.webhooks.helpers import SECRET, config, hex_sig, secrets
 
 PATHS = [

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from blocks.webhooks import WebhookSecret
+from nura.webhooks.blocks import WebhookSecret
 from tests.webhooks.conftest import ReceiverThread, wait_for
 from tests.webhooks.helpers import github_headers
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_block_secret_and_rotation(prefect_server, nura_config):
-    from deployments.receiver import create_app
+    from nura.webhooks.receiver import create_app
 
     WebhookSecret(scheme="github", current=SecretStr("first")).save("wh-rot-test", overwrite=True)
     cfg = nura_config(

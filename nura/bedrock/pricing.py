@@ -1,0 +1,180 @@
+"""Cost of a call and the budgets that guard further calls.
+
+cost = input_tokens x input_per_1k / 1000 + output_tokens x output_per_1k / 1000, in
+Decimal and stored as integer pico-dollars (`nura.core.stores.ledger`): exact, never a float.
+
+Budgets: every call counts towards the `global` scope and the call's own `scope`. Before a
+call, a scope whose daily or monthly spend has reached 100 % refuses it with
+`BudgetExceeded` (unless `enforce: false` or the call sets `budget_override`). After a
+call, each threshold (`alert_percent`, 100 %) that the new total crossed alerts exactly
+once per scope and period (claimed in the store, so concurrent workers do not repeat it):
+through `nura.notify.dispatch` when that module exists, and always as the Prefect event
+`nura.budget.threshold` that automations can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from nura.bedrock.models import BudgetExceeded
+from nura.config.sections.bedrock import GLOBAL_SCOPE, BedrockSettings, ModelPrice
+from nura.core.stores.ledger import CostLedger, LedgerEntry, periods, to_pusd, to_usd, utcnow_ts
+
+logger = logging.getLogger("nura.bedrock.pricing")
+THOUSAND = Decimal(1000)
+
+
+def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int) -> Decimal:
+    """Exact USD cost; zero (with `cost_unknown` set by the caller) when there is no price."""
+    if price is None:
+        return Decimal(0)
+    return (
+        Decimal(input_tokens) * price.input_per_1k + Decimal(output_tokens) * price.output_per_1k
+    ) / THOUSAND
+
+
+@dataclass(frozen=True)
+class Crossing:
+    scope: str
+    period: str  # daily | monthly
+    period_key: str
+    threshold: int
+    spent_usd: Decimal
+    limit_usd: Decimal
+
+
+class BudgetGuard:
+    """Budget checks and ledger writes for one configuration (thread-safe).
+
+    Spend totals are kept only for scopes that have a budget (a budget added mid-period
+    counts from then on; the ledger itself has every call). A check reads the store at
+    most every `sync_seconds` per scope; this process's own calls update the cached total
+    at once, so only other processes' last `sync_seconds` of spend can be missed - the
+    same bounded staleness the breakers accept, for a hot path without a read per call.
+    """
+
+    def __init__(
+        self, settings: BedrockSettings, ledger: CostLedger, *, sync_seconds: float = 0.5
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.sync_seconds = sync_seconds
+        self._cache: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def scopes_of(self, scope: str) -> list[str]:
+        """The budgeted scopes a call in `scope` counts towards."""
+        candidates = [GLOBAL_SCOPE, scope] if scope != GLOBAL_SCOPE else [GLOBAL_SCOPE]
+        return [s for s in candidates if self._limits(s)]
+
+    def _limits(self, scope: str) -> dict[str, Decimal]:
+        budget = self.settings.budgets.scopes.get(scope)
+        if budget is None:
+            return {}
+        out = {"daily": budget.daily_usd, "monthly": budget.monthly_usd}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _totals(self, scopes: list[str], keys: dict[str, str]) -> dict[tuple[str, str], int]:
+        now = time.monotonic()
+        wanted = [(s, k) for s in scopes for k in keys.values()]
+        with self._lock:
+            cached = {w: self._cache.get(w) for w in wanted}
+        if all(c is not None and now - c[0] < self.sync_seconds for c in cached.values()):
+            return {w: c[1] for w, c in cached.items() if c is not None}
+        totals = self.ledger.spent(scopes)
+        with self._lock:
+            for w, value in totals.items():
+                self._cache[w] = (now, value)
+        return totals
+
+    def check(self, scope: str, override: bool) -> bool:
+        """Raise BudgetExceeded when a scope is spent; True when the call runs over budget."""
+        budgeted = self.scopes_of(scope)
+        if not budgeted:
+            return False
+        keys = periods(utcnow_ts())
+        totals = self._totals(budgeted, keys)
+        for s in budgeted:
+            for period, limit in self._limits(s).items():
+                spent = totals[(s, keys[period])]
+                if spent < to_pusd(limit):
+                    continue
+                message = (
+                    f"{period} budget of scope {s!r} is spent: "
+                    f"${to_usd(spent):.6f} of ${limit} ({keys[period]})"
+                )
+                if override or not self.settings.budgets.enforce:
+                    why = "override" if override else "not enforced"
+                    logger.warning("%s; calling anyway (%s)", message, why)
+                    return True
+                raise BudgetExceeded(message, scope=s, period=period, operation="budget.check")
+        return False
+
+    def record(self, entry: LedgerEntry) -> list[Crossing]:
+        """Write the call to the ledger; the thresholds it crossed (each claimed once)."""
+        totals = self.ledger.record(entry, self.scopes_of(entry.scope))
+        now = time.monotonic()
+        with self._lock:
+            for w, value in totals.items():
+                self._cache[w] = (now, value)
+        crossings: list[Crossing] = []
+        thresholds = sorted({int(self.settings.budgets.alert_percent), 100})
+        for (scope, key), total in totals.items():
+            period = "daily" if key.startswith("day:") else "monthly"
+            limit = self._limits(scope).get(period)
+            if limit is None:
+                continue
+            limit_p = to_pusd(limit)
+            before = total - entry.cost_pusd
+            for pct in thresholds:
+                mark = limit_p * pct // 100
+                if before < mark <= total and self.ledger.claim_alert(
+                    scope, key, pct, total, limit_p
+                ):
+                    crossings.append(Crossing(scope, period, key, pct, to_usd(total), limit))
+        return crossings
+
+
+def deliver_alert(crossing: Crossing) -> None:
+    """Notify, and emit `nura.budget.threshold` in every case."""
+    title = f"Bedrock budget {crossing.threshold}% reached: {crossing.scope} ({crossing.period})"
+    body = (
+        f"Scope {crossing.scope!r} has spent ${crossing.spent_usd:.6f} of its "
+        f"{crossing.period} budget of ${crossing.limit_usd} ({crossing.period_key})."
+        + (" Further calls are blocked unless overridden." if crossing.threshold >= 100 else "")
+    )
+    details: dict[str, Any] = {
+        "scope": crossing.scope,
+        "period": crossing.period,
+        "period_key": crossing.period_key,
+        "threshold_percent": crossing.threshold,
+        "spent_usd": str(crossing.spent_usd),
+        "limit_usd": str(crossing.limit_usd),
+    }
+    severity = "critical" if crossing.threshold >= 100 else "high"
+    try:
+        from nura.notify.dispatch import notify  # another area's task: optional at import time
+    except ImportError:
+        logger.warning(
+            "nura.notify.dispatch is not available: budget alert cannot be delivered (%s)", title
+        )
+    else:
+        try:
+            notify(title, body, severity, event="nura.budget.threshold", details=details)
+        except Exception:
+            logger.exception("budget alert delivery failed (%s)", title)
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event="nura.budget.threshold",
+            resource={"prefect.resource.id": f"nura.bedrock.budget.{crossing.scope}"},
+            payload={"title": title, "severity": severity, **details},
+        )
+    except Exception:
+        logger.exception("could not emit nura.budget.threshold")

@@ -1,0 +1,184 @@
+"""`nura invoke` (run the bedrock-invoke flow once) and `nura costs` (ledger and budgets)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def invoke(
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="One model id (no fallback chain).")
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--chain", help="Model chain to try in order (repeat the option)."),
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Output token limit.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    api: Annotated[str, typer.Option(help="converse or invoke_model.")] = "converse",
+    scope: Annotated[str, typer.Option(help="Budget scope (team, product, ...).")] = "default",
+    conversation_id: Annotated[str | None, typer.Option(help="Conversation id.")] = None,
+    override_budget: Annotated[
+        bool, typer.Option("--override-budget", help="Call even when a budget is spent.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the bedrock-invoke flow once and print the answer, model used, tokens and cost."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from flows.bedrock_invoke import bedrock_invoke
+    from nura.bedrock.invoke import get_invoker
+    from nura.bedrock.models import InvalidInvocation, InvocationRequest
+    from nura.cli.main import err_console, load_config_or_exit
+
+    load_config_or_exit()
+    try:
+        request = InvocationRequest(
+            prompt=prompt,
+            model=model,
+            models=models or None,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            system=system,
+            api=api,  # type: ignore[arg-type]
+            scope=scope,
+            conversation_id=conversation_id,
+            budget_override=override_budget,
+        )
+    except ValidationError as exc:
+        for err in exc.errors():
+            err_console.print(
+                f"[bold red]invalid[/] {'.'.join(map(str, err['loc']))}: {err['msg']}"
+            )
+        raise typer.Exit(2) from None
+    try:
+        get_invoker().validate(request)  # bad input: one clear line, no failed run
+    except InvalidInvocation as exc:
+        err_console.print(f"[bold red]InvalidInvocation[/] {exc.args[0]}")
+        raise typer.Exit(2) from None
+    result = asyncio.run(bedrock_invoke(request))
+    if as_json:
+        console.print_json(result.model_dump_json())
+        return
+    console.print(result.text)
+    table = Table(title=f"invocation {result.invocation_id[:12]}")
+    for col in ("model", "outcome", "attempts", "latency ms", "detail"):
+        table.add_column(col)
+    for a in result.attempts:
+        color = "green" if a.outcome == "ok" else "yellow"
+        table.add_row(
+            a.model_id, f"[{color}]{a.outcome}[/]", str(a.attempts), f"{a.latency_ms:.0f}", a.detail
+        )
+    console.print(table)
+    cost = "unknown" if result.cost_unknown else f"${result.cost_usd:f}"
+    console.print(
+        f"answered by [bold]{result.model_id}[/]"
+        f"{' (fallback)' if result.fallback_used else ''}: {result.input_tokens} input + "
+        f"{result.output_tokens} output tokens, {cost}, stop {result.stop_reason}"
+        f"{' [red](over budget, overridden)[/]' if result.over_budget else ''}"
+    )
+
+
+def costs(
+    days: Annotated[int, typer.Option(min=1, help="Per-model totals over the last N days.")] = 1,
+    calls: Annotated[int, typer.Option(min=0, help="Also list the last N calls.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Spend per model, and each budget's daily and monthly status."""
+    from nura.cli.main import load_config_or_exit
+    from nura.core.runtime import store_url
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.ledger import CostLedger, periods, to_pusd, to_usd
+
+    cfg = load_config_or_exit()
+    settings = cfg.external_services.aws.bedrock
+    ledger = CostLedger(get_engine(store_url(cfg)))
+    since = time.time() - days * 86400
+    by_model = ledger.totals_by_model(since)
+    scopes = settings.budgets.scopes
+    keys = periods(time.time())
+    spent = ledger.spent(list(scopes))
+    budgets = []
+    for scope, budget in scopes.items():
+        for period, limit in (("daily", budget.daily_usd), ("monthly", budget.monthly_usd)):
+            if limit is None:
+                continue
+            used = spent[(scope, keys[period])]
+            budgets.append(
+                {
+                    "scope": scope,
+                    "period": keys[period],
+                    "spent_usd": f"{to_usd(used):f}",
+                    "limit_usd": f"{limit:f}",
+                    "percent": round(100 * used / to_pusd(limit), 2),
+                }
+            )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "by_model": [
+                        {**r, "cost_usd": f"{to_usd(int(r.pop('cost_pusd') or 0)):f}"}
+                        for r in by_model
+                    ],
+                    "budgets": budgets,
+                }
+            )
+        )
+        return
+    table = Table(title=f"Bedrock spend, last {days} day(s)")
+    for col in ("model", "calls", "input tokens", "output tokens", "cost USD"):
+        table.add_column(col)
+    for r in by_model:
+        table.add_row(
+            r["model_id"],
+            str(r["calls"]),
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            f"{to_usd(int(r['cost_pusd'] or 0)):f}",
+        )
+    console.print(table)
+    btable = Table(title=f"budgets (alert at {settings.budgets.alert_percent:g} %)")
+    for col in ("scope", "period", "spent USD", "limit USD", "used"):
+        btable.add_column(col)
+    for b in budgets:
+        pct = b["percent"]
+        color = (
+            "red" if pct >= 100 else "yellow" if pct >= settings.budgets.alert_percent else "green"
+        )
+        btable.add_row(
+            b["scope"], b["period"], b["spent_usd"], b["limit_usd"], f"[{color}]{pct:.1f} %[/]"
+        )
+    console.print(btable)
+    if calls:
+        ctable = Table(title=f"last {calls} calls")
+        for col in ("when (UTC)", "model", "scope", "in", "out", "cost USD", "flow run"):
+            ctable.add_column(col)
+        for row in ledger.calls(limit=calls):
+            ctable.add_row(
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["ts"])),
+                row["model_id"],
+                row["scope"],
+                str(row["input_tokens"]),
+                str(row["output_tokens"]),
+                "unknown" if row["cost_unknown"] else f"{to_usd(row['cost_pusd']):f}",
+                (row["flow_run_id"] or "-")[:8],
+            )
+        console.print(ctable)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("invoke")(invoke)
+    app.command("costs")(costs)

@@ -1,0 +1,170 @@
+"""`nura`: the command line of Nura Integrations.
+
+Each area adds its commands from its own module (`deployments/cli_<area>.py` exposing
+`register(app)`), so the entry point stays small and areas do not edit each other's code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="nura",
+    help="Nura Integrations: resilient Prefect flows for Confluence, Git, AWS, Slack, webhooks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Command modules of each area; a module that does not exist yet is simply not offered.
+EXTENSIONS = (
+    "nura.cli.platform",  # up, down, bootstrap (issue 8)
+    "nura.cli.confluence",  # confluence sync/publish (issue 3)
+    "nura.cli.webhooks",  # webhooks serve/send, inbox (issue 4)
+    "nura.cli.deliveries",  # deliveries list/retry/purge, notify (issue 5)
+    "nura.cli.bedrock",  # invoke, costs, budgets (issue 6)
+    "nura.cli.health",  # health, metrics serve (issue 7)
+)
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="integrations.yaml to use (default: NURA_CONFIG)."),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            help="Project directory (its prefect.yaml); default: the current directory "
+            "or the nearest parent with a prefect.yaml.",
+        ),
+    ] = None,
+) -> None:
+    if project:
+        os.environ["NURA_PROJECT"] = project
+    if config:
+        os.environ["NURA_CONFIG"] = config
+        from nura.core.runtime import reset_runtime
+
+        reset_runtime()
+
+
+def load_config_or_exit():  # type: ignore[no-untyped-def]
+    """The configuration, or a readable error and exit code 2."""
+    from nura.config import ConfigError
+    from nura.core.runtime import get_config
+
+    try:
+        return get_config()
+    except ConfigError as exc:
+        err_console.print(f"[bold red]Configuration error[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+config_app = typer.Typer(help="Inspect and validate integrations.yaml.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the configuration and list the services the call layer knows."""
+    from nura.config import config_path
+
+    cfg = load_config_or_exit()
+    table = Table(title=f"services in {config_path()}")
+    for col in ("service", "rate/min", "timeout s", "breaker", "retries", "fallback"):
+        table.add_column(col)
+    for p in cfg.policies().values():
+        table.add_row(
+            p.name,
+            str(p.rate_limit_per_minute),
+            f"{p.timeout_seconds:g}",
+            str(p.circuit_breaker_threshold),
+            str(p.retry_attempts),
+            "yes" if p.fallback_enabled else "no",
+        )
+    console.print(table)
+
+
+breakers_app = typer.Typer(
+    help="Circuit breakers shared by every process.", invoke_without_command=True
+)
+app.add_typer(breakers_app, name="breakers")
+
+
+@breakers_app.callback()
+def breakers_show(ctx: typer.Context) -> None:
+    """Show each service's breaker state (closed / open / half_open)."""
+    if ctx.invoked_subcommand:
+        return
+    import time
+
+    from nura.core.runtime import get_call_layer
+
+    load_config_or_exit()
+    layer = get_call_layer()
+    known = {s.service: s for s in layer.breakers.all()}
+    table = Table(title="circuit breakers")
+    for col in ("service", "state", "consecutive failures", "open for"):
+        table.add_column(col)
+    for name in sorted(set(layer.policies) | set(known)):
+        snap = known.get(name)
+        state = snap.state.value if snap else "closed"
+        opened = f"{time.time() - snap.opened_at:.0f}s" if snap and snap.opened_at else "-"
+        color = {"closed": "green", "open": "red", "half_open": "yellow"}[state]
+        table.add_row(name, f"[{color}]{state}[/]", str(snap.failures if snap else 0), opened)
+    console.print(table)
+
+
+@breakers_app.command("reset")
+def breakers_reset(service: str) -> None:
+    """Close a service's breaker (operator override)."""
+    from nura.core.runtime import get_call_layer
+
+    load_config_or_exit()
+    layer = get_call_layer()
+    layer.policy(service)
+    layer.breakers.reset(service)
+    console.print(f"breaker of {service} closed")
+
+
+def _register_extensions() -> None:
+    for name in EXTENSIONS:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(app)
+
+
+_register_extensions()
+
+
+def main() -> None:
+    from nura.config import ConfigError
+    from nura.core.errors import NuraError, ProjectNotFound
+
+    try:
+        app()
+    except ConfigError as exc:
+        err_console.print(f"[bold red]Configuration error[/] {exc}")
+        sys.exit(2)
+    except ProjectNotFound as exc:
+        err_console.print(f"[bold red]No project[/] {exc}")
+        sys.exit(2)
+    except NuraError as exc:
+        err_console.print(f"[bold red]{type(exc).__name__}[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

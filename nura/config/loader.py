@@ -1,0 +1,118 @@
+"""Load `integrations.yaml`: `${ENV}` interpolation, then pydantic validation.
+
+Every error names the YAML path of the offending key, e.g.
+`external_services.confluence.rate_limit_per_minute: must be > 0`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nura.config.schema import IntegrationsConfig
+
+DEFAULT_PATH = Path(__file__).with_name("integrations.yaml")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid. Lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid configuration {source}:\n  " + "\n  ".join(problems))
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The file to load: an explicit path, else `NURA_CONFIG`, else the packaged default."""
+    chosen = explicit or os.environ.get("NURA_CONFIG")
+    return Path(chosen) if chosen else DEFAULT_PATH
+
+
+def _join(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def _interpolate(node: Any, path: tuple[str | int, ...], env: Mapping[str, str], errors: list[str]):
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*path, str(k)), env, errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*path, i), env, errors) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        errors.append(f"{_join(path)}: environment variable {name} is not set")
+        return ""
+
+    return _ENV_REF.sub(substitute, node)
+
+
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _BOUNDS:
+        key, symbol = _BOUNDS[kind]
+        return f"must be {symbol} {ctx[key]}"
+    return f"{err['msg'].lower()} (got {err.get('input')!r})"
+
+
+def parse_config(
+    data: Any, source: str = "<memory>", env: Mapping[str, str] | None = None
+) -> IntegrationsConfig:
+    """Validate an already-parsed YAML document."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["<root>: expected a mapping of sections"])
+    errors: list[str] = []
+    data = _interpolate(data, (), os.environ if env is None else env, errors)
+    if errors:
+        raise ConfigError(source, errors)
+    try:
+        return IntegrationsConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{_join(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(source, problems) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> IntegrationsConfig:
+    """Load and validate the configuration (see `config_path` for which file)."""
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(file), [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(file), [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, str(file), env)

@@ -1,0 +1,37 @@
+"""`external_services.confluence` (issue 3 owns this section)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from nura.config.sections.common import ServiceSettings
+
+
+class ConfluenceSettings(ServiceSettings):
+    base_url: str | None = "https://company.atlassian.net"
+    sync_interval_hours: float = Field(default=6, gt=0)
+    spaces: list[str] = Field(default_factory=lambda: ["TECH", "DOCS", "ARCH"])
+    # Name of the saved `nura-confluence-credentials` block; its base_url wins over
+    # `base_url` above. Without a block, CONFLUENCE_EMAIL + CONFLUENCE_API_TOKEN are used.
+    credentials_block: str = "confluence"
+    # Incremental syncs ask for pages modified since the last watermark minus this overlap
+    # (CQL has minute resolution, and clocks and indexing lag behind).
+    overlap_minutes: float = Field(default=10, ge=0)
+    # Parallel page fetches (also bounded by rate_limit_per_minute / 60).
+    concurrency: int = Field(default=8, ge=1, le=64)
+    # Processes converting storage XHTML to Markdown (0 = one per CPU).
+    convert_processes: int = Field(default=0, ge=0, le=64)
+    # Below this many pages to convert, conversion stays in-process (no pool start-up).
+    process_pool_min_pages: int = Field(default=50, ge=0)
+    # Pages per checkpoint of the manifest (resume after a crash re-fetches at most this).
+    checkpoint_pages: int = Field(default=250, ge=1)
+    # S3 puts in flight at once.
+    s3_concurrency: int = Field(default=16, ge=1, le=128)
+    # On 409 Conflict when publishing: fail (never overwrite a newer remote edit
+    # silently), overwrite (re-read and write version + 1), skip (leave the remote page).
+    publish_conflict_policy: Literal["fail", "overwrite", "skip"] = "fail"
+    # S3 key prefixes of the knowledge base.
+    s3_prefix: str = "confluence"
+    manifest_prefix: str = "_manifests/confluence"

@@ -1,0 +1,465 @@
+"""Confluence Cloud client: REST v2 for pages and spaces, v1 for CQL search and labels.
+
+Every request goes through the call layer (`service="confluence"`): rate limit, breaker,
+timeouts, retries of 429/503 with a capped `Retry-After`. Pagination follows
+`_links.next` (or the `Link: rel="next"` header) to the end, never stopping at a batch.
+
+    client = ConfluenceClient.from_config()
+    space = client.get_space("TECH")
+    for page in client.iter_pages(space["id"]): ...
+    client.search(cql_and(cql_clause("space", "=", "TECH"), cql_clause("title", "~", q)))
+
+CQL is only ever built from `cql_string`-escaped values and whitelisted fields/operators
+(seed defect 10: a title containing `"` could rewrite the query).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+from pydantic import SecretStr
+
+from nura import get_call_layer, get_config
+from nura.core.credentials import BlockAuth
+from nura.core.errors import ClientError, IntegrationError
+from nura.core.layer import CallLayer
+
+SERVICE = "confluence"
+V2 = "/wiki/api/v2"
+V1 = "/wiki/rest/api"
+
+CQL_FIELDS = frozenset(
+    {"space", "type", "title", "text", "label", "id", "parent", "ancestor", "lastmodified",
+     "created", "creator", "contributor"}
+)  # fmt: skip
+CQL_OPERATORS = frozenset({"=", "!=", "~", "!~", ">", ">=", "<", "<="})
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ConfluenceError(Exception):
+    """A Confluence operation failed; the message says which and where (never a secret)."""
+
+
+class ConfluenceAuthError(ConfluenceError):
+    """401/403: wrong or expired credentials. Not retried."""
+
+
+class SpaceNotFound(ConfluenceError):
+    pass
+
+
+class PageNotFound(ConfluenceError):
+    pass
+
+
+class VersionConflict(ConfluenceError):
+    """409 on update: someone else saved the page since we read it."""
+
+    def __init__(self, message: str, page_id: str, sent_version: int) -> None:
+        super().__init__(message)
+        self.page_id = page_id
+        self.sent_version = sent_version
+
+
+# -- CQL ---------------------------------------------------------------------------------
+
+
+def cql_string(value: str) -> str:
+    """A CQL string literal: double-quoted, with `\\` and `"` escaped (nothing else is special
+    inside quotes). Control characters cannot appear in a CQL literal: rejected."""
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("CQL values cannot contain control characters")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cql_clause(field: str, op: str, value: str | datetime) -> str:
+    """`field op "value"` from a whitelisted field and operator and an escaped value."""
+    if field not in CQL_FIELDS:
+        raise ValueError(f"CQL field {field!r} is not allowed")
+    if op not in CQL_OPERATORS:
+        raise ValueError(f"CQL operator {op!r} is not allowed")
+    if isinstance(value, datetime):
+        value = cql_datetime(value)
+    return f"{field} {op} {cql_string(value)}"
+
+
+def cql_and(*clauses: str) -> str:
+    return " AND ".join(f"({c})" if " OR " in c else c for c in clauses)
+
+
+def cql_or(*clauses: str) -> str:
+    return "(" + " OR ".join(clauses) + ")"
+
+
+def cql_datetime(when: datetime) -> str:
+    """CQL's `yyyy-MM-dd HH:mm` (minute resolution), in UTC."""
+    if when.tzinfo is None:
+        raise ValueError("CQL datetimes must be timezone-aware")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+# -- auth --------------------------------------------------------------------------------
+
+
+class OAuthRefreshAuth(httpx.Auth):
+    """Bearer token that refreshes itself once on 401 (rotating refresh tokens are kept).
+
+    The refresh request is sent by the same pooled client inside the call layer's attempt,
+    so it is rate limited and recorded with the call. `on_refresh(access, refresh)` lets
+    the caller persist the rotated tokens (Atlassian invalidates the old refresh token).
+    """
+
+    requires_response_body = True
+
+    def __init__(
+        self,
+        access_token: SecretStr,
+        refresh_token: SecretStr | None,
+        *,
+        token_url: str,
+        client_id: str | None,
+        client_secret: SecretStr | None,
+        on_refresh: Callable[[SecretStr, SecretStr], None] | None = None,
+    ) -> None:
+        self.access = access_token
+        self.refresh = refresh_token
+        self.token_url = token_url
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.on_refresh = on_refresh
+        self._lock = threading.Lock()
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        sent_with = self.access.get_secret_value()
+        request.headers["Authorization"] = f"Bearer {sent_with}"
+        response = yield request
+        if response.status_code != 401 or self.refresh is None:
+            return
+        with self._lock:
+            if self.access.get_secret_value() == sent_with:  # nobody refreshed meanwhile
+                body = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": self.refresh.get_secret_value(),
+                }
+                if self.client_id:
+                    body["client_id"] = self.client_id
+                if self.client_secret is not None:
+                    body["client_secret"] = self.client_secret.get_secret_value()
+                answer = yield httpx.Request("POST", self.token_url, json=body)
+                if answer.status_code != 200:
+                    return  # the original 401 stands: ConfluenceAuthError names the site
+                tokens = answer.json()
+                self.access = SecretStr(tokens["access_token"])
+                if tokens.get("refresh_token"):
+                    self.refresh = SecretStr(tokens["refresh_token"])
+                if self.on_refresh is not None and self.refresh is not None:
+                    self.on_refresh(self.access, self.refresh)
+        request.headers["Authorization"] = f"Bearer {self.access.get_secret_value()}"
+        yield request
+
+
+def _auth_for_block(block: Any, save: Callable[[], None] | None = None) -> httpx.Auth:
+    if block.oauth_access_token is not None:
+
+        def persist(access: SecretStr, refresh: SecretStr) -> None:
+            block.oauth_access_token = access
+            block.oauth_refresh_token = refresh
+            if save is not None:
+                save()
+
+        return OAuthRefreshAuth(
+            block.oauth_access_token,
+            block.oauth_refresh_token,
+            token_url=block.oauth_token_url,
+            client_id=block.oauth_client_id,
+            client_secret=block.oauth_client_secret,
+            on_refresh=persist,
+        )
+    return block.auth()  # type: ignore[no-any-return]
+
+
+def load_site() -> tuple[str, httpx.Auth]:
+    """Base URL and auth from the configured credentials block, or the environment.
+
+    Basic credentials from a block are wrapped in `BlockAuth`, so a rotated API token is
+    picked up on the next 401 without restarting the worker.
+    """
+    cfg = get_config().external_services.confluence
+    block = _load_block(cfg.credentials_block)
+    if block is not None:
+        if block.oauth_access_token is not None:
+            name = cfg.credentials_block
+            return block.base_url, _auth_for_block(
+                block, save=lambda: block.save(name, overwrite=True)
+            )
+        auth = BlockAuth(lambda: _load_block(cfg.credentials_block) or block, _auth_for_block)
+        return block.base_url, auth
+    email, token = os.environ.get("CONFLUENCE_EMAIL"), os.environ.get("CONFLUENCE_API_TOKEN")
+    if not (email and token and cfg.base_url):
+        raise ConfluenceAuthError(
+            f"no Confluence credentials: save a nura-confluence-credentials block named "
+            f"{cfg.credentials_block!r} or set CONFLUENCE_EMAIL and CONFLUENCE_API_TOKEN"
+        )
+    return cfg.base_url, httpx.BasicAuth(email, token)
+
+
+def _load_block(name: str) -> Any:
+    from nura.confluence.blocks import ConfluenceCredentials
+
+    try:
+        return ConfluenceCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    except ValueError:  # "Unable to find block document named ..."
+        return None
+
+
+# -- client ------------------------------------------------------------------------------
+
+
+class ConfluenceClient:
+    def __init__(self, base_url: str, auth: httpx.Auth, *, layer: CallLayer | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        self._layer = layer
+        self.calls = 0  # requests made by this client (benchmarks, run summaries)
+        self._calls_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, layer: CallLayer | None = None) -> ConfluenceClient:
+        base_url, auth = load_site()
+        return cls(base_url, auth, layer=layer)
+
+    @property
+    def layer(self) -> CallLayer:
+        return self._layer or get_call_layer()
+
+    # -- transport ---------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Any = None,
+        json: Any = None,
+        expected: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        with self._calls_lock:
+            self.calls += 1
+        try:
+            return self.layer.request(
+                SERVICE,
+                method,
+                url,
+                auth=self.auth,
+                params=params,
+                json=json,
+                expected=expected,
+                operation=operation,
+                headers={"Accept": "application/json"},
+            ).value
+        except ClientError as exc:
+            if exc.status in (401, 403):
+                raise ConfluenceAuthError(
+                    f"Confluence at {self.base_url} rejected the credentials "
+                    f"(HTTP {exc.status} on {operation}); check the API token or OAuth grant"
+                ) from exc
+            raise
+
+    def _next_url(self, response: httpx.Response, data: dict[str, Any]) -> str | None:
+        links = data.get("_links") or {}
+        nxt = links.get("next")
+        if not nxt:
+            header = response.links.get("next")
+            nxt = header.get("url") if header else None
+        if not nxt:
+            return None
+        if nxt.startswith(("http://", "https://")):
+            return str(nxt)
+        if not nxt.startswith("/wiki/"):
+            # v1 answers relative to `_links.base` (".../wiki"), v2 relative to the site.
+            base = links.get("base") or (self.base_url + "/wiki")
+            return str(base).rstrip("/") + nxt
+        return urljoin(self.base_url + "/", nxt.lstrip("/"))
+
+    def _paginate(
+        self, path: str, params: dict[str, Any], operation: str
+    ) -> Iterator[dict[str, Any]]:
+        url: str | None = path
+        first = True
+        while url:
+            response = self._request(
+                "GET", url, operation=operation, params=params if first else None
+            )
+            first = False
+            data = response.json()
+            yield from data.get("results", [])
+            url = self._next_url(response, data)
+
+    # -- spaces and pages --------------------------------------------------------------
+    def get_space(self, key: str) -> dict[str, Any]:
+        space = self.get_spaces([key]).get(key)
+        if space is None:
+            raise SpaceNotFound(f"Confluence space {key!r} does not exist at {self.base_url}")
+        return space
+
+    def get_spaces(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The spaces among `keys` that exist (key -> space), in one paginated listing."""
+        if not keys:
+            return {}
+        params = {"keys": ",".join(keys), "limit": 250}
+        wanted = set(keys)
+        return {
+            str(space["key"]): dict(space)
+            for space in self._paginate(f"{V2}/spaces", params, "spaces.get")
+            if space.get("key") in wanted
+        }
+
+    def get_space_by_id(self, space_id: str) -> dict[str, Any]:
+        response = self._request(
+            "GET", f"{V2}/spaces/{space_id}", operation="spaces.get", expected=(404,)
+        )
+        if response.status_code == 404:
+            raise SpaceNotFound(f"Confluence space id {space_id} does not exist at {self.base_url}")
+        return dict(response.json())
+
+    def iter_pages(
+        self, space_id: str, *, body: bool = False, status: str = "current", limit: int = 250
+    ) -> Iterator[dict[str, Any]]:
+        """Every page of a space (v2, cursor pagination), optionally with storage bodies."""
+        params: dict[str, Any] = {"limit": limit, "status": status}
+        if body:
+            params["body-format"] = "storage"
+        yield from self._paginate(f"{V2}/spaces/{space_id}/pages", params, "pages.list")
+
+    def get_page(self, page_id: str, *, body: bool = True) -> dict[str, Any] | None:
+        """The current page with its storage body, or None if deleted or trashed."""
+        _check_id(page_id)
+        params = {"body-format": "storage"} if body else None
+        response = self._request(
+            "GET", f"{V2}/pages/{page_id}", params=params, operation="pages.get", expected=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        page = dict(response.json())
+        return page if page.get("status") == "current" else None
+
+    def search(
+        self, cql: str, *, expand: str = "version,space", limit: int = 250
+    ) -> Iterator[dict[str, Any]]:
+        """CQL search (v1 `/content/search`, cursor pagination). Build `cql` with `cql_clause`."""
+        params = {"cql": cql, "limit": limit, "expand": expand}
+        yield from self._paginate(f"{V1}/content/search", params, "content.search")
+
+    def changed_since(self, space_key: str, since: datetime) -> list[dict[str, Any]]:
+        cql = cql_and(
+            cql_clause("space", "=", space_key),
+            cql_clause("type", "=", "page"),
+            cql_clause("lastmodified", ">=", since),
+        )
+        return list(self.search(cql + " ORDER BY lastmodified ASC"))
+
+    def find_page(self, space_key: str, title: str) -> dict[str, Any] | None:
+        cql = cql_and(
+            cql_clause("space", "=", space_key),
+            cql_clause("type", "=", "page"),
+            cql_clause("title", "=", title),
+        )
+        for hit in self.search(cql, limit=5):
+            if hit.get("title") == title:
+                return hit
+        return None
+
+    # -- writes ------------------------------------------------------------------------
+    def create_page(
+        self, space_id: str, title: str, storage: str, parent_id: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "spaceId": space_id,
+            "status": "current",
+            "title": title,
+            "body": {"representation": "storage", "value": storage},
+        }
+        if parent_id:
+            body["parentId"] = parent_id
+        return dict(
+            self._request("POST", f"{V2}/pages", json=body, operation="pages.create").json()
+        )
+
+    def update_page(
+        self, page_id: str, title: str, storage: str, version: int, message: str = ""
+    ) -> dict[str, Any]:
+        """Update with `version` (= current + 1); 409 becomes `VersionConflict`."""
+        _check_id(page_id)
+        body = {
+            "id": page_id,
+            "status": "current",
+            "title": title,
+            "body": {"representation": "storage", "value": storage},
+            "version": {"number": version, "message": message},
+        }
+        response = self._request(
+            "PUT", f"{V2}/pages/{page_id}", json=body, operation="pages.update", expected=(409,)
+        )
+        if response.status_code == 409:
+            detail = _message(response)
+            raise VersionConflict(
+                f"page {page_id} changed in Confluence since it was read ({detail})",
+                page_id,
+                version,
+            )
+        return dict(response.json())
+
+    def add_labels(self, page_id: str, labels: list[str]) -> None:
+        _check_id(page_id)
+        if not labels:
+            return
+        payload = [{"prefix": "global", "name": name} for name in labels]
+        self._request("POST", f"{V1}/content/{page_id}/label", json=payload, operation="labels.add")
+
+    def get_labels(self, page_id: str) -> list[str]:
+        _check_id(page_id)
+        data = self._request("GET", f"{V1}/content/{page_id}/label", operation="labels.get").json()
+        return [str(item["name"]) for item in data.get("results", [])]
+
+    def page_url(self, page: dict[str, Any]) -> str:
+        webui = (page.get("_links") or {}).get("webui") or f"/pages/{page.get('id')}"
+        return f"{self.base_url}/wiki{webui}"
+
+
+def _check_id(page_id: str) -> None:
+    """Page ids are numeric; anything else must not reach a URL path."""
+    if not str(page_id).isdigit():
+        raise ValueError(f"invalid Confluence page id {page_id!r}")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))[:200]
+    except ValueError:
+        return f"HTTP {response.status_code}"
+
+
+__all__ = [
+    "ConfluenceAuthError",
+    "ConfluenceClient",
+    "ConfluenceError",
+    "IntegrationError",
+    "PageNotFound",
+    "SpaceNotFound",
+    "VersionConflict",
+    "cql_and",
+    "cql_clause",
+    "cql_datetime",
+    "cql_or",
+    "cql_string",
+    "load_site",
+]

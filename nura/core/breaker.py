@@ -1,0 +1,227 @@
+"""Per-service circuit breaker whose state lives in a store shared by every process.
+
+closed --N consecutive failures--> open --cool-down--> half-open (exactly one probe)
+half-open --probe succeeds--> closed;  half-open --probe fails--> open (cool-down restarts)
+
+Seed defects 2 and 4: state is not per process, the N-th failure opens the breaker (not the
+N+1-th), and half-open admits one probe, chosen atomically in the store across processes.
+Reads are cached for `sync_seconds` so the hot path costs one dictionary lookup; every
+failure and every state change is a write, so another process sees an open breaker within
+`sync_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import Engine, case, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nura.core.stores.tables import breakers
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    service: str
+    state: BreakerState
+    failures: int
+    opened_at: float | None
+    probe_started: float | None
+
+
+@dataclass
+class Admission:
+    """The breaker's answer for one call: allowed, and whether this call is the probe."""
+
+    allowed: bool
+    probe_token: str | None = None
+    retry_in: float = 0.0
+
+
+class CircuitBreakers:
+    """All breakers of one store. Thread-safe; one instance per process is enough."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        sync_seconds: float = 0.5,
+        probe_timeout: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.sync_seconds = sync_seconds
+        self.probe_timeout = probe_timeout
+        self._cache: dict[str, tuple[float, BreakerSnapshot]] = {}
+        self._lock = threading.Lock()
+
+    # -- reads -------------------------------------------------------------------------
+    def snapshot(self, service: str, *, fresh: bool = False) -> BreakerSnapshot:
+        now = time.monotonic()
+        cached = self._cache.get(service)
+        if not fresh and cached and now - cached[0] < self.sync_seconds:
+            return cached[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(breakers).where(breakers.c.service == service)).first()
+        snap = (
+            BreakerSnapshot(
+                service,
+                BreakerState(row.state),
+                row.failures,
+                row.opened_at,
+                row.probe_started,
+            )
+            if row
+            else BreakerSnapshot(service, BreakerState.CLOSED, 0, None, None)
+        )
+        self._cache[service] = (now, snap)
+        return snap
+
+    def all(self) -> list[BreakerSnapshot]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(breakers).order_by(breakers.c.service)).all()
+        return [
+            BreakerSnapshot(
+                r.service, BreakerState(r.state), r.failures, r.opened_at, r.probe_started
+            )
+            for r in rows
+        ]
+
+    # -- admission ---------------------------------------------------------------------
+    def admit(self, service: str, cooldown: float) -> Admission:
+        """May a call to `service` go out now? Microseconds when closed or freshly open."""
+        snap = self.snapshot(service)
+        if snap.state is BreakerState.CLOSED:
+            return Admission(True)
+        now = self.clock()
+        if snap.state is BreakerState.OPEN:
+            ready_at = (snap.opened_at or 0.0) + cooldown
+            if now < ready_at:
+                return Admission(False, retry_in=ready_at - now)
+        elif (snap.probe_started or 0.0) + self.probe_timeout > now:
+            return Admission(False, retry_in=self.probe_timeout)  # someone else is probing
+        return self._try_probe(service, cooldown, now)
+
+    def _try_probe(self, service: str, cooldown: float, now: float) -> Admission:
+        token = uuid.uuid4().hex
+        c = breakers.c
+        stmt = (
+            update(breakers)
+            .where(c.service == service)
+            .where(
+                ((c.state == BreakerState.OPEN) & (c.opened_at <= now - cooldown))
+                | (
+                    (c.state == BreakerState.HALF_OPEN)
+                    & (c.probe_started <= now - self.probe_timeout)
+                )
+            )
+            .values(
+                state=BreakerState.HALF_OPEN, probe_token=token, probe_started=now, updated_at=now
+            )
+        )
+        with self.engine.begin() as conn:
+            won = conn.execute(stmt).rowcount == 1
+        self._cache.pop(service, None)
+        return Admission(True, probe_token=token) if won else Admission(False, retry_in=cooldown)
+
+    # -- outcomes ----------------------------------------------------------------------
+    def _ensure_row(self, conn, service: str, now: float) -> None:  # type: ignore[no-untyped-def]
+        exists = conn.execute(
+            select(breakers.c.service).where(breakers.c.service == service)
+        ).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(breakers).values(
+                            service=service, state=BreakerState.CLOSED, failures=0, updated_at=now
+                        )
+                    )
+            except IntegrityError:
+                pass  # another process inserted it first: fine, we update below
+
+    def record_success(self, service: str, probe_token: str | None = None) -> None:
+        snap = self.snapshot(service)
+        if snap.state is BreakerState.CLOSED and snap.failures == 0 and probe_token is None:
+            return  # the common case writes nothing
+        now = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(breakers)
+                .where(breakers.c.service == service)
+                .values(
+                    state=BreakerState.CLOSED,
+                    failures=0,
+                    opened_at=None,
+                    probe_token=None,
+                    probe_started=None,
+                    updated_at=now,
+                )
+            )
+        self._cache.pop(service, None)
+
+    def record_failure(
+        self, service: str, threshold: int, probe_token: str | None = None
+    ) -> BreakerState:
+        """Count one failure; returns the state after it (OPEN once `threshold` is reached)."""
+        now = self.clock()
+        c = breakers.c
+        with self.engine.begin() as conn:
+            self._ensure_row(conn, service, now)
+            if probe_token is not None:
+                # A failed probe re-opens the breaker and restarts the cool-down.
+                conn.execute(
+                    update(breakers)
+                    .where(c.service == service)
+                    .values(
+                        state=BreakerState.OPEN,
+                        failures=c.failures + 1,
+                        opened_at=now,
+                        probe_token=None,
+                        probe_started=None,
+                        updated_at=now,
+                    )
+                )
+            else:
+                opening = (c.state == BreakerState.CLOSED) & (c.failures + 1 >= threshold)
+                conn.execute(
+                    update(breakers)
+                    .where(c.service == service)
+                    .values(
+                        failures=c.failures + 1,
+                        state=case((opening, BreakerState.OPEN), else_=c.state),
+                        opened_at=case((opening, now), else_=c.opened_at),
+                        updated_at=now,
+                    )
+                )
+        self._cache.pop(service, None)
+        return self.snapshot(service, fresh=True).state
+
+    # -- operations --------------------------------------------------------------------
+    def allow_probe(self, service: str) -> bool:
+        """Health-check recovery: an open breaker becomes probe-eligible now (seed section 4)."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(breakers)
+                .where(breakers.c.service == service)
+                .where(breakers.c.state == BreakerState.OPEN)
+                .values(opened_at=0.0, updated_at=self.clock())
+            ).rowcount
+        self._cache.pop(service, None)
+        return bool(changed)
+
+    def reset(self, service: str) -> None:
+        """Operator override: close the breaker."""
+        self.record_success(service, probe_token="operator")  # noqa: S106 - not a password

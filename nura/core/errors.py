@@ -1,0 +1,143 @@
+"""The call layer's exception tree. Every error carries service, status and attempt count.
+
+IntegrationError
+├── UnknownService        call to a service that is not in the configuration
+├── RateLimited           the service (429) or our own limiter said no
+├── CircuitOpen           the breaker is open; the network was not touched
+├── ServiceTimeout        connect/read timeout (not the builtin TimeoutError: seed defect 11)
+├── ClientError           4xx (and 3xx): the request itself is wrong; never retried
+├── ServerError           5xx after the retries were spent
+└── ServiceUnavailable    connection refused/reset, DNS, TLS, or any transport failure
+
+Errors that are not about one call derive from `NuraError`, the root of everything this
+package raises on purpose (IntegrationError is one branch):
+
+NuraError
+├── IntegrationError      (above; each system's room adds its own subclasses)
+└── ProjectNotFound       no project directory (its `prefect.yaml`) where nura looked
+"""
+
+from __future__ import annotations
+
+
+class NuraError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ProjectNotFound(NuraError):
+    """No `prefect.yaml` where the project directory was looked for."""
+
+
+class IntegrationError(NuraError):
+    """Base of every error raised by an integration (the call layer and each system)."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str,
+        status: int | None = None,
+        attempts: int = 0,
+        operation: str = "",
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.service = service
+        self.code = code
+        if retryable is not None:
+            self.retryable = retryable
+        self.status = status
+        self.attempts = attempts
+        self.operation = operation
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        bits = [f"service={self.service}"]
+        if self.operation:
+            bits.append(f"operation={self.operation}")
+        if self.status is not None:
+            bits.append(f"status={self.status}")
+        if self.code:
+            bits.append(f"code={self.code}")
+        bits.append(f"attempts={self.attempts}")
+        return f"{self.args[0]} ({', '.join(bits)})"
+
+    def __reduce__(self):  # keep errors picklable across Prefect's process boundaries
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.args[0],
+                self.service,
+                self.status,
+                self.attempts,
+                self.operation,
+                self.code,
+                self.retryable,
+            ),
+        )
+
+
+def _rebuild(cls, message, service, status, attempts, operation, code, retryable):  # type: ignore[no-untyped-def]
+    err = cls.__new__(cls)
+    IntegrationError.__init__(
+        err,
+        message,
+        service=service,
+        status=status,
+        attempts=attempts,
+        operation=operation,
+        code=code,
+        retryable=retryable,
+    )
+    if isinstance(err, RateLimited):
+        err.retry_after = None
+    return err
+
+
+class UnknownService(IntegrationError):
+    pass
+
+
+class RateLimited(IntegrationError):
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(IntegrationError):
+    pass
+
+
+class ServiceTimeout(IntegrationError):
+    retryable = True
+
+
+class ClientError(IntegrationError):
+    pass
+
+
+class ServerError(IntegrationError):
+    retryable = True
+
+
+class ServiceUnavailable(IntegrationError):
+    retryable = True
+
+
+__all__ = [
+    "CircuitOpen",
+    "ClientError",
+    "IntegrationError",
+    "NuraError",
+    "ProjectNotFound",
+    "RateLimited",
+    "ServerError",
+    "ServiceTimeout",
+    "ServiceUnavailable",
+    "UnknownService",
+]

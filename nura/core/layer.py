@@ -1,0 +1,436 @@
+"""The resilient call layer: the one way any task calls out of the process.
+
+For every call, in order: service known (UnknownService) -> breaker admits (CircuitOpen,
+microseconds, no network) -> rate limit (Prefect global concurrency limit, leased) ->
+attempt with the service's timeout -> classify the outcome -> retry retryable failures
+with exponential backoff and full jitter, honouring a capped Retry-After -> on final
+failure, an explicit fallback (marked as such) or a typed error -> one call record.
+
+HTTP goes through `request` (the process's pooled httpx client); SDK calls such as boto3
+go through `call`, with the SDK's own retries switched off (see `nura.core.aws`) so that this
+layer alone decides. `arequest`/`acall` run the same logic off the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import anyio
+import httpx
+
+from nura.config import ServicePolicy
+from nura.core.breaker import CircuitBreakers
+from nura.core.call_records import CallRecord, CallRecorder, payload_digest
+from nura.core.errors import (
+    CircuitOpen,
+    ClientError,
+    IntegrationError,
+    RateLimited,
+    ServerError,
+    ServiceTimeout,
+    ServiceUnavailable,
+    UnknownService,
+)
+from nura.core.ratelimit import Limiter
+from nura.core.retry import is_retryable_status, parse_retry_after, retry_delay
+
+logger = logging.getLogger("nura.calls")
+T = TypeVar("T")
+Fallback = Callable[[IntegrationError], Any]
+
+# Failures that say the service itself is unwell: these move its breaker.
+BREAKER_FAILURES = (ServerError, ServiceTimeout, ServiceUnavailable)
+
+
+@dataclass
+class CallResult(Generic[T]):
+    """What a call returned, how it went, and whether a fallback answered instead."""
+
+    value: T
+    service: str
+    operation: str
+    attempts: int
+    latency_ms: float
+    fallback_used: bool = False
+    fallback_reason: str | None = None
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+        from prefect.logging import get_run_logger
+
+        if TaskRunContext.get() or FlowRunContext.get():
+            return get_run_logger()
+    except Exception:  # noqa: S110 - outside a run, the module logger is the right place
+        pass
+    return logger
+
+
+def _flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+def classify_http(service: str, operation: str, response: httpx.Response, attempts: int):  # type: ignore[no-untyped-def]
+    """The typed error for a non-success HTTP answer (never includes the body or headers)."""
+    status = response.status_code
+    kw: dict[str, Any] = {
+        "service": service,
+        "status": status,
+        "attempts": attempts,
+        "operation": operation,
+    }
+    if status == 429:
+        return RateLimited(
+            "rate limited by the service",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            **kw,
+        )
+    if status == 503:
+        return ServiceUnavailable("service unavailable", **kw)
+    if status == 408:
+        return ServiceTimeout("request timeout reported by the service", **kw)
+    if is_retryable_status(status) and status >= 500:
+        return ServerError("server error", **kw)
+    if is_retryable_status(status):
+        return ClientError("client error (retryable)", retryable=True, **kw)
+    if 300 <= status < 400:
+        return ClientError("unexpected redirect (redirects are not followed)", **kw)
+    return ClientError("client error", **kw)
+
+
+def _retry_after(err: IntegrationError) -> float | None:
+    return err.retry_after if isinstance(err, RateLimited) else None
+
+
+class CallLayer:
+    def __init__(
+        self,
+        policies: Mapping[str, ServicePolicy],
+        *,
+        breakers: CircuitBreakers,
+        limiter: Limiter,
+        recorder: CallRecorder | None = None,
+        http_client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policies = dict(policies)
+        self.breakers = breakers
+        self.limiter = limiter
+        self.recorder = recorder
+        self._http = http_client
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self._fallbacks: dict[str, Fallback] = {}
+
+    # -- registry ----------------------------------------------------------------------
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            from nura.core.http import shared_client
+
+            self._http = shared_client()
+        return self._http
+
+    def close(self) -> None:
+        """Write the pending call records and stop the recorder's thread (the shared HTTP
+        client belongs to the process, not to this layer)."""
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def policy(self, service: str) -> ServicePolicy:
+        try:
+            return self.policies[service]
+        except KeyError:
+            raise UnknownService(
+                f"service {service!r} is not configured "
+                f"(known: {', '.join(sorted(self.policies))})",
+                service=service,
+            ) from None
+
+    def register_fallback(self, service: str, fallback: Fallback) -> None:
+        """Answer for `service` when it fails retryably or its breaker is open.
+
+        Used only where the service's config says `fallback_enabled: true`; the result is
+        marked `fallback_used`, logged as a warning and recorded with outcome `fallback`.
+        """
+        self.policy(service)
+        self._fallbacks[service] = fallback
+
+    # -- the engine --------------------------------------------------------------------
+    def _execute(
+        self,
+        service: str,
+        operation: str,
+        attempt: Callable[[int], tuple[T, int, int | None]],
+        *,
+        payload: bytes | str | None,
+        fallback: Fallback | None,
+        retries: int | None,
+    ) -> CallResult[T]:
+        policy = self.policy(service)
+        started = time.perf_counter()
+        max_retries = policy.retry_attempts if retries is None else retries
+        admission = self.breakers.admit(service, policy.circuit_breaker_cooldown_seconds)
+        attempts = 0
+        if not admission.allowed:
+            error: IntegrationError = CircuitOpen(
+                f"circuit breaker open, next probe in {admission.retry_in:.1f}s",
+                service=service,
+                operation=operation,
+            )
+            return self._fail(policy, operation, error, started, payload, fallback, rejected=True)
+        probe = admission.probe_token
+        while True:
+            self.limiter.acquire(service, policy.rate_limit_per_minute)
+            attempts += 1
+            try:
+                value, bytes_in, status = attempt(attempts)
+            except IntegrationError as err:
+                err.attempts = attempts
+                breaker_open = False
+                if isinstance(err, BREAKER_FAILURES):
+                    state = self.breakers.record_failure(
+                        service, policy.circuit_breaker_threshold, probe
+                    )
+                    breaker_open = probe is not None or state != "closed"
+                    probe = None
+                if err.retryable and attempts <= max_retries and not breaker_open:
+                    delay = retry_delay(
+                        attempts - 1,
+                        base=policy.backoff_base_seconds,
+                        cap=policy.backoff_max_seconds,
+                        retry_after=_retry_after(err),
+                        retry_after_cap=policy.retry_after_max_seconds,
+                        rng=self.rng,
+                    )
+                    _run_logger().info(
+                        "%s %s attempt %d failed (%s); retrying in %.2fs",
+                        service,
+                        operation,
+                        attempts,
+                        type(err).__name__,
+                        delay,
+                    )
+                    self.sleep(delay)
+                    continue
+                return self._fail(policy, operation, err, started, payload, fallback)
+            self.breakers.record_success(service, probe)
+            latency = (time.perf_counter() - started) * 1000
+            self._record(
+                CallRecord(
+                    service=service,
+                    operation=operation,
+                    outcome="ok",
+                    latency_ms=latency,
+                    attempts=attempts,
+                    status_code=status,
+                    bytes_out=_size(payload),
+                    bytes_in=bytes_in,
+                    payload_sha256=payload_digest(payload),
+                )
+            )
+            return CallResult(value, service, operation, attempts, latency)
+
+    def _fail(
+        self,
+        policy: ServicePolicy,
+        operation: str,
+        error: IntegrationError,
+        started: float,
+        payload: bytes | str | None,
+        fallback: Fallback | None,
+        rejected: bool = False,
+    ) -> CallResult[Any]:
+        service = policy.name
+        chosen = fallback or self._fallbacks.get(service)
+        use_fallback = (
+            chosen is not None and policy.fallback_enabled and not isinstance(error, ClientError)
+        )
+        latency = (time.perf_counter() - started) * 1000
+        record = CallRecord(
+            service=service,
+            operation=operation,
+            outcome="fallback" if use_fallback else ("rejected" if rejected else "error"),
+            latency_ms=latency,
+            attempts=error.attempts,
+            status_code=error.status,
+            error_type=type(error).__name__,
+            fallback=use_fallback,
+            bytes_out=_size(payload),
+            payload_sha256=payload_digest(payload),
+            detail=str(error)[:500],
+        )
+        self._record(record)
+        if not use_fallback:
+            raise error
+        assert chosen is not None
+        _run_logger().warning("FALLBACK answered for %s %s: %s", service, operation, error)
+        return CallResult(
+            chosen(error), service, operation, error.attempts, latency, True, str(error)
+        )
+
+    def _record(self, record: CallRecord) -> None:
+        if self.recorder is None:
+            return
+        record.flow_run_id = _flow_run_id()
+        self.recorder.record(record)
+
+    # -- HTTP --------------------------------------------------------------------------
+    def request(
+        self,
+        service: str,
+        method: str,
+        url: str,
+        *,
+        operation: str | None = None,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Any = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        expected: Iterable[int] = (),
+        timeout: float | None = None,
+        retries: int | None = None,
+        fallback: Fallback | None = None,
+    ) -> CallResult[httpx.Response]:
+        """One HTTP call through the layer; `expected` statuses (e.g. 404) are answers."""
+        policy = self.policy(service)
+        if policy.base_url and not url.startswith(("http://", "https://")):
+            url = policy.base_url.rstrip("/") + "/" + url.lstrip("/")
+        op = operation or f"{method.upper()} {httpx.URL(url).path}"
+        if json is not None and content is None:
+            import json as _json
+
+            content = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        ok = frozenset(expected)
+        seconds = timeout or policy.timeout_seconds
+
+        def attempt(n: int) -> tuple[httpx.Response, int, int | None]:
+            try:
+                response = self.http.request(
+                    method,
+                    url,
+                    content=content,
+                    headers=headers,
+                    params=params,
+                    auth=auth or httpx.USE_CLIENT_DEFAULT,
+                    timeout=seconds,
+                )
+            except httpx.TimeoutException as exc:
+                raise ServiceTimeout(
+                    f"timed out after {seconds}s", service=service, operation=op, attempts=n
+                ) from exc
+            except httpx.TransportError as exc:
+                raise ServiceUnavailable(
+                    f"transport failure: {type(exc).__name__}",
+                    service=service,
+                    operation=op,
+                    attempts=n,
+                ) from exc
+            if response.status_code < 300 or response.status_code in ok:
+                return response, len(response.content), response.status_code
+            raise classify_http(service, op, response, n)
+
+        return self._execute(
+            service, op, attempt, payload=content, fallback=fallback, retries=retries
+        )
+
+    async def arequest(
+        self, service: str, method: str, url: str, **kwargs: Any
+    ) -> CallResult[httpx.Response]:
+        """`request` off the event loop (the pooled client is thread-safe)."""
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.request, service, method, url, **kwargs)
+        )
+
+    # -- SDK calls (boto3 and friends) -------------------------------------------------
+    def call(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        payload: bytes | str | None = None,
+        fallback: Fallback | None = None,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult[T]:
+        """Run `fn(*args, **kwargs)` as one call to `service`; boto3 errors become typed errors."""
+        return self._sdk_call(
+            service, operation, fn, args, kwargs, payload, fallback, retries, frozenset()
+        )
+
+    def call_or_none(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        missing: Iterable[str] = ("404", "NoSuchKey", "NotFound"),
+        payload: bytes | str | None = None,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult[T | None]:
+        """`call`, where an error whose code or HTTP status is in `missing` is an answer:
+        value None, recorded as a successful call (a read of a key that does not exist yet
+        is the service working, and must not count toward its error rate)."""
+        return self._sdk_call(
+            service, operation, fn, args, kwargs, payload, None, retries, frozenset(missing)
+        )
+
+    def _sdk_call(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        payload: bytes | str | None,
+        fallback: Fallback | None,
+        retries: int | None,
+        missing: frozenset[str],
+    ) -> CallResult[Any]:
+        from nura.core.aws import classify_boto_error
+
+        def attempt(n: int) -> tuple[Any, int, int | None]:
+            try:
+                value = fn(*args, **kwargs)
+            except IntegrationError:
+                raise
+            except Exception as exc:
+                translated = classify_boto_error(service, operation, exc, n)
+                if translated is None:
+                    raise
+                if missing and (translated.code in missing or str(translated.status) in missing):
+                    return None, 0, translated.status
+                raise translated from exc
+            return value, 0, None
+
+        return self._execute(
+            service, operation, attempt, payload=payload, fallback=fallback, retries=retries
+        )
+
+    async def acall(
+        self, service: str, operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> CallResult[T]:
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.call, service, operation, fn, *args, **kwargs)
+        )
+
+
+def _size(payload: bytes | str | None) -> int:
+    if payload is None:
+        return 0
+    return len(payload.encode() if isinstance(payload, str) else payload)

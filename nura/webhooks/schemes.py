@@ -1,0 +1,172 @@
+"""Signature schemes of incoming webhooks and what each says about a delivery.
+
+All signatures are HMAC-SHA256 over the raw body (seed defect 1 signed re-serialised JSON):
+- github:   `X-Hub-Signature-256: sha256=<hex>`, `X-GitHub-Event`, `X-GitHub-Delivery`.
+- generic:  `X-Signature: sha256=<hex>` (or Confluence Data Center's / Bitbucket's
+            `X-Hub-Signature: sha256=<hex>`), `X-Event-Type`, `X-Delivery-Id`, `X-Timestamp`.
+- standard: Standard Webhooks `webhook-id`, `webhook-timestamp`,
+            `webhook-signature: v1,<base64>` over `id.timestamp.body`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nura.webhooks.blocks import WebhookSigner
+
+# Sender event names that mean one of our event types, whatever the scheme.
+EVENT_ALIASES = {
+    "push": "git.push",  # GitHub X-GitHub-Event, GitLab object_kind
+    "Push Hook": "git.push",  # GitLab X-Gitlab-Event
+    "page_updated": "confluence.page.updated",  # Confluence Data Center
+}
+# Body fields that name the event when no header does (Standard Webhooks: "type").
+BODY_EVENT_FIELDS = ("event_type", "type", "event", "webhookEvent", "object_kind")
+
+
+class Rejection(Exception):
+    """A request refused with `status`; `error` is a stable code for the JSON body."""
+
+    def __init__(
+        self, status: int, error: str, message: str, headers: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the headers say, once the signature verified."""
+
+    event_name: str | None
+    delivery_id: str | None
+    timestamp: float | None  # None where the scheme has no timestamp
+
+
+def _first(headers: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _parse_ts(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        ts = float(raw.strip())
+    except ValueError:
+        raise Rejection(401, "bad_timestamp", "timestamp is not epoch seconds") from None
+    if not math.isfinite(ts):
+        raise Rejection(401, "bad_timestamp", "timestamp is not epoch seconds")
+    return ts
+
+
+def verify(
+    scheme: str,
+    signer: WebhookSigner,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    require_timestamp: bool = True,
+) -> Envelope:
+    """Check the signature over the raw body (401 `Rejection` if it does not verify)."""
+    if scheme == "github":
+        if not signer.verify_hex(body, headers.get("x-hub-signature-256")):
+            raise Rejection(401, "bad_signature", "X-Hub-Signature-256 does not verify")
+        return Envelope(headers.get("x-github-event"), headers.get("x-github-delivery"), None)
+    if scheme == "standard":
+        msg_id = headers.get("webhook-id") or ""
+        ts_raw = headers.get("webhook-timestamp") or ""
+        if not signer.verify_standard(msg_id, ts_raw, body, headers.get("webhook-signature")):
+            raise Rejection(401, "bad_signature", "webhook-signature does not verify")
+        event = headers.get("x-event-type")
+        return Envelope(event, msg_id, _parse_ts(ts_raw))
+    # generic (also Confluence Data Center / Bitbucket: X-Hub-Signature: sha256=...)
+    signature = _first(headers, "x-signature", "x-hub-signature")
+    if not signature or not signature.strip().startswith("sha256="):
+        raise Rejection(401, "bad_signature", "X-Signature (sha256=<hex>) is missing")
+    if not signer.verify_hex(body, signature):
+        raise Rejection(401, "bad_signature", "X-Signature does not verify")
+    ts = _parse_ts(headers.get("x-timestamp"))
+    if ts is None and require_timestamp:
+        raise Rejection(401, "missing_timestamp", "X-Timestamp is required")
+    event = _first(headers, "x-event-type", "x-event-key", "x-gitlab-event")
+    delivery = _first(
+        headers,
+        "x-delivery-id",
+        "x-request-id",
+        "x-atlassian-webhook-identifier",
+        "x-gitlab-event-uuid",
+    )
+    return Envelope(event, delivery, ts)
+
+
+def check_timestamp(env: Envelope, now: float, tolerance: float) -> None:
+    if env.timestamp is not None and abs(now - env.timestamp) > tolerance:
+        raise Rejection(
+            401, "stale_timestamp", f"timestamp outside ±{tolerance:g}s of the receiver's clock"
+        )
+
+
+def event_type(
+    scheme: str, env: Envelope, payload: dict[str, Any], event_map: Mapping[str, str]
+) -> str:
+    """Our event type: header, else a body field, mapped by the endpoint and the aliases."""
+    name: Any = env.event_name
+    if not name:
+        for key in BODY_EVENT_FIELDS:
+            value = payload.get(key)
+            if isinstance(value, str) and value:
+                name = value
+                break
+    if not isinstance(name, str) or not name.strip():
+        raise Rejection(400, "missing_event_type", "no event type in headers or body")
+    name = name.strip()
+    if len(name) > 100:
+        raise Rejection(400, "bad_event_type", "event type longer than 100 characters")
+    if name in event_map:
+        return event_map[name]
+    if name in EVENT_ALIASES:
+        return EVENT_ALIASES[name]
+    if scheme == "github" and "." not in name:
+        return f"github.{name}"
+    return name
+
+
+def delivery_id(env: Envelope, body: bytes) -> str:
+    """The sender's delivery id; without one, the body's digest (a resend dedupes)."""
+    raw = (env.delivery_id or "").strip()
+    if raw and len(raw) <= 200 and raw.isprintable():
+        return raw
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+# Headers stored with each delivery (never the signatures themselves: they are not needed
+# to dispatch, and a stored signature plus body would let a reader replay the request).
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+    "x-event-type",
+    "x-event-key",
+    "x-delivery-id",
+    "x-timestamp",
+    "x-gitlab-event",
+    "webhook-id",
+    "webhook-timestamp",
+)
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {h: headers[h][:500] for h in KEPT_HEADERS if h in headers}

@@ -37,6 +37,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from nura.platform.processes import StackError, wait_http
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -50,15 +52,12 @@ def _start_sink(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the sink did not start")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 30, proc, accept=lambda _: True)
+    except StackError as exc:
+        proc.kill()
+        raise RuntimeError(f"the sink did not start: {exc}") from exc
+    return proc
 
 
 def _percentile(values: list[float], q: float) -> float:

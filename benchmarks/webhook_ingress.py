@@ -289,20 +289,6 @@ async def _runs_by_key(api_url: str, deployment_id: str) -> dict[str, set[str]]:
             offset += 200
 
 
-def _wait_http(url: str, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=5000)
@@ -321,6 +307,7 @@ def main() -> None:
 
     import yaml
 
+    from nura.platform.processes import wait_http
     from tests.support.servers import PrefectServer, free_port, temp_database
 
     work = Path(tempfile.mkdtemp(prefix="nura-bench-wh-"))
@@ -376,7 +363,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=open(work / "receiver.log", "wb"),  # noqa: SIM115
             )
-            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            wait_http(f"http://127.0.0.1:{port}/healthz", 120)
             out = work / "client.json"
             client = subprocess.Popen(
                 [

@@ -17,47 +17,14 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, Field
 
 from nura import get_config
-from nura.confluence.client import ConfluenceAuthError, ConfluenceClient, ConfluenceError
-from nura.confluence.publish import PublishResult, publish_page
-
-
-class PublishPage(BaseModel):
-    """One page to publish."""
-
-    title: str = Field(min_length=1, max_length=255, description="Page title (unique in space)")
-    content: str = Field(description="Page body, Markdown or storage-format XHTML")
-    content_format: Literal["markdown", "storage"] = "markdown"
-    space: str | None = Field(default=None, description="Space key; default: first configured")
-    parent_id: str | None = Field(default=None, pattern=r"^\d+$", description="Parent page id")
-    labels: list[str] = Field(default_factory=list)
-    base_version: int | None = Field(
-        default=None, ge=1, description="Version the content was based on (conflict check)"
-    )
-
-
-class PublishFailed(Exception):
-    """At least one page could not be published (see the run's table artifact)."""
-
-
-@task(name="confluence-publish-page", task_run_name="publish-{page.title}", retries=0)
-def publish_one(page: PublishPage, policy: str) -> PublishResult:
-    space = page.space or get_config().external_services.confluence.spaces[0]
-    return publish_page(
-        ConfluenceClient.from_config(),
-        space=space,
-        title=page.title,
-        content=page.content,
-        content_format=page.content_format,
-        parent_id=page.parent_id,
-        labels=page.labels,
-        policy=policy,  # type: ignore[arg-type]
-        base_version=page.base_version,
-    )
+from nura.confluence.client import ConfluenceAuthError
+from nura.confluence.publish import PublishFailed, PublishPage, PublishResult
+from nura.core.errors import IntegrationError
+from tasks.confluence import publish_one
 
 
 @flow(name="confluence-publish")
@@ -73,7 +40,7 @@ def confluence_publish(
             results.append(publish_one(page, policy))
         except ConfluenceAuthError:
             raise
-        except (ConfluenceError, ValueError) as exc:
+        except IntegrationError as exc:
             results.append(PublishResult(page.title, "failed", detail=str(exc)[:500]))
     rows = [r.row() for r in results]
     create_table_artifact(

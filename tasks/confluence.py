@@ -1,4 +1,4 @@
-"""Confluence -> S3 knowledge base: a task per space and per page.
+"""Confluence: sync into the S3 knowledge base (a task per space and per page) and publish.
 
 Prefect tasks around the functions of the `nura` package: the task is what a flow
 calls (and what the Prefect UI shows as a task run); the work is the plain function.
@@ -6,7 +6,7 @@ calls (and what the Prefect UI shows as a task run); the work is the plain funct
 
 from prefect import task
 
-from nura.confluence import sync
+from nura.confluence import publish, sync
 
 sync_space = task(name="confluence-sync-space", retries=0, task_run_name="sync-space-{space}")(
     sync.sync_space
@@ -15,4 +15,8 @@ sync_page = task(name="confluence-sync-page", retries=0, task_run_name="sync-pag
     sync.sync_page
 )
 
-__all__ = ["sync_page", "sync_space"]
+publish_one = task(name="confluence-publish-page", task_run_name="publish-{page.title}", retries=0)(
+    publish.publish_one
+)
+
+__all__ = ["publish_one", "sync_page", "sync_space"]

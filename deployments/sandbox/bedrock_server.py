@@ -31,11 +31,10 @@ import math
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from deployments.sandbox.base import LocalServer, serve_main
+from deployments.sandbox.base import JsonHandler, LocalServer, serve_main
 
 WORDS = (
     "prefect flows orchestrate resilient integrations while bedrock models answer with "
@@ -144,24 +143,11 @@ class _Invalid(Exception):
     pass
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: BedrockStandIn
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        super()._send(status, body, {"x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})})
 
     def _error(self, kind: str, message: str | None = None) -> None:
         status, code, default = ERRORS[kind]
@@ -175,8 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, {"message": "not found"}, {"x-amzn-ErrorType": "UnknownOperation:"})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_body()
         path = urlparse(self.path).path
         if path == "/_sandbox/control":
             try:

@@ -36,11 +36,10 @@ import secrets
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from deployments.sandbox.base import LocalServer
+from deployments.sandbox.base import Faults, JsonHandler, LocalServer, serve_main
 from deployments.sandbox.confluence_cql import CqlError, compile_cql
 from deployments.sandbox.confluence_pages import generate_body, page_title
 
@@ -96,10 +95,8 @@ class ConfluenceServer(LocalServer):
         self.spaces: dict[str, dict[str, Any]] = {}
         self.pages: dict[str, dict[str, Any]] = {}
         self.next_id = 100_000
-        self.latency_ms = latency_ms
-        self.fail_next = 0
-        self.fail_status = 429
-        self.retry_after: str | None = "1"
+        self.faults = Faults(fail_status=429, retry_after="1")
+        self.faults.latency_ms = latency_ms
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.stats: Counter[str] = Counter()
@@ -199,22 +196,11 @@ class ConfluenceServer(LocalServer):
         fail_status: int | None = None,
         retry_after: str | None = None,
     ) -> None:
-        with self.lock:
-            if latency_ms is not None:
-                self.latency_ms = latency_ms
-            if fail_next is not None:
-                self.fail_next = fail_next
-            if fail_status is not None:
-                self.fail_status = fail_status
-            if retry_after is not None:
-                self.retry_after = retry_after or None
-
-    def take_fault(self) -> tuple[int, str | None] | None:
-        with self.lock:
-            if self.fail_next <= 0:
-                return None
-            self.fail_next -= 1
-            return self.fail_status, self.retry_after
+        """Script the faults; None leaves one as it is, `retry_after=""` sends none."""
+        script = {"latency_ms": latency_ms, "fail_next": fail_next, "fail_status": fail_status}
+        self.faults.control(**{k: v for k, v in script.items() if v is not None})
+        if retry_after is not None:
+            self.faults.control(retry_after=retry_after or None)
 
     # -- auth ----------------------------------------------------------------------------
     def authorized(self, header: str | None) -> bool:
@@ -314,28 +300,13 @@ def _labels(page: dict[str, Any]) -> dict[str, Any]:
 # -- HTTP --------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: ConfluenceServer
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+    content_type = "application/json; charset=utf-8"
+    ensure_ascii = False
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_body()
         if not raw:
             return None
         try:
@@ -367,19 +338,18 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.lock:
                 srv.stats["requests"] += 1
                 srv.stats[f"{method} {_route_name(path)}"] += 1
-            if srv.latency_ms:
-                time.sleep(srv.latency_ms / 1000)
+            if srv.faults.latency_ms:
+                time.sleep(srv.faults.latency_ms / 1000)
             if path == "/oauth/token" and method == "POST":
                 return self._oauth(body or {})
             if not srv.authorized(self.headers.get("Authorization")):
                 raise _HttpError(401, "Current user not permitted to use Confluence")
-            fault = srv.take_fault()
-            if fault is not None:
-                status, retry_after = fault
+            fault = srv.faults.take()
+            if fault.status is not None:
                 raise _HttpError(
-                    status,
-                    "Rate limit exceeded" if status == 429 else "Service unavailable",
-                    {"Retry-After": retry_after} if retry_after else {},
+                    fault.status,
+                    "Rate limit exceeded" if fault.status == 429 else "Service unavailable",
+                    fault.headers,
                 )
             self._route(method, path, query, body)
         except _HttpError as err:
@@ -511,15 +481,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _paged_v2(self, path: str, q: dict[str, str], items: list[Any]) -> None:
         limit = self._limit(q, 25, 250)
         offset = _uncursor(q.get("cursor"))
-        chunk = items[offset : offset + limit]
-        links: dict[str, str] = {"base": self.server.url + "/wiki"}
+        self._send_v2_window(path, q, items[offset : offset + limit], offset + limit, len(items))
+
+    def _send_v2_window(
+        self, path: str, q: dict[str, str], window: list[Any], end: int, total: int
+    ) -> None:
+        """One v2 page of results; the next cursor starts at `end` when `total` goes on."""
+        base = self.server.url + "/wiki"
+        links: dict[str, str] = {"base": base}
         headers = {}
-        if offset + limit < len(items):
+        if end < total:
             nq = {k: v for k, v in q.items() if k != "cursor"}
-            nq["cursor"] = _cursor(offset + limit)
+            nq["cursor"] = _cursor(end)
             links["next"] = f"{path}?{urlencode(nq)}"
-            headers["Link"] = f'<{links["next"]}>; rel="next", <{self.server.url}/wiki>; rel="base"'
-        self._send(200, {"results": chunk, "_links": links}, headers)
+            headers["Link"] = f'<{links["next"]}>; rel="next", <{base}>; rel="base"'
+        self._send(200, {"results": window, "_links": links}, headers)
 
     def _v2_list(self, path: str, q: dict[str, str], where: Any) -> None:
         srv = self.server
@@ -536,15 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
             offset = _uncursor(q.get("cursor"))
             body_format = q.get("body-format")
             items = [_v2_page(srv, p, body_format) for p in pages[offset : offset + limit]]
-        # paginate over the rendered window: same cursor arithmetic as _paged_v2
-        links: dict[str, str] = {"base": srv.url + "/wiki"}
-        headers = {}
-        if offset + limit < len(pages):
-            nq = {k: v for k, v in q.items() if k != "cursor"}
-            nq["cursor"] = _cursor(offset + limit)
-            links["next"] = f"{path}?{urlencode(nq)}"
-            headers["Link"] = f'<{links["next"]}>; rel="next"'
-        self._send(200, {"results": items, "_links": links}, headers)
+        self._send_v2_window(path, q, items, offset + limit, len(pages))
 
     def _v2_page(self, method: str, page_id: str, q: dict[str, str], body: Any) -> None:
         srv = self.server
@@ -729,31 +697,36 @@ def sample_server(server: ConfluenceServer) -> ConfluenceServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8702)
-    parser.add_argument("--spaces", default="TECH,DOCS,ARCH")
-    parser.add_argument("--pages", type=int, default=0, help="pages in total (0 = sample data)")
-    parser.add_argument("--body-bytes", type=int, default=10_000)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--email", default="bot@example.com")
-    parser.add_argument("--api-token", default="sandbox-token")
-    args = parser.parse_args()
-    server = ConfluenceServer(
-        args.host, args.port, email=args.email, api_token=args.api_token, latency_ms=args.latency_ms
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--spaces", default="TECH,DOCS,ARCH")
+        parser.add_argument("--pages", type=int, default=0, help="pages in total (0 = sample data)")
+        parser.add_argument("--body-bytes", type=int, default=10_000)
+        parser.add_argument("--latency-ms", type=float, default=0.0)
+        parser.add_argument("--email", default="bot@example.com")
+        parser.add_argument("--api-token", default="sandbox-token")
+
+    def make(args: argparse.Namespace) -> ConfluenceServer:
+        server = ConfluenceServer(
+            args.host,
+            args.port,
+            email=args.email,
+            api_token=args.api_token,
+            latency_ms=args.latency_ms,
+        )
+        spaces = [s for s in args.spaces.split(",") if s]
+        if args.pages:
+            server.generate(spaces, args.pages // len(spaces), args.body_bytes)
+        else:
+            sample_server(server)
+        return server
+
+    serve_main(
+        __doc__.splitlines()[0],
+        8702,
+        make,
+        lambda s: f"Confluence test server on {s.url} ({len(s.pages)} pages)",
+        add_arguments,
     )
-    spaces = [s for s in args.spaces.split(",") if s]
-    if args.pages:
-        server.generate(spaces, args.pages // len(spaces), args.body_bytes)
-    else:
-        sample_server(server)
-    print(f"Confluence test server on {server.url} ({len(server.pages)} pages)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
 
 
 if __name__ == "__main__":

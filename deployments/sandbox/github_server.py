@@ -20,11 +20,10 @@ import base64
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from deployments.sandbox.base import LocalServer, serve_main
+from deployments.sandbox.base import JsonHandler, LocalServer, serve_main
 
 ZERO = "0" * 40
 
@@ -118,21 +117,8 @@ class FakeGitHub(LocalServer):
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeGitHub
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _file(self, tree: dict[str, bytes], path: str) -> None:
         if path not in tree:
@@ -203,7 +189,7 @@ def main() -> None:
         __doc__ or "",
         8703,
         make,
-        lambda s: f"fake GitHub on {s.url} (nura/handbook at {s.heads['nura/handbook']})",  # type: ignore[attr-defined]
+        lambda s: f"fake GitHub on {s.url} (nura/handbook at {s.heads['nura/handbook']})",
     )
 
 

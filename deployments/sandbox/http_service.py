@@ -7,6 +7,7 @@ Routes:
   GET  /slow?ms=N              answers after N ms
   POST /control                JSON {"fail_next": N, "fail_status": 503, "retry_after": "1",
                                "latency_ms": 0, "down": false} scripts the next answers
+                               (400 for a key it does not know)
   GET  /stats                  {"requests": N, "times": [...]} arrival times (epoch seconds)
   POST /reset                  clears script and stats
 
@@ -15,27 +16,15 @@ Routes:
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from deployments.sandbox.base import LocalServer, serve_main
+from deployments.sandbox.base import Faults, JsonHandler, LocalServer, serve_main
 
 
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-
+class _State(Faults):
     def reset(self) -> None:
-        self.fail_next = 0
-        self.fail_status = 503
-        self.retry_after: str | None = None
-        self.latency_ms = 0.0
-        self.down = False
+        super().reset()
         self.times: list[float] = []
 
 
@@ -45,62 +34,24 @@ class FlakyService(LocalServer):
         super().__init__((host, port), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FlakyService
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # keep-alive + Nagle + delayed ACK = 40 ms a response
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def _handle(self) -> None:
         url = urlparse(self.path)
         query = parse_qs(url.query)
-        body = self._body()
+        body = self._read_body()
         st = self.server.state
-        if url.path == "/control":
-            with st.lock:
-                for key, value in json.loads(body or b"{}").items():
-                    setattr(st, key, value)
-            return self._send(200, {"ok": True})
-        if url.path == "/reset":
-            with st.lock:
-                st.reset()
-            return self._send(200, {"ok": True})
+        if self._script(url.path, body, st):
+            return None
         if url.path == "/stats":
             with st.lock:
                 return self._send(200, {"requests": len(st.times), "times": list(st.times)})
         with st.lock:
             st.times.append(time.time())
-            latency = st.latency_ms
-            down = st.down
-            failing = st.fail_next > 0
-            if failing:
-                st.fail_next -= 1
-            fail_status, retry_after = st.fail_status, st.retry_after
-        if latency:
-            time.sleep(latency / 1000)
-        if down:
-            self.close_connection = True
-            self.connection.shutdown(2)
+            fault = st.take()
+        if self._stall(fault) or self._fail(fault):
             return None
-        if failing:
-            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-            return self._send(fail_status, {"error": "scripted failure"}, headers)
         if url.path == "/health":
             return self._send(200, {"status": "ok"})
         if url.path.startswith("/status/"):

@@ -22,31 +22,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlparse
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from deployments.sandbox.base import LocalServer, serve_main
+from deployments.sandbox.base import Faults, JsonHandler, LocalServer, serve_main
 from nura.platform.sandbox import SANDBOX_SECRET
 
 # The sandbox target's key (see config/integrations.yaml); not a secret.
 
 
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-
+class _State(Faults):
     def reset(self) -> None:
-        self.fail_next = 0
-        self.fail_status = 503
-        self.retry_after: str | None = None
-        self.latency_ms = 0.0
-        self.down = False
+        super().reset()
         self.gone = False
         self.fail_first_percent = 0.0
         self.accepted: dict[str, dict[str, Any]] = {}
@@ -69,11 +59,7 @@ class WebhookSink(LocalServer):
 
     # -- helpers for in-process tests -------------------------------------------------
     def control(self, **script: Any) -> None:
-        with self.state.lock:
-            for key, value in script.items():
-                if not hasattr(self.state, key):
-                    raise AttributeError(key)
-                setattr(self.state, key, value)
+        self.state.control(**script)
 
     def received(self) -> dict[str, Any]:
         with self.state.lock:
@@ -92,27 +78,8 @@ def _fails_first(msg_id: str, percent: float) -> bool:
     return bucket < percent * 100
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: WebhookSink
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         if urlparse(self.path).path == "/received":
@@ -123,23 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         path = urlparse(self.path).path
-        body = self._body()
+        body = self._read_body()
         if len(body) < int(self.headers.get("Content-Length") or 0):
             # The sender died mid-request (the chaos test kills it): an incomplete body is
             # not a delivery, and not a signature failure either.
             self.close_connection = True
             return None
         st = self.server.state
-        if path == "/control":
-            try:
-                self.server.control(**json.loads(body or b"{}"))
-            except (AttributeError, TypeError, ValueError) as exc:
-                return self._send(400, {"error": f"bad control: {exc}"})
-            return self._send(200, {"ok": True})
-        if path == "/reset":
-            with st.lock:
-                st.reset()
-            return self._send(200, {"ok": True})
+        if self._script(path, body, st):
+            return None
         if path.startswith("/slack/"):
             with st.lock:
                 st.slack.append({"path": path, "json": json.loads(body or b"{}")})
@@ -156,24 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
             st.attempts += 1
             first_time = msg_id not in st.seen_ids
             st.seen_ids.add(msg_id)
-            latency, down, gone = st.latency_ms, st.down, st.gone
-            failing = st.fail_next > 0 or (
-                first_time and _fails_first(msg_id, st.fail_first_percent)
-            )
-            if st.fail_next > 0:
-                st.fail_next -= 1
-            fail_status, retry_after = st.fail_status, st.retry_after
-        if latency:
-            time.sleep(latency / 1000)
-        if down:
-            self.close_connection = True
-            self.connection.shutdown(2)
+            fault = st.take(fail=first_time and _fails_first(msg_id, st.fail_first_percent))
+            gone = st.gone
+        if self._stall(fault):
             return None
         if gone:
             return self._send(410, {"error": "gone"})
-        if failing:
-            extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-            return self._send(fail_status, {"error": "scripted failure"}, extra)
+        if self._fail(fault):
+            return None
         secret = self.server.secrets.get(name)
         if secret is None:
             return self._send(404, {"error": f"no endpoint {name}"})

@@ -23,11 +23,10 @@ the whole burst reserves the burst (it cannot be split) - documented, not hidden
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any
 
-from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser, _Bucket, ensure_limit, limit_name
+from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser
 
 BURST_SECONDS = 10.0
 # A first lease slower than this (limit creation on a cold server) counts as saturation.
@@ -38,28 +37,10 @@ def tpm_service(model_id: str) -> str:
     return f"bedrock-tpm:{model_id}"
 
 
-class _TokenBucket(_Bucket):
-    def __init__(self, spec: LimitSpec, batch: int, ttl: float) -> None:
-        super().__init__(spec, batch, ttl)
-        self.need = 0  # units the waiting caller is short of
-        self.debt = 0  # tokens used beyond reservations, owed to the server
-
-
 class TokenLeaser(PrefectSlotLeaser):
     """`reserve(model, tpm, estimate)` / `settle(...)`; thread-safe, one per process."""
 
-    def _bucket(self, service: str, per_minute: float) -> _TokenBucket:
-        bucket = self._buckets.get(service)
-        if bucket is None or bucket.spec.per_minute != per_minute:
-            with self._lock:
-                bucket = self._buckets.get(service)
-                if bucket is None or bucket.spec.per_minute != per_minute:
-                    spec = LimitSpec(limit_name(service), per_minute, BURST_SECONDS)
-                    batch = max(1, math.ceil(spec.per_second * self.lease_seconds))
-                    bucket = _TokenBucket(spec, min(batch, spec.burst_calls), self.token_ttl)
-                    self._buckets[service] = bucket
-        assert isinstance(bucket, _TokenBucket)
-        return bucket
+    burst_seconds = BURST_SECONDS
 
     def reserve(
         self, service: str, per_minute: float, units: int, timeout: float | None = None
@@ -81,9 +62,7 @@ class TokenLeaser(PrefectSlotLeaser):
                         # does not wait for a server round trip while the limit has room.
                         self._start_refill(bucket)
                     return units
-                if bucket.error is not None:
-                    err, bucket.error = bucket.error, None
-                    raise err
+                bucket.raise_error()
                 held = bucket.tokens if now < bucket.expires else 0
                 bucket.need = max(bucket.need, units - held)
                 if not bucket.refilling:
@@ -117,6 +96,11 @@ class TokenLeaser(PrefectSlotLeaser):
         self._saturated.add(spec.name)
         return super()._wait_for(spec, calls, denied)
 
+    def _lease(self, spec: LimitSpec, calls: int) -> int:
+        granted = super()._lease(spec, calls)
+        self._saturated.discard(spec.name)
+        return granted
+
     def settle(self, service: str, per_minute: float, reserved: int, actual: int) -> None:
         """Correct a reservation to the tokens the service actually counted."""
         bucket = self._bucket(service, per_minute)
@@ -130,38 +114,6 @@ class TokenLeaser(PrefectSlotLeaser):
                 take = min(max(live, 0), -delta)
                 bucket.tokens -= take
                 bucket.debt += -delta - take
-
-    def _refill(self, bucket: _Bucket) -> None:  # type: ignore[override]
-        assert isinstance(bucket, _TokenBucket)
-        try:
-            if not bucket.ensured:
-                ensure_limit(self.client, bucket.spec)
-                bucket.ensured = True
-            with bucket.cond:
-                debt, need = bucket.debt, bucket.need
-                bucket.debt = 0
-                bucket.need = 0
-            wanted = min(max(bucket.batch, need) + debt, bucket.spec.burst_calls)
-            granted = self._lease(bucket.spec, wanted)
-            self._saturated.discard(bucket.spec.name)
-            with bucket.cond:
-                now = self.clock()
-                if now >= bucket.expires:
-                    bucket.tokens = 0
-                bucket.tokens += granted - min(debt, granted)
-                bucket.debt += debt - min(debt, granted)
-                # A debt booked while this lease was in flight is paid from it too.
-                pay = min(bucket.debt, max(bucket.tokens, 0))
-                bucket.tokens -= pay
-                bucket.debt -= pay
-                bucket.expires = now + bucket.ttl
-        except BaseException as exc:  # handed to the waiting caller, never swallowed
-            with bucket.cond:
-                bucket.error = exc
-        finally:
-            with bucket.cond:
-                bucket.refilling = False
-                bucket.cond.notify_all()
 
 
 _leaser: TokenLeaser | None = None

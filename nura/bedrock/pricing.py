@@ -157,17 +157,13 @@ def deliver_alert(crossing: Crossing) -> None:
         "limit_usd": str(crossing.limit_usd),
     }
     severity = "critical" if crossing.threshold >= 100 else "high"
+    # Budget alerts reach people through the notify room (the one cross-room import here).
+    from nura.notify.dispatch import notify
+
     try:
-        from nura.notify.dispatch import notify  # another area's task: optional at import time
-    except ImportError:
-        logger.warning(
-            "nura.notify.dispatch is not available: budget alert cannot be delivered (%s)", title
-        )
-    else:
-        try:
-            notify(title, body, severity, event="nura.budget.threshold", details=details)
-        except Exception:
-            logger.exception("budget alert delivery failed (%s)", title)
+        notify(title, body, severity, event="nura.budget.threshold", details=details)
+    except Exception:  # the spend is committed; a failed alert is logged, never fatal
+        logger.exception("budget alert delivery failed (%s)", title)
     try:
         from prefect.events import emit_event
 

@@ -38,10 +38,10 @@ def invoke(
 
     from pydantic import ValidationError
 
-    from flows.bedrock_invoke import bedrock_invoke
     from nura.bedrock.invoke import get_invoker
     from nura.bedrock.models import InvalidInvocation, InvocationRequest
     from nura.cli.main import err_console, load_config_or_exit
+    from nura.platform.project import load_flow
 
     load_config_or_exit()
     try:
@@ -68,6 +68,7 @@ def invoke(
     except InvalidInvocation as exc:
         err_console.print(f"[bold red]InvalidInvocation[/] {exc.args[0]}")
         raise typer.Exit(2) from None
+    bedrock_invoke = load_flow("flows/bedrock_invoke.py:bedrock_invoke")
     result = asyncio.run(bedrock_invoke(request))
     if as_json:
         console.print_json(result.model_dump_json())

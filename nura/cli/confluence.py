@@ -55,7 +55,9 @@ def register(app: typer.Typer) -> None:
         full: Annotated[bool, typer.Option("--full", help="Force a full sync.")] = False,
     ) -> None:
         """Sync Confluence spaces (default: config) or one page into the S3 knowledge base."""
-        from flows.confluence_sync import confluence_sync
+        from nura.platform.project import load_flow
+
+        confluence_sync = load_flow("flows/confluence_sync.py:confluence_sync")
 
         state = confluence_sync(
             spaces=None if page_id else space,
@@ -83,7 +85,10 @@ def register(app: typer.Typer) -> None:
         """Create or update a Confluence page from a Markdown (or storage XHTML) file."""
         from pydantic import ValidationError
 
-        from flows.confluence_publish import PublishPage, confluence_publish
+        from nura.confluence.publish import PublishPage
+        from nura.platform.project import load_flow
+
+        confluence_publish = load_flow("flows/confluence_publish.py:confluence_publish")
 
         if on_conflict not in (None, "fail", "overwrite", "skip"):
             raise typer.BadParameter("--on-conflict must be fail, overwrite or skip")

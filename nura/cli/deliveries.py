@@ -248,12 +248,13 @@ def notify_test(
     body: Annotated[str, typer.Option(help="Body.")] = "If you read this, alerts reach you.",
 ) -> None:
     """Send a notification through the configured channels and show each outcome."""
+    from nura.core.errors import InvalidInput
     from nura.notify.dispatch import send_notification
 
     _engine()
     try:
         result = send_notification(title, body, severity, event="notify.test")
-    except ValueError as exc:
+    except InvalidInput as exc:
         err_console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     if not result.notified:

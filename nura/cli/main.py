@@ -7,7 +7,6 @@ Each area adds its commands from its own module (`deployments/cli_<area>.py` exp
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Annotated
@@ -25,14 +24,14 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-# Command modules of each area; a module that does not exist yet is simply not offered.
+# Command modules of each area (each has `register(app)`); a broken one fails loudly.
 EXTENSIONS = (
-    "nura.cli.platform",  # up, down, bootstrap (issue 8)
-    "nura.cli.confluence",  # confluence sync/publish (issue 3)
-    "nura.cli.webhooks",  # webhooks serve/send, inbox (issue 4)
-    "nura.cli.deliveries",  # deliveries list/retry/purge, notify (issue 5)
-    "nura.cli.bedrock",  # invoke, costs, budgets (issue 6)
-    "nura.cli.health",  # health, metrics serve (issue 7)
+    "nura.cli.platform",  # up, down, status, bootstrap
+    "nura.cli.confluence",  # confluence sync/publish
+    "nura.cli.webhooks",  # webhooks serve/send, inbox
+    "nura.cli.deliveries",  # deliveries list/retry/purge, notify
+    "nura.cli.bedrock",  # invoke, costs, budgets
+    "nura.cli.health",  # health, metrics serve
 )
 
 
@@ -141,8 +140,6 @@ def breakers_reset(service: str) -> None:
 
 def _register_extensions() -> None:
     for name in EXTENSIONS:
-        if importlib.util.find_spec(name) is None:
-            continue
         importlib.import_module(name).register(app)
 
 

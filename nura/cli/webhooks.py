@@ -34,13 +34,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (config: webhooks.receiver.port).")] = None,
 ) -> None:
     """Run the webhook receiver (and, unless configured off, its dispatcher)."""
-    from nura.webhooks.receiver import serve as run
+    from nura.platform.metrics import render_metrics
+    from nura.webhooks.app import serve as run
 
     cfg = _cfg()
     h = host or cfg.webhooks.receiver.host
     p = port or cfg.webhooks.receiver.port
     console.print(f"webhook receiver on http://{h}:{p} (POST /webhooks/<endpoint>, GET /healthz)")
-    run(h, p)
+    run(h, p, extra_metrics=render_metrics)  # /metrics: the receiver's and the platform's
 
 
 @webhooks_app.command("dispatch")

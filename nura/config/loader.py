@@ -16,12 +16,13 @@ import yaml
 from pydantic import ValidationError
 
 from nura.config.schema import IntegrationsConfig
+from nura.errors import NuraError
 
 DEFAULT_PATH = Path(__file__).with_name("integrations.yaml")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(NuraError, ValueError):
     """The configuration file is missing, unreadable or invalid. Lists every problem found."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

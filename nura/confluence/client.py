@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from nura import get_call_layer, get_config
 from nura.core.credentials import BlockAuth
-from nura.core.errors import ClientError, IntegrationError
+from nura.core.errors import ClientError, IntegrationError, InvalidInput
 from nura.core.layer import CallLayer
 
 SERVICE = "confluence"
@@ -44,12 +44,18 @@ CQL_OPERATORS = frozenset({"=", "!=", "~", "!~", ">", ">=", "<", "<="})
 # -- errors ------------------------------------------------------------------------------
 
 
-class ConfluenceError(Exception):
+class ConfluenceError(IntegrationError):
     """A Confluence operation failed; the message says which and where (never a secret)."""
+
+    default_service = SERVICE
 
 
 class ConfluenceAuthError(ConfluenceError):
     """401/403: wrong or expired credentials. Not retried."""
+
+
+class ConfluenceInputError(ConfluenceError, InvalidInput):
+    """An argument cannot be sent to Confluence (a page id, a CQL value); nothing was sent."""
 
 
 class SpaceNotFound(ConfluenceError):
@@ -64,7 +70,7 @@ class VersionConflict(ConfluenceError):
     """409 on update: someone else saved the page since we read it."""
 
     def __init__(self, message: str, page_id: str, sent_version: int) -> None:
-        super().__init__(message)
+        super().__init__(message, status=409, operation="pages.update")
         self.page_id = page_id
         self.sent_version = sent_version
 
@@ -76,16 +82,16 @@ def cql_string(value: str) -> str:
     """A CQL string literal: double-quoted, with `\\` and `"` escaped (nothing else is special
     inside quotes). Control characters cannot appear in a CQL literal: rejected."""
     if any(ord(c) < 32 for c in value):
-        raise ValueError("CQL values cannot contain control characters")
+        raise ConfluenceInputError("CQL values cannot contain control characters")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def cql_clause(field: str, op: str, value: str | datetime) -> str:
     """`field op "value"` from a whitelisted field and operator and an escaped value."""
     if field not in CQL_FIELDS:
-        raise ValueError(f"CQL field {field!r} is not allowed")
+        raise ConfluenceInputError(f"CQL field {field!r} is not allowed")
     if op not in CQL_OPERATORS:
-        raise ValueError(f"CQL operator {op!r} is not allowed")
+        raise ConfluenceInputError(f"CQL operator {op!r} is not allowed")
     if isinstance(value, datetime):
         value = cql_datetime(value)
     return f"{field} {op} {cql_string(value)}"
@@ -102,7 +108,7 @@ def cql_or(*clauses: str) -> str:
 def cql_datetime(when: datetime) -> str:
     """CQL's `yyyy-MM-dd HH:mm` (minute resolution), in UTC."""
     if when.tzinfo is None:
-        raise ValueError("CQL datetimes must be timezone-aware")
+        raise ConfluenceInputError("CQL datetimes must be timezone-aware")
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -213,11 +219,9 @@ def load_site() -> tuple[str, httpx.Auth]:
 
 def _load_block(name: str) -> Any:
     from nura.confluence.blocks import ConfluenceCredentials
+    from nura.core.blocks import load_block
 
-    try:
-        return ConfluenceCredentials.load(name, _sync=True)  # type: ignore[call-arg]
-    except ValueError:  # "Unable to find block document named ..."
-        return None
+    return load_block(ConfluenceCredentials, name)
 
 
 # -- client ------------------------------------------------------------------------------
@@ -267,12 +271,16 @@ class ConfluenceClient:
                 headers={"Accept": "application/json"},
             ).value
         except ClientError as exc:
-            if exc.status in (401, 403):
-                raise ConfluenceAuthError(
-                    f"Confluence at {self.base_url} rejected the credentials "
-                    f"(HTTP {exc.status} on {operation}); check the API token or OAuth grant"
-                ) from exc
-            raise
+            kind = ConfluenceAuthError if exc.status in (401, 403) else ConfluenceError
+            hint = "check the API token or OAuth grant" if kind is ConfluenceAuthError else ""
+            raise kind(
+                f"Confluence at {self.base_url} answered HTTP {exc.status} on {operation}"
+                + (f"; {hint}" if hint else f": {exc.args[0]}"),
+                status=exc.status,
+                attempts=exc.attempts,
+                operation=operation,
+                code=exc.code,
+            ) from exc
 
     def _next_url(self, response: httpx.Response, data: dict[str, Any]) -> str | None:
         links = data.get("_links") or {}
@@ -300,7 +308,7 @@ class ConfluenceClient:
                 "GET", url, operation=operation, params=params if first else None
             )
             first = False
-            data = response.json()
+            data = _json(response, operation)
             yield from data.get("results", [])
             url = self._next_url(response, data)
 
@@ -329,7 +337,7 @@ class ConfluenceClient:
         )
         if response.status_code == 404:
             raise SpaceNotFound(f"Confluence space id {space_id} does not exist at {self.base_url}")
-        return dict(response.json())
+        return dict(_json(response, "spaces.get"))
 
     def iter_pages(
         self, space_id: str, *, body: bool = False, status: str = "current", limit: int = 250
@@ -349,7 +357,7 @@ class ConfluenceClient:
         )
         if response.status_code == 404:
             return None
-        page = dict(response.json())
+        page = dict(_json(response, "pages.get"))
         return page if page.get("status") == "current" else None
 
     def search(
@@ -391,7 +399,10 @@ class ConfluenceClient:
         if parent_id:
             body["parentId"] = parent_id
         return dict(
-            self._request("POST", f"{V2}/pages", json=body, operation="pages.create").json()
+            _json(
+                self._request("POST", f"{V2}/pages", json=body, operation="pages.create"),
+                "pages.create",
+            )
         )
 
     def update_page(
@@ -416,7 +427,7 @@ class ConfluenceClient:
                 page_id,
                 version,
             )
-        return dict(response.json())
+        return dict(_json(response, "pages.update"))
 
     def add_labels(self, page_id: str, labels: list[str]) -> None:
         _check_id(page_id)
@@ -427,7 +438,10 @@ class ConfluenceClient:
 
     def get_labels(self, page_id: str) -> list[str]:
         _check_id(page_id)
-        data = self._request("GET", f"{V1}/content/{page_id}/label", operation="labels.get").json()
+        data = _json(
+            self._request("GET", f"{V1}/content/{page_id}/label", operation="labels.get"),
+            "labels.get",
+        )
         return [str(item["name"]) for item in data.get("results", [])]
 
     def page_url(self, page: dict[str, Any]) -> str:
@@ -435,10 +449,29 @@ class ConfluenceClient:
         return f"{self.base_url}/wiki{webui}"
 
 
+def _json(response: httpx.Response, operation: str) -> Any:
+    """The response's JSON object, or a ConfluenceError saying the answer was malformed."""
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ConfluenceError(
+            f"Confluence answered {operation} with a body that is not JSON",
+            status=response.status_code,
+            operation=operation,
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfluenceError(
+            f"Confluence answered {operation} with JSON that is not an object",
+            status=response.status_code,
+            operation=operation,
+        )
+    return data
+
+
 def _check_id(page_id: str) -> None:
     """Page ids are numeric; anything else must not reach a URL path."""
     if not str(page_id).isdigit():
-        raise ValueError(f"invalid Confluence page id {page_id!r}")
+        raise ConfluenceInputError(f"invalid Confluence page id {page_id!r}")
 
 
 def _message(response: httpx.Response) -> str:

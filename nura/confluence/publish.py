@@ -18,8 +18,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from markdown_it import MarkdownIt
+from pydantic import BaseModel, Field
 
-from nura.confluence.client import ConfluenceClient, ConfluenceError, VersionConflict
+from nura.confluence.client import (
+    ConfluenceClient,
+    ConfluenceError,
+    ConfluenceInputError,
+    VersionConflict,
+)
+from nura.core.runtime import get_config
 
 Policy = Literal["fail", "overwrite", "skip"]
 CODE_BLOCK = re.compile(
@@ -85,7 +92,7 @@ def publish_page(
 ) -> PublishResult:
     """Create or update one page; conflicts follow `policy` (see the module docstring)."""
     if not title.strip():
-        raise ValueError("a page needs a title")
+        raise ConfluenceInputError("a page needs a title")
     storage = content if content_format == "storage" else markdown_to_storage(content)
     space_info = client.get_space(space)
     existing = client.find_page(space, title)
@@ -159,4 +166,38 @@ def _result(
         version=int((page.get("version") or {}).get("number") or 0),
         url=client.page_url(page),
         detail=detail,
+    )
+
+
+class PublishPage(BaseModel):
+    """One page to publish."""
+
+    title: str = Field(min_length=1, max_length=255, description="Page title (unique in space)")
+    content: str = Field(description="Page body, Markdown or storage-format XHTML")
+    content_format: Literal["markdown", "storage"] = "markdown"
+    space: str | None = Field(default=None, description="Space key; default: first configured")
+    parent_id: str | None = Field(default=None, pattern=r"^\d+$", description="Parent page id")
+    labels: list[str] = Field(default_factory=list)
+    base_version: int | None = Field(
+        default=None, ge=1, description="Version the content was based on (conflict check)"
+    )
+
+
+class PublishFailed(ConfluenceError):
+    """At least one page could not be published (see the run's table artifact)."""
+
+
+def publish_one(page: PublishPage, policy: str) -> PublishResult:
+    """Publish one page with the configured site's client (a flow's task)."""
+    space = page.space or get_config().external_services.confluence.spaces[0]
+    return publish_page(
+        ConfluenceClient.from_config(),
+        space=space,
+        title=page.title,
+        content=page.content,
+        content_format=page.content_format,
+        parent_id=page.parent_id,
+        labels=page.labels,
+        policy=policy,  # type: ignore[arg-type]
+        base_version=page.base_version,
     )

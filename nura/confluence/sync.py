@@ -54,16 +54,7 @@ from nura.confluence.state import (
 from nura.core.errors import CircuitOpen, IntegrationError
 from nura.kb import s3
 
-
-def _logger() -> Any:
-    """The run logger inside a flow/task run, else the module logger (benchmarks, tests)."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("nura.confluence")
+logger = logging.getLogger("nura.confluence")
 
 
 OUTCOMES = ("created", "updated", "unchanged", "deleted", "failed")
@@ -241,7 +232,7 @@ class PageSyncer:
                     fetched.append((page_id, self.client.get_page(page_id, body=True), None))
                 except (ConfluenceAuthError, CircuitOpen) as exc:
                     abort.append(exc)
-                except (IntegrationError, ConfluenceError, ValueError, KeyError) as exc:
+                except IntegrationError as exc:
                     fetched.append((page_id, None, exc))
             payloads = [
                 (_storage(page), self.client.base_url, self.space, page_id)
@@ -401,7 +392,6 @@ def sync_space_impl(
     """Synchronise one space; see the module docstring. `space_id` when the caller has
     resolved the key already. `crash_after` (tests) raises after that many pages were
     checkpointed, as a worker dying mid-run would."""
-    logger = _logger()
     started = time.perf_counter()
     conf = get_config().external_services.confluence
     client = client or _run_client()

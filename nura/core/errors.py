@@ -9,19 +9,28 @@ IntegrationError
 ├── ServerError           5xx after the retries were spent
 └── ServiceUnavailable    connection refused/reset, DNS, TLS, or any transport failure
 
-Errors that are not about one call derive from `NuraError`, the root of everything this
-package raises on purpose (IntegrationError is one branch):
+└── InvalidInput          an argument or payload is invalid; nothing was sent (also a
+                          ValueError, as pydantic and argument checks expect)
+
+Each system's room adds its branch: `ConfluenceError` (nura.confluence.client),
+`GitPushError` (nura.git.ingest), `WebhookError` with `SSRFRefused`, `UnknownTarget`,
+`EventNotAccepted`, `SnsVerificationError` (nura.webhooks.errors), `BedrockError`
+(nura.bedrock.models). A caller catches `IntegrationError` and no more.
+
+Errors that are not about an integration derive from `NuraError`, the root of everything
+this package raises on purpose:
 
 NuraError
-├── IntegrationError      (above; each system's room adds its own subclasses)
-└── ProjectNotFound       no project directory (its `prefect.yaml`) where nura looked
+├── IntegrationError      (above)
+├── ConfigError           integrations.yaml is missing or invalid (nura.config.loader)
+├── ProjectNotFound       no project directory (its `prefect.yaml`) where nura looked
+├── StoreUnavailable      a store could not commit (nura.core.stores.inbox)
+└── StackError, BootstrapError   `nura up` / `nura bootstrap` could not do their job
 """
 
 from __future__ import annotations
 
-
-class NuraError(Exception):
-    """Root of every error this package raises on purpose."""
+from nura.errors import NuraError
 
 
 class ProjectNotFound(NuraError):
@@ -29,22 +38,26 @@ class ProjectNotFound(NuraError):
 
 
 class IntegrationError(NuraError):
-    """Base of every error raised by an integration (the call layer and each system)."""
+    """Base of every error raised by an integration (the call layer and each system).
+
+    A system's own errors set `default_service`, so they can be raised with a message only.
+    """
 
     retryable = False
+    default_service = ""
 
     def __init__(
         self,
         message: str,
         *,
-        service: str,
+        service: str | None = None,
         status: int | None = None,
         attempts: int = 0,
         operation: str = "",
         code: str | None = None,
         retryable: bool | None = None,
     ) -> None:
-        self.service = service
+        self.service = self.default_service if service is None else service
         self.code = code
         if retryable is not None:
             self.retryable = retryable
@@ -77,6 +90,7 @@ class IntegrationError(NuraError):
                 self.code,
                 self.retryable,
             ),
+            self.__dict__,  # a subclass's own attributes (page_id, url, reason...)
         )
 
 
@@ -129,10 +143,15 @@ class ServiceUnavailable(IntegrationError):
     retryable = True
 
 
+class InvalidInput(IntegrationError, ValueError):
+    """The caller's argument or payload is invalid: nothing was sent, retrying cannot help."""
+
+
 __all__ = [
     "CircuitOpen",
     "ClientError",
     "IntegrationError",
+    "InvalidInput",
     "NuraError",
     "ProjectNotFound",
     "RateLimited",

@@ -61,18 +61,6 @@ class CallResult(Generic[T]):
     fallback_reason: str | None = None
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        from prefect.context import FlowRunContext, TaskRunContext
-        from prefect.logging import get_run_logger
-
-        if TaskRunContext.get() or FlowRunContext.get():
-            return get_run_logger()
-    except Exception:  # noqa: S110 - outside a run, the module logger is the right place
-        pass
-    return logger
-
-
 def _flow_run_id() -> str | None:
     from prefect.context import FlowRunContext
 
@@ -214,7 +202,7 @@ class CallLayer:
                         retry_after_cap=policy.retry_after_max_seconds,
                         rng=self.rng,
                     )
-                    _run_logger().info(
+                    logger.info(
                         "%s %s attempt %d failed (%s); retrying in %.2fs",
                         service,
                         operation,
@@ -275,7 +263,7 @@ class CallLayer:
         if not use_fallback:
             raise error
         assert chosen is not None
-        _run_logger().warning("FALLBACK answered for %s %s: %s", service, operation, error)
+        logger.warning("FALLBACK answered for %s %s: %s", service, operation, error)
         return CallResult(
             chosen(error), service, operation, error.attempts, latency, True, str(error)
         )

@@ -76,6 +76,8 @@ class NoLimiter:
 
 
 class _Bucket:
+    """One limit's local lease; every field is guarded by `cond`."""
+
     def __init__(self, spec: LimitSpec, batch: int, ttl: float) -> None:
         self.spec = spec
         self.batch = batch
@@ -86,6 +88,14 @@ class _Bucket:
         self.refilling = False
         self.error: BaseException | None = None
         self.ensured = False
+        self.need = 0  # units a waiting caller is short of beyond a batch (token limits)
+        self.debt = 0  # units used beyond what was leased, owed to the server (token limits)
+
+    def raise_error(self) -> None:
+        """Hand a failed refill's error to one waiting caller."""
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
 
 
 class PrefectSlotLeaser:
@@ -94,6 +104,8 @@ class PrefectSlotLeaser:
     `client_factory` returns a Prefect `SyncPrefectClient`-like object (has `request`) and is
     injectable for tests; missing limits are created from the spec (never silently skipped).
     """
+
+    burst_seconds = 1.0  # a limit holds this many seconds of its rate (`LimitSpec`)
 
     def __init__(
         self,
@@ -130,7 +142,7 @@ class PrefectSlotLeaser:
             with self._lock:
                 bucket = self._buckets.get(service)
                 if bucket is None or bucket.spec.per_minute != per_minute:
-                    spec = LimitSpec(limit_name(service), per_minute)
+                    spec = LimitSpec(limit_name(service), per_minute, self.burst_seconds)
                     batch = max(
                         1, min(spec.burst_calls, math.ceil(spec.per_second * self.lease_seconds))
                     )
@@ -150,9 +162,7 @@ class PrefectSlotLeaser:
                     if bucket.tokens <= bucket.batch // 2 and not bucket.refilling:
                         self._start_refill(bucket)  # prefetch: the hot path never waits
                     return
-                if bucket.error is not None:
-                    err, bucket.error = bucket.error, None
-                    raise err
+                bucket.raise_error()
                 if not bucket.refilling:
                     self._start_refill(bucket)
                 remaining = None if deadline is None else deadline - now
@@ -167,17 +177,27 @@ class PrefectSlotLeaser:
         threading.Thread(target=self._refill, args=(bucket,), daemon=True).start()
 
     def _refill(self, bucket: _Bucket) -> None:
+        """Lease a batch (more when a caller needs more, plus any debt) in the background."""
         try:
             if not bucket.ensured:
                 # Once per process and service: the limit matches this process's config.
                 ensure_limit(self.client, bucket.spec)
                 bucket.ensured = True
-            granted = self._lease(bucket.spec, bucket.batch)
+            with bucket.cond:
+                debt = bucket.debt
+                wanted = min(max(bucket.batch, bucket.need) + debt, bucket.spec.burst_calls)
+                bucket.need = bucket.debt = 0
+            granted = self._lease(bucket.spec, wanted)
             with bucket.cond:
                 now = self.clock()
                 if now >= bucket.expires:
                     bucket.tokens = 0
                 bucket.tokens += granted
+                # The debt, and any booked while this lease was in flight, is paid from it.
+                bucket.debt += debt
+                pay = min(bucket.debt, max(bucket.tokens, 0))
+                bucket.tokens -= pay
+                bucket.debt -= pay
                 bucket.expires = now + bucket.ttl
         except BaseException as exc:  # handed to the waiting caller, never swallowed
             with bucket.cond:

@@ -20,14 +20,17 @@ import httpx
 from pydantic import BaseModel, Field
 
 from nura import get_call_layer, get_config
+from nura.core.errors import InvalidInput
 from nura.kb import s3
 
 ZERO_SHA = "0" * 40
 Action = Literal["upsert", "delete"]
 
 
-class GitPushError(ValueError):
+class GitPushError(InvalidInput):
     """The payload is not a push we can read (neither GitHub's nor GitLab's shape)."""
+
+    default_service = "git"
 
 
 class PushEvent(BaseModel):

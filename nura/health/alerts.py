@@ -82,12 +82,9 @@ def message(change: Mapping[str, Any], affects: list[str]) -> tuple[str, str]:
     return title, body
 
 
-def _default_notifier() -> Notifier | None:
-    try:
-        from nura.notify.dispatch import notify
-    except ImportError:
-        logger.warning("nura.notify.dispatch is not installed: alert not delivered to people")
-        return None
+def _default_notifier() -> Notifier:
+    from nura.notify.dispatch import notify
+
     return notify
 
 
@@ -129,23 +126,22 @@ def deliver_alert(change: dict[str, Any], notifier: Notifier | None = None) -> d
     delivered: Any = None
     if change.get("notify"):
         send = notifier or _default_notifier()
-        if send is not None:
-            try:
-                delivered = send(
-                    title,
-                    body,
-                    change["severity"],
-                    event=event_name(
-                        AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})
-                    ),
-                    details={
-                        "service": change["key"],
-                        "alert_id": change["alert_id"],
-                        "affects": ", ".join(affects) or "-",
-                    },
-                )
-            except Exception as exc:  # delivery trouble is logged, never fatal to the monitor
-                logger.warning("alert %s not delivered: %s", change["alert_id"], exc)
+        try:
+            delivered = send(
+                title,
+                body,
+                change["severity"],
+                event=event_name(
+                    AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})
+                ),
+                details={
+                    "service": change["key"],
+                    "alert_id": change["alert_id"],
+                    "affects": ", ".join(affects) or "-",
+                },
+            )
+        except Exception as exc:  # delivery trouble is logged, never fatal to the monitor
+            logger.warning("alert %s not delivered: %s", change["alert_id"], exc)
     try:
         _cloudwatch_log(change, title)
     except Exception as exc:

@@ -32,7 +32,7 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -41,9 +41,12 @@ from typing import Any
 from nura import IntegrationError, RateLimited, get_call_layer, get_config, store_url
 from nura.config import IntegrationsConfig
 from nura.core.breaker import Admission, BreakerState
+from nura.core.errors import NuraError
 from nura.core.layer import CallLayer
 from nura.core.ratelimit import NoLimiter
 from nura.core.stores.db import get_engine
+from nura.core.stores.dead_letters import dead_letter_stats
+from nura.core.stores.inbox import inbox_stats
 
 logger = logging.getLogger("nura.health")
 
@@ -74,7 +77,7 @@ class CheckResult:
         return asdict(self)
 
 
-class NotConfigured(Exception):
+class NotConfigured(NuraError):
     """The check has nothing to check (no endpoint, no block, store not installed)."""
 
 
@@ -247,9 +250,13 @@ def _bedrock(lane: CallLayer, cfg: IntegrationsConfig, timeout: float) -> CheckR
     return result
 
 
-def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | NotConfigured:
+def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | Exception:
     """(site URL, httpx auth) from the saved block, loaded before the round starts: a block
-    read is a Prefect API call, not Confluence's latency."""
+    read is a Prefect API call, not Confluence's latency.
+
+    A block that does not exist is `NotConfigured`; one that exists but cannot be loaded
+    (API error, invalid document) is an error the check reports as unhealthy, never as
+    "not configured"."""
     from prefect.settings import PREFECT_API_URL
 
     name = (
@@ -258,19 +265,25 @@ def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | NotConfig
     if not PREFECT_API_URL.value():
         # Loading a block without an API would start an ephemeral server (seconds).
         return NotConfigured("credentials block needs PREFECT_API_URL")
-    try:
-        from nura.confluence.blocks import ConfluenceCredentials
+    from nura.confluence.blocks import ConfluenceCredentials
+    from nura.core.blocks import load_block
 
-        creds: Any = ConfluenceCredentials.load(name, _sync=True)  # type: ignore[call-arg]
+    try:
+        creds: Any = load_block(ConfluenceCredentials, name)
+        if creds is None:
+            return NotConfigured(f"credentials block {name!r} does not exist")
         return str(creds.base_url or ""), creds.auth()
-    except Exception as exc:
-        return NotConfigured(f"block {name!r} not loadable ({type(exc).__name__})")
+    except Exception as exc:  # handed to the check, which reports it as a failure
+        return IntegrationError(
+            f"credentials block {name!r} could not be loaded ({type(exc).__name__})",
+            service="confluence",
+        )
 
 
 def _confluence(
     lane: CallLayer, cfg: IntegrationsConfig, timeout: float, creds: Any = None
 ) -> CheckResult:
-    if isinstance(creds, NotConfigured):
+    if isinstance(creds, Exception):
         raise creds
     site, auth = creds if creds is not None else ("", None)
     policy = lane.policy("confluence")
@@ -341,20 +354,13 @@ def _database(cfg: IntegrationsConfig, engine: Any) -> CheckResult:
 
 def _queue(
     service: str,
-    module: str,
-    function: str,
+    stats_fn: Callable[[Any], Mapping[str, Any]],
     engine: Any,
     degraded: float,
     unhealthy: float,
     figure: str,
 ) -> CheckResult:
     """Backlog of one of the platform's queues; thresholds on `figure` of its stats."""
-    import importlib
-
-    try:
-        stats_fn = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as exc:
-        raise NotConfigured(f"{module}.{function} not installed") from exc
     started = time.perf_counter()
     stats = stats_fn(engine)
     latency = (time.perf_counter() - started) * 1000
@@ -413,8 +419,7 @@ def build_checks(
             "queue",
             lambda: _queue(
                 "webhook_inbox",
-                "nura.core.stores.inbox",
-                "inbox_stats",
+                inbox_stats,
                 engine,
                 ct.inbox_oldest_degraded_seconds,
                 ct.inbox_oldest_unhealthy_seconds,
@@ -427,8 +432,7 @@ def build_checks(
             "queue",
             lambda: _queue(
                 "dead_letters",
-                "nura.core.stores.dead_letters",
-                "dead_letter_stats",
+                dead_letter_stats,
                 engine,
                 ct.dead_letters_degraded,
                 ct.dead_letters_unhealthy,

@@ -8,41 +8,31 @@ These are plain functions, not Prefect tasks: a sync writes thousands of objects
 per object would cost 4-7 ms of orchestration each (PREFECT-FACTS.md); the flows wrap
 batches of them in tasks instead.
 
-Writes (`put_document`) are one SigV4-signed HTTP PUT each, on a small pool of keep-alive
-connections, run by the call layer (`call("s3", "put_object", ...)`: rate limit, breaker,
-retries, call records) with the endpoint, region and credentials of the process's boto3
-client. Why not boto3's `put_object`: a full Confluence sync writes thousands of objects and
-is CPU-bound, and per 10 KB object (against moto, `time.process_time`) botocore's request
-pipeline costs ~4.8 ms of CPU, a PUT signed by botocore's `S3SigV4Auth` and sent by httpx
-~2.7 ms, this one ~1 ms: together a quarter of the sync's CPU per page. Path-style
-addressing (`{endpoint}/{bucket}/{key}`), which S3 accepts for every bucket and custom
-endpoints (moto, MinIO) require. Where an HTTP proxy applies to the endpoint, writes go
-through boto3 (which honours proxies). Reads, deletes and bucket set-up stay on boto3:
-they are few.
+Writes (`put_document`) are one PUT each, run by the call layer (`call("s3", "put_object",
+...)`: rate limit, breaker, retries, call records), built from the process's boto3 client:
+botocore resolves the endpoint and addressing style and signs with the client's
+credentials, and the client's connection pool sends it (`_Writer`). Why not plain
+`put_object`: a full Confluence sync writes thousands of objects and is CPU-bound, and
+botocore's per-call pipeline (validation, serializer, event hooks, response parsing) is
+most of a PUT's CPU: per 10 KB object against moto (`time.process_time`), `put_object`
+~0.95 ms, this ~0.55 ms. Reads, deletes and bucket set-up stay on boto3: they are few.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.client
 import json
 import re
-import ssl
 import threading
-import time
-import urllib.request
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from nura import get_call_layer, get_config
-from nura.core.aws_clients import _credentials_block, aws_client
-from nura.core.errors import ClientError, ServiceTimeout, ServiceUnavailable
-from nura.core.http import tls_context
+from nura.core.aws_clients import aws_client
+from nura.core.errors import ClientError
 from nura.core.layer import classify_http
 
 
@@ -75,156 +65,106 @@ def ascii_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return {k: v if v.isascii() else quote(v, safe=" /:.,-_()") for k, v in metadata.items()}
 
 
-# -- SigV4 (S3, header auth, signed payload) ---------------------------------------------
-
-_signing_keys: dict[tuple[str, str, str], bytes] = {}
-
-
-def _signing_key(secret: str, day: str, region: str) -> bytes:
-    key = _signing_keys.get((secret, day, region))
-    if key is None:
-        key = ("AWS4" + secret).encode()
-        for part in (day, region, "s3", "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        if len(_signing_keys) > 16:
-            _signing_keys.clear()
-        _signing_keys[(secret, day, region)] = key
-    return key
-
-
-def sigv4_headers(
-    method: str,
-    host: str,
-    path: str,
-    headers: dict[str, str],
-    body: bytes,
-    *,
-    credentials: Any,
-    region: str,
-    amz_date: str | None = None,
-) -> dict[str, str]:
-    """`headers` plus Host, x-amz-date, x-amz-content-sha256 (and the session token) and the
-    AWS Signature V4 `Authorization` over all of them. `path` is the URI-encoded path as
-    sent (S3 signs it as is); `credentials` has access_key, secret_key, token."""
-    amz_date = amz_date or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    payload = hashlib.sha256(body).hexdigest()
-    out = {
-        **headers,
-        "Host": host,
-        "x-amz-date": amz_date,
-        "x-amz-content-sha256": payload,
-    }
-    if credentials.token:
-        out["x-amz-security-token"] = credentials.token
-    canonical = {name.lower(): " ".join(value.split()) for name, value in out.items()}
-    names = sorted(canonical)
-    signed_headers = ";".join(names)
-    request = "\n".join(
-        [
-            method,
-            path,
-            "",
-            "".join(f"{name}:{canonical[name]}\n" for name in names),
-            signed_headers,
-            payload,
-        ]
-    )
-    scope = f"{amz_date[:8]}/{region}/s3/aws4_request"
-    to_sign = (
-        f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
-    )
-    key = _signing_key(credentials.secret_key, amz_date[:8], region)
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    out["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
-    )
-    return out
-
-
-# -- the writer: keep-alive connections to the S3 endpoint -------------------------------
+# -- the writer: botocore's request, without botocore's per-call pipeline -----------------
 
 ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-# A kept-alive connection the server has closed meanwhile: send once more on a new one.
-STALE = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 
 
-@dataclass
 class _Writer:
-    scheme: str
-    host: str  # the Host header, as signed
-    hostname: str
-    port: int
-    base_path: str
-    region: str
-    credentials: Any  # botocore Credentials (refreshes itself when it is a role's)
-    timeout: float
-    proxied: bool
-    idle: list[http.client.HTTPConnection] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    tls: ssl.SSLContext | None = None
+    """PutObject for one boto3 S3 client, with everything that decides what goes on the
+    wire taken from that client: botocore's endpoint rule set resolves the URL (custom
+    endpoint, region, FIPS/dual-stack, `Config(s3={"addressing_style": ...})`), the client's
+    request signer signs it (S3 SigV4, with the client's credentials object: SSO, assumed
+    roles and instance profiles refresh themselves before each signature), and the
+    client's own urllib3 pool sends it (keep-alive, proxies, CA bundle, timeouts).
 
-    def _connection(self) -> http.client.HTTPConnection:
-        with self.lock:
-            if self.idle:
-                return self.idle.pop()
-            if self.scheme == "https" and self.tls is None:
-                self.tls = tls_context()  # one for all the writer's connections
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.hostname, self.port, timeout=self.timeout, context=self.tls
-            )
-        return http.client.HTTPConnection(self.hostname, self.port, timeout=self.timeout)
+    What is skipped is the rest of `client.put_object`: parameter validation, the model
+    serializer, the event hooks and response parsing (see the module docstring).
+    """
 
-    def put(self, path: str, body: bytes, headers: dict[str, str]) -> None:
-        """One signed PUT; typed errors (the call layer decides about retries)."""
-        signed = sigv4_headers(
-            "PUT",
-            self.host,
-            path,
-            headers,
-            body,
-            credentials=self.credentials.get_frozen_credentials(),
-            region=self.region,
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.operation = client.meta.service_model.operation_model("PutObject")
+
+    def _context(self) -> dict[str, Any]:
+        """The request context `client.put_object` would start from (botocore.client)."""
+        op = self.operation
+        meta = self.client.meta
+        auth_type = op.resolved_auth_type
+        if op.auth and meta.config.auth_scheme_preference:
+            from botocore.auth import resolve_auth_scheme_preference
+
+            preferred = meta.config.auth_scheme_preference.split(",")
+            auth_type = resolve_auth_scheme_preference(preferred, op.auth)
+        return {
+            "client_region": meta.region_name,
+            "client_config": meta.config,
+            "has_streaming_input": op.has_streaming_input,
+            "auth_type": auth_type,
+            "unsigned_payload": op.unsigned_payload,
+            "auth_options": meta.service_model.metadata.get("auth"),
+        }
+
+    def request(self, bucket: str, key: str, body: bytes, headers: dict[str, str]) -> Any:
+        """The signed `AWSPreparedRequest` of a PutObject (nothing is sent)."""
+        from botocore.awsrequest import create_request_object, prepare_request_dict
+        from botocore.utils import percent_encode
+
+        context = self._context()
+        # The rule set reads Bucket (not Key) for PutObject; botocore caches its answers.
+        endpoint_url, endpoint_headers, properties = self.client._resolve_endpoint_ruleset(
+            self.operation, {"Bucket": bucket}, context
         )
-        conn = self._connection()
-        reused = conn.sock is not None  # open since an earlier keep-alive answer
+        if properties:
+            context["endpoint_properties"] = properties
+        request_dict: dict[str, Any] = {
+            "method": "PUT",
+            # S3 rule sets put the bucket in the endpoint URL (host or path, by the
+            # addressing style); the key is encoded as botocore's serializer does.
+            "url_path": "/" + percent_encode(key, safe="/~"),
+            "query_string": "",
+            "headers": {**endpoint_headers, **headers},
+            "body": body,
+            "context": context,
+        }
+        prepare_request_dict(request_dict, endpoint_url=endpoint_url)
+        request = create_request_object(request_dict)
+        self.client._request_signer.sign(self.operation.name, request)
+        return request.prepare()
+
+    def put(self, bucket: str, key: str, body: bytes, headers: dict[str, str]) -> None:
+        """One signed PUT. Transport failures raise botocore's exceptions, which the call
+        layer types (and retries); an S3 error answer raises its typed error here."""
+        from botocore.exceptions import ConnectionClosedError, NoCredentialsError
+
         try:
-            try:
-                status, reply_headers, reply = _exchange(conn, path, body, signed)
-            except STALE:
-                if not reused:
-                    raise
-                conn.close()
-                status, reply_headers, reply = _exchange(conn, path, body, signed)
-        except TimeoutError as exc:
-            conn.close()
-            raise ServiceTimeout(
-                f"timed out after {self.timeout}s", service="s3", operation="put_object"
+            prepared = self.request(bucket, key, body, headers)
+        except NoCredentialsError as exc:
+            raise ClientError(
+                "no AWS credentials: save an AwsCredentials block or set the "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment",
+                service="s3",
+                operation="put_object",
             ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise ServiceUnavailable(
-                f"transport failure: {type(exc).__name__}", service="s3", operation="put_object"
-            ) from exc
-        with self.lock:
-            self.idle.append(conn)
-        if status >= 300:
+        session = self.client._endpoint.http_session
+        try:
+            response = session.send(prepared)
+        except ConnectionClosedError:
+            # S3 closes kept-alive connections that idle; one it closed just as we reused
+            # it fails at once (urllib3 drops it). A PUT is idempotent: once more, at once,
+            # on a new connection; a second failure is the call layer's to retry.
+            response = session.send(prepared)
+        if response.status_code >= 300:
             error = classify_http(
-                "s3", "put_object", httpx.Response(status, headers=reply_headers), 1
+                "s3",
+                "put_object",
+                httpx.Response(response.status_code, headers=dict(response.headers)),
+                1,
             )
-            code = ERROR_CODE.search(reply)
+            code = ERROR_CODE.search(response.content or b"")
             if code and not error.code:
                 error.code = code.group(1).decode(errors="replace")
             raise error
-
-
-def _exchange(
-    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    conn.request("PUT", path, body=body, headers=headers)
-    response = conn.getresponse()
-    return response.status, response.getheaders(), response.read()
 
 
 # One writer per boto3 client (weakly held: a client that aws_client() does not cache, one
@@ -233,51 +173,13 @@ _writers: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
 _writers_lock = threading.Lock()
 
 
-def _writer() -> _Writer:
-    """The writer for the process's boto3 S3 client: its endpoint, region, credentials."""
-    client = aws_client("s3")
-    block_name = get_config().external_services.aws.credentials_block
+def _writer(client: Any) -> _Writer:
     writer = _writers.get(client)
-    if writer is not None:
-        return writer
-    with _writers_lock:
-        writer = _writers.get(client)
-        if writer is None:
-            if block_name:
-                session = _credentials_block(block_name).get_boto3_session()
-            else:
-                import boto3
-
-                session = boto3.session.Session()
-            credentials = session.get_credentials()
-            if credentials is None:
-                raise ClientError(
-                    "no AWS credentials: save an AwsCredentials block or set the "
-                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment",
-                    service="s3",
-                    operation="put_object",
-                )
-            url = urlsplit(client.meta.endpoint_url)
-            scheme = url.scheme or "https"
-            default_port = 443 if scheme == "https" else 80
-            port = url.port or default_port
-            hostname = url.hostname or ""
-            netloc = f"[{hostname}]" if ":" in hostname else hostname  # IPv6 literal
-            writer = _Writer(
-                scheme=scheme,
-                host=netloc if port == default_port else f"{netloc}:{port}",
-                hostname=hostname,
-                port=port,
-                base_path=url.path.rstrip("/"),
-                region=client.meta.region_name,
-                credentials=credentials,
-                timeout=get_config().policies()["s3"].timeout_seconds,
-                proxied=bool(
-                    urllib.request.getproxies().get(scheme)
-                    and not urllib.request.proxy_bypass(hostname)
-                ),
-            )
-            _writers[client] = writer
+    if writer is None:
+        with _writers_lock:
+            writer = _writers.get(client)
+            if writer is None:
+                writer = _writers[client] = _Writer(client)
     return writer
 
 
@@ -289,24 +191,13 @@ def put_document(
 ) -> None:
     """PutObject with SSE and user metadata (see the module docstring for how it is sent)."""
     kb = knowledge_base()
-    writer = _writer()
-    if writer.proxied:
-        args: dict[str, Any] = {
-            "Bucket": kb.bucket,
-            "Key": key,
-            "Body": body,
-            "ContentType": content_type,
-            "Metadata": ascii_metadata(metadata),
-            **kb.sse_args(),
-        }
-        client = aws_client("s3")
-        get_call_layer().call("s3", "put_object", client.put_object, payload=body, **args)
-        return
+    writer = _writer(aws_client("s3"))
     headers = {"Content-Type": content_type, **kb.sse_headers()}
     for name, value in ascii_metadata(metadata).items():
         headers[f"x-amz-meta-{name}"] = value
-    path = f"{writer.base_path}/{quote(kb.bucket)}/{quote(key, safe='/~')}"
-    get_call_layer().call("s3", "put_object", writer.put, path, body, headers, payload=body)
+    get_call_layer().call(
+        "s3", "put_object", writer.put, kb.bucket, key, body, headers, payload=body
+    )
 
 
 def delete_document(key: str) -> None:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from nura import IntegrationError, get_config, store_url
 from nura.config.sections.notifications import SEVERITY_ORDER, NotificationSettings
+from nura.core.errors import InvalidInput
 from nura.core.stores.db import get_engine, utcnow_ts
 from nura.core.stores.notifications import record_notification, sent_since
 from nura.notify.ses import send_email_message
@@ -58,15 +59,6 @@ class NotifyResult(BaseModel):
     @property
     def sent(self) -> list[str]:
         return [name for name, c in self.channels.items() if c.status == "sent"]
-
-
-def _run_logger() -> Any:
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # outside a flow or task run the module logger is the right place
-        return logger
 
 
 def _channels(settings: NotificationSettings, severity: str) -> list[str]:
@@ -146,7 +138,10 @@ def send_notification(
 ) -> NotifyResult:
     """The body of `notify`, callable outside a Prefect run (CLI, tests)."""
     if severity not in SEVERITY_ORDER:
-        raise ValueError(f"severity must be one of {', '.join(SEVERITY_ORDER)}, not {severity!r}")
+        raise InvalidInput(
+            f"severity must be one of {', '.join(SEVERITY_ORDER)}, not {severity!r}",
+            service="notify",
+        )
     settings = get_config().health_monitoring.notifications
     result = NotifyResult(
         title=title, severity=severity, event=event, notified=severity in settings.severity_levels
@@ -154,7 +149,6 @@ def send_notification(
     if not result.notified:
         return result
     engine = get_engine(store_url())
-    log = _run_logger()
     details = dict(details or {})
     for channel in _channels(settings, severity):
         now_ts = now if now is not None else utcnow_ts()
@@ -168,11 +162,11 @@ def send_notification(
         else:
             try:
                 outcome = _send_one(channel, settings, title, body, severity, event, details)
-            except (IntegrationError, ValueError) as exc:
+            except IntegrationError as exc:
                 outcome = ChannelOutcome(
                     channel=channel, status="failed", error=f"{type(exc).__name__}: {exc}"
                 )
-                log.error("notification %r on %s failed: %s", title, channel, outcome.error)
+                logger.error("notification %r on %s failed: %s", title, channel, outcome.error)
         record_notification(
             engine,
             channel=channel,
@@ -185,7 +179,7 @@ def send_notification(
             ts=now_ts,
         )
         result.channels[channel] = outcome
-    log.info(
+    logger.info(
         "notification %r (%s): %s",
         title,
         severity,

@@ -11,6 +11,7 @@ from typing import Any
 
 from nura import get_call_layer, get_config
 from nura.core.aws import boto_client
+from nura.core.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def send_email_message(
 ) -> SentEmail:
     """Send one email; raises a typed call-layer error (e.g. `ClientError` MessageRejected)."""
     if not recipients:
-        raise ValueError("an email needs at least one recipient")
+        raise InvalidInput("an email needs at least one recipient", service="ses")
     client = ses_client(credentials_block)
     kwargs: dict[str, Any] = {
         "Source": sender,

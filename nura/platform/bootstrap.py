@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from nura.config import IntegrationsConfig
+from nura.errors import NuraError
 from nura.platform.project import project_dir
 
 
@@ -172,16 +173,14 @@ class LoadedFlow:
 def load_flows(specs: list[DeploymentSpec], report: BootstrapReport) -> list[LoadedFlow]:
     """Import every deployment's flow and build its parameter schema: local work only, so
     `nura up` runs it while the Prefect server is still starting."""
-    import importlib.util
-
     from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
 
     loaded = []
     for spec in specs:
-        if importlib.util.find_spec(spec.flow_module) is None:
-            report.skipped.append(f"{spec.name} ({spec.entrypoint} not found)")
-            continue
+        path = project_dir() / spec.entrypoint.split(":")[0]
+        if not path.is_file():
+            raise BootstrapError(f"deployment {spec.name}: entrypoint {spec.entrypoint} not found")
         flow: Any = load_flow_from_entrypoint(str(project_dir() / spec.entrypoint))
         loaded.append(LoadedFlow(spec, flow, parameter_schema(flow).model_dump_for_openapi()))
     return loaded
@@ -279,25 +278,18 @@ async def apply_deployments(
 
 def wait_for_api(timeout: float) -> None:
     """Wait until the server PREFECT_API_URL names answers its health check."""
-    import time
-
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
+    from nura.platform.processes import WaitTimeout, answers_ok, wait_http
+
     url = f"{str(PREFECT_API_URL.value()).rstrip('/')}/health"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise BootstrapError(f"the Prefect API at {url} did not answer within {timeout:.0f}s")
-        time.sleep(0.1)
+    try:
+        wait_http(url, timeout, accept=answers_ok)
+    except WaitTimeout as exc:
+        raise BootstrapError(f"the Prefect API at {exc}") from exc
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(NuraError, RuntimeError):
     """The server to bootstrap cannot be reached."""
 
 

@@ -50,24 +50,6 @@ async def trigger() -> dict[str, str]:
     return dict(zip(FIRST_RUNS, ids, strict=True))
 
 
-def _wait_healthy(url: str, timeout: float) -> None:
-    """`nura up` starts the receiver alongside this bootstrap: wait for it to answer."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(0.1)
-
-
 def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     """A signed GitHub push of the sandbox repo and a signed Confluence page update,
     through the running receiver: the webhook-triggered deployments start as in production."""
@@ -78,13 +60,15 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     from pydantic import SecretStr
 
     from nura import get_config
+    from nura.platform.processes import answers_ok, wait_http
     from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
     from nura.webhooks.blocks import WebhookSecret
 
     cfg = get_config()
     receiver = cfg.webhooks.receiver
     base = f"http://{receiver.host}:{receiver.port}"
-    _wait_healthy(f"{base}/healthz", 60)
+    # `nura up` starts the receiver alongside this bootstrap: wait for it to answer.
+    wait_http(f"{base}/healthz", 60, accept=answers_ok)
 
     def signer(endpoint: str):  # type: ignore[no-untyped-def]
         secret = SecretStr(SANDBOX_WEBHOOK_SECRETS[endpoint])
@@ -123,13 +107,16 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
 
 def run_first_runs() -> dict[str, str]:
     """Trigger the runs, then send the webhooks; one failure does not stop the others."""
-    import time
+    import contextlib
+
+    from nura.platform.processes import WaitTimeout, wait_until
 
     state_dir = Path(os.environ.get("NURA_STATE_DIR", ".nura"))
     # `nura up` starts the sandbox alongside the bootstrap: the runs need it listening.
-    deadline = time.monotonic() + 60
-    while not (state_dir / "sandbox.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # Without it after 60 s the runs are still started: each reports its own failure.
+    ready = state_dir / "sandbox.json"
+    with contextlib.suppress(WaitTimeout):
+        wait_until(ready.exists, 60, f"no {ready}")
     result = asyncio.run(trigger())
     try:
         result.update(send_first_webhooks(state_dir))

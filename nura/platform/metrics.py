@@ -1,150 +1,200 @@
-"""Prometheus text exposition of health and call metrics, read from the shared store.
+"""Prometheus exposition of health and call metrics, read from the shared store at scrape time.
 
     from nura.platform.metrics import render_metrics, CONTENT_TYPE
     body = render_metrics()      # served by the receiver's GET /metrics and `nura metrics serve`
 
-Series (all gauges except the `_total` counters):
+`StoreCollector` is a `prometheus_client` custom collector: every `collect()` reads the
+store, so several processes (workers, the receiver, `nura metrics serve`) expose the same
+figures without sharing in-process counters. `render_metrics` registers it on a private
+`CollectorRegistry` (never the global one, which belongs to whoever embeds us).
+
+Series (all gauges except the counters and the histogram):
   nura_health_status{service}              0 healthy, 1 degraded, 2 unhealthy, -1 unknown
   nura_health_overall_status               worst service status
   nura_health_latency_ms{service,quantile} p50/p95/p99 over the status window
   nura_health_error_rate_percent{service}, nura_health_availability_percent{service},
   nura_health_fallback_rate_percent{service}, nura_health_last_check_timestamp{service}
   nura_breaker_state{service}              0 closed, 1 half-open, 2 open
-  nura_calls_total{service,outcome}        every call record (ok/error/fallback/rejected)
-  nura_call_latency_ms_sum{service}        with nura_calls_total: mean latency
-  nura_bedrock_cost_usd_total{model}       the Bedrock cost ledger (when installed)
+  nura_calls_total{service,outcome}        counter: every call record (ok/error/fallback/rejected)
+  nura_call_latency_ms{service}            histogram (_bucket{le}, _sum, _count) of all calls
+  nura_bedrock_cost_usd_total{model}       counter: the Bedrock cost ledger
   nura_alerts_open{severity}               open alerts
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from sqlalchemy import Engine, case, func, select
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 STATUS_VALUE = {"unknown": -1, "healthy": 0, "degraded": 1, "unhealthy": 2}
 BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+# Upper bounds (ms) of the call latency histogram; +Inf is added by the collector.
+LATENCY_BUCKETS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._declared: set[str] = set()
-
-    def metric(self, name: str, kind: str, help_text: str) -> None:
-        if name not in self._declared:
-            self._declared.add(name)
-            self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-    def sample(self, name: str, value: float | None, **labels: str) -> None:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return
-        self.lines.append(f"{name}{_labels(labels)} {float(value):g}")
-
-
-def _health(w: _Writer, rows: Iterable[dict[str, Any]]) -> None:
+def _health(rows: Iterable[dict[str, Any]]) -> Iterator[Metric]:
     rows = list(rows)
-    w.metric("nura_health_status", "gauge", "0 healthy, 1 degraded, 2 unhealthy, -1 unknown")
+    status = GaugeMetricFamily(
+        "nura_health_status", "0 healthy, 1 degraded, 2 unhealthy, -1 unknown", labels=["service"]
+    )
     worst = -1
     for r in rows:
         value = STATUS_VALUE.get(r["status"], -1)
         worst = max(worst, value)
-        w.sample("nura_health_status", value, service=r["service"])
-    w.metric("nura_health_overall_status", "gauge", "Worst service status")
-    w.sample("nura_health_overall_status", worst)
-    w.metric("nura_health_latency_ms", "gauge", "Latency quantiles over the status window")
+        status.add_metric([r["service"]], value)
+    yield status
+    yield GaugeMetricFamily("nura_health_overall_status", "Worst service status", value=worst)
+    latency = GaugeMetricFamily(
+        "nura_health_latency_ms",
+        "Latency quantiles over the status window",
+        labels=["service", "quantile"],
+    )
     for r in rows:
         for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms")):
-            w.sample("nura_health_latency_ms", r.get(key), service=r["service"], quantile=q)
+            if _present(r.get(key)):
+                latency.add_metric([r["service"], q], r[key])
+    yield latency
     for name, key, text in (
         ("nura_health_error_rate_percent", "error_rate_pct", "Traffic error rate"),
         ("nura_health_availability_percent", "availability_pct", "Successful checks"),
         ("nura_health_fallback_rate_percent", "fallback_rate_pct", "Calls answered by fallback"),
         ("nura_health_last_check_timestamp", "updated_at", "Last evaluation (epoch s)"),
     ):
-        w.metric(name, "gauge", text)
+        family = GaugeMetricFamily(name, text, labels=["service"])
         for r in rows:
-            w.sample(name, r.get(key), service=r["service"])
+            if _present(r.get(key)):
+                family.add_metric([r["service"]], r[key])
+        yield family
 
 
-def _calls(w: _Writer, engine: Engine) -> None:
+def _calls(engine: Engine) -> Iterator[Metric]:
     from nura.core.stores.tables import breakers, call_records
 
     c = call_records.c
-    with engine.connect() as conn:
-        counts = conn.execute(
-            select(c.service, c.outcome, func.count(), func.sum(c.latency_ms)).group_by(
-                c.service, c.outcome
-            )
-        ).all()
-        states = conn.execute(select(breakers.c.service, breakers.c.state)).all()
-    w.metric("nura_calls_total", "counter", "Outbound calls by outcome")
-    for service, outcome, n, _ in counts:
-        w.sample("nura_calls_total", n, service=service, outcome=outcome)
-    w.metric("nura_call_latency_ms_sum", "counter", "Sum of call latencies")
-    sums: dict[str, float] = {}
-    for service, _, _, total in counts:
-        sums[service] = sums.get(service, 0.0) + float(total or 0)
-    for service, total in sums.items():
-        w.sample("nura_call_latency_ms_sum", total, service=service)
-    w.metric("nura_breaker_state", "gauge", "0 closed, 1 half-open, 2 open")
-    for service, state in states:
-        w.sample("nura_breaker_state", BREAKER_VALUE.get(state, 0), service=service)
-
-
-def _costs(w: _Writer, engine: Engine) -> None:
-    try:
-        from nura.core.stores.ledger import ledger
-    except ImportError:
-        return  # the cost ledger (issue 6) is not installed
+    # One scan: per (service, outcome) the count, the latency sum and, per bucket, the
+    # number of calls at or under its bound (already cumulative, as Prometheus wants).
+    le_counts = [func.sum(case((c.latency_ms <= le, 1), else_=0)) for le in LATENCY_BUCKETS_MS]
     with engine.connect() as conn:
         rows = conn.execute(
-            select(ledger.c.model_id, func.sum(ledger.c.cost_pusd)).group_by(ledger.c.model_id)
+            select(c.service, c.outcome, func.count(), func.sum(c.latency_ms), *le_counts)
+            .group_by(c.service, c.outcome)
+            .order_by(c.service, c.outcome)
         ).all()
-    w.metric("nura_bedrock_cost_usd_total", "counter", "Bedrock spend by model (USD)")
+        states = conn.execute(
+            select(breakers.c.service, breakers.c.state).order_by(breakers.c.service)
+        ).all()
+
+    calls = CounterMetricFamily(
+        "nura_calls", "Outbound calls by outcome", labels=["service", "outcome"]
+    )
+    per_service: dict[str, list[float]] = {}  # service -> [count, sum, *bucket counts]
+    for service, outcome, n, total, *buckets in rows:
+        calls.add_metric([service, outcome], int(n))
+        acc = per_service.setdefault(service, [0.0] * (2 + len(LATENCY_BUCKETS_MS)))
+        for i, v in enumerate((n, total, *buckets)):
+            acc[i] += float(v or 0)
+    yield calls
+
+    latency = HistogramMetricFamily(
+        "nura_call_latency_ms", "Outbound call latency (ms)", labels=["service"]
+    )
+    for service, (count, total, *buckets) in per_service.items():
+        latency.add_metric(
+            [service],
+            [(floatToGoString(le), n) for le, n in zip(LATENCY_BUCKETS_MS, buckets, strict=True)]
+            + [("+Inf", count)],
+            sum_value=total,
+        )
+    yield latency
+
+    breaker = GaugeMetricFamily(
+        "nura_breaker_state", "0 closed, 1 half-open, 2 open", labels=["service"]
+    )
+    for service, state in states:
+        breaker.add_metric([service], BREAKER_VALUE.get(state, 0))
+    yield breaker
+
+
+def _costs(engine: Engine) -> Iterator[Metric]:
+    from nura.core.stores.ledger import ledger
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ledger.c.model_id, func.sum(ledger.c.cost_pusd))
+            .group_by(ledger.c.model_id)
+            .order_by(ledger.c.model_id)
+        ).all()
+    cost = CounterMetricFamily(
+        "nura_bedrock_cost_usd", "Bedrock spend by model (USD)", labels=["model"]
+    )
     for model, pusd in rows:
-        w.sample("nura_bedrock_cost_usd_total", float(pusd or 0) / 1e12, model=model)
+        cost.add_metric([model], float(pusd or 0) / 1e12)
+    yield cost
 
 
-def _alerts(w: _Writer, engine: Engine) -> None:
+def _alerts(engine: Engine) -> Iterator[Metric]:
     from nura.core.stores.alerts import open_alerts
 
     counts = {"high": 0, "medium": 0, "low": 0}
     for a in open_alerts(engine):
         counts[a["severity"]] = counts.get(a["severity"], 0) + 1
-    w.metric("nura_alerts_open", "gauge", "Open health alerts by severity")
+    family = GaugeMetricFamily(
+        "nura_alerts_open", "Open health alerts by severity", labels=["severity"]
+    )
     for severity, n in counts.items():
-        w.sample("nura_alerts_open", n, severity=severity)
+        family.add_metric([severity], n)
+    yield family
+
+
+class StoreCollector(Collector):
+    """A `prometheus_client` collector that reads every family from the store per scrape.
+
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(engine))
+    text = generate_latest(registry)
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        from nura.core.stores.health import latest_status
+
+        yield from _health(latest_status(self.engine))
+        yield from _calls(self.engine)
+        yield from _costs(self.engine)
+        yield from _alerts(self.engine)
 
 
 def render_metrics(engine: Engine | None = None) -> str:
     """The whole exposition; `engine` defaults to the configured store."""
-    from nura.core.stores.health import latest_status
-
     if engine is None:
         from nura import get_config, store_url
         from nura.core.stores.db import get_engine
 
         engine = get_engine(store_url(get_config()))
-    w = _Writer()
-    _health(w, latest_status(engine))
-    _calls(w, engine)
-    _costs(w, engine)
-    _alerts(w, engine)
-    return "\n".join(w.lines) + "\n"
+    # No describe(): registering must not query the store; collect() runs once, at render.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(engine))
+    return generate_latest(registry).decode("utf-8")
 
 
 def serve(host: str = "127.0.0.1", port: int = 9464) -> Any:

@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 
 def wait_for_file(path: Path, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"no database URL in {path} after {timeout:.0f}s: not starting")
-        time.sleep(0.05)
+    from nura.platform.processes import WaitTimeout, wait_until
+
+    try:
+        wait_until(path.exists, timeout, f"no {path}", interval=0.05)
+    except WaitTimeout:
+        raise SystemExit(f"no database URL in {path} after {timeout:.0f}s: not starting") from None
     return path.read_text().strip()
 
 

@@ -15,16 +15,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from nura.errors import NuraError
 from nura.platform.project import project_dir
 
+T = TypeVar("T")
 
-class StackError(RuntimeError):
+
+class StackError(NuraError, RuntimeError):
     """The stack cannot start or went wrong; the message says what and how to fix it."""
 
 
@@ -53,19 +56,95 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> float:
-    """Poll `url` until it answers below 500; returns seconds waited."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
+class WaitTimeout(StackError):
+    """What was awaited did not happen in time; `last` says the last failure seen, if any."""
+
+    def __init__(self, what: str, timeout: float, last: str | None = None) -> None:
+        super().__init__(f"{what} within {timeout:.0f}s" + (f" (last: {last})" if last else ""))
+        self.what = what
+        self.timeout = timeout
+        self.last = last
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+    last: Callable[[], str | None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; after `timeout`
+    seconds raise `WaitTimeout(what, timeout, last())` (`what`: "... did not answer")."""
+    deadline = clock() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if clock() >= deadline:
+            raise WaitTimeout(what, timeout, last())
+        sleep(interval)
+
+
+class ProcessExited(StackError):
+    """The process that was to serve a URL exited before it answered."""
+
+    def __init__(self, url: str, returncode: int) -> None:
+        super().__init__(f"process exited with code {returncode} before {url} answered")
+        self.returncode = returncode
+
+
+def answers(response: httpx.Response) -> bool:
+    """The server is up: anything below 500 (a 404 or 401 is an answer too)."""
+    return response.status_code < 500
+
+
+def answers_ok(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
+def wait_http(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen[Any] | None = None,
+    *,
+    accept: Callable[[httpx.Response], bool] = answers,
+    interval: float = 0.1,
+    request_timeout: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Poll `url` until `accept(response)`; returns the seconds waited.
+
+    Raises `ProcessExited` when `proc` (the process that is to serve `url`) exits first,
+    `WaitTimeout` naming the URL and its last answer or error after `timeout` seconds.
+    """
+    start = clock()
+    failure: list[str] = []
+
+    def accepted() -> bool:
         if proc is not None and proc.poll() is not None:
-            raise StackError(f"process exited with code {proc.returncode} before {url} answered")
+            raise ProcessExited(url, proc.returncode)
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise StackError(f"{url} did not answer within {timeout:.0f}s")
+            response = httpx.get(url, timeout=request_timeout)
+        except httpx.HTTPError as exc:
+            failure[:] = [f"{type(exc).__name__}: {exc}"]
+            return False
+        failure[:] = [f"HTTP {response.status_code}"]
+        return accept(response)
+
+    wait_until(
+        accepted,
+        timeout,
+        f"{url} did not answer",
+        interval=interval,
+        last=lambda: failure[-1] if failure else None,
+        clock=clock,
+        sleep=sleep,
+    )
+    return clock() - start
 
 
 class EmbeddedPostgres:

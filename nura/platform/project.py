@@ -9,7 +9,9 @@ Order: an explicit path (`nura --project DIR`, which sets `NURA_PROJECT`), then
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from nura.core.errors import ProjectNotFound
 
@@ -36,3 +38,15 @@ def project_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def prefect_yaml(explicit: str | os.PathLike[str] | None = None) -> Path:
     return project_dir(explicit) / MARKER
+
+
+def load_flow(entrypoint: str) -> Any:
+    """The flow at `entrypoint` (`flows/<file>.py:<function>`, as in prefect.yaml) of the
+    project, loaded the way a Prefect worker loads it; the project directory goes on
+    `sys.path` so the flow's own imports (`tasks`, `blocks`) resolve."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    root = project_dir()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return load_flow_from_entrypoint(str(root / entrypoint))

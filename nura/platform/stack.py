@@ -286,22 +286,18 @@ class Stack:
 
     def _wait_work_pool(self, bootstrap: subprocess.Popen[str]) -> None:
         """The bootstrap creates the work pool first; the worker starts once it exists."""
-        import httpx
+        from nura.platform.processes import ProcessExited, WaitTimeout, answers_ok
 
         url = f"{self.state.api_url}/work_pools/{self.cfg.platform.work_pool}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if bootstrap.poll() is not None:
-                if bootstrap.returncode != 0:
-                    raise self._bootstrap_failed(bootstrap)
-                return
-            time.sleep(0.1)
-        raise StackError("the work pool was not created within 180s")
+        try:
+            wait_http(url, 180, bootstrap, accept=answers_ok, request_timeout=5)
+        except WaitTimeout as exc:
+            raise StackError(
+                f"the work pool was not created within 180s (last: {exc.last})"
+            ) from exc
+        except ProcessExited:
+            if bootstrap.returncode != 0:  # a bootstrap that finished made the pool
+                raise self._bootstrap_failed(bootstrap) from None
 
     def _wait_bootstrap(self, bootstrap: subprocess.Popen[str]) -> None:
         try:
@@ -365,11 +361,7 @@ class Stack:
         ).start()
         self.children.append(child)
 
-    def _start_receiver(self, env: dict[str, str]) -> Child | None:
-        import importlib.util
-
-        if importlib.util.find_spec("nura.webhooks.receiver") is None:
-            return None
+    def _start_receiver(self, env: dict[str, str]) -> Child:
         receiver = self.cfg.webhooks.receiver
         rec = Child(
             "receiver",

@@ -32,14 +32,13 @@ from nura import CircuitOpen, IntegrationError, get_call_layer, get_config, stor
 from nura.config.sections.outgoing import OutgoingSettings, OutgoingTarget
 from nura.core.stores import dead_letters as dl
 from nura.core.stores.db import get_engine, utcnow_ts
+from nura.webhooks.errors import EventNotAccepted, UnknownTarget
 from nura.webhooks.models import (
     DeliveryOutcome,
     DeliverySummary,
-    EventNotAccepted,
     OutgoingEvent,
     RedriveSummary,
     Status,
-    UnknownTarget,
 )
 from nura.webhooks.signing import StandardWebhookAuth, build_body, new_message_id, signer_for
 from nura.webhooks.ssrf import SSRFGuard, SSRFRefused

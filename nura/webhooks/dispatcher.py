@@ -48,8 +48,8 @@ from nura.core.stores.inbox import (
     mark_finished,
     reschedule,
 )
-from nura.webhooks.receiver import parse_payload
-from nura.webhooks.schemes import Rejection
+from nura.webhooks.errors import ApiDown, InvalidPayload
+from nura.webhooks.schemes import Rejection, parse_payload
 
 logger = logging.getLogger("nura.dispatcher")
 EVENT_NAME = "nura.webhook.received"
@@ -59,10 +59,6 @@ FINAL_BAD = {"FAILED", "CRASHED", "CANCELLED"}
 EVENT_BODY_MAX = 32 * 1024
 # One bulk call creates up to 100 runs in one server transaction: allow it time.
 BULK_TIMEOUT_S = 60.0
-
-
-class ApiDown(Exception):
-    """The Prefect API did not answer (connection refused, timeout, 5xx)."""
 
 
 def idempotency_key(endpoint: str, delivery_id: str) -> str:
@@ -78,7 +74,7 @@ def _confluence_params(payload: dict[str, Any]) -> dict[str, Any]:
     content: dict[str, Any] = payload["content"] if isinstance(payload.get("content"), dict) else {}
     page_id = payload.get("page_id") or page.get("id") or content.get("id") or payload.get("id")
     if page_id in (None, ""):
-        raise ValueError("confluence.page.updated payload has no page id")
+        raise InvalidPayload("confluence.page.updated payload has no page id")
     space = payload.get("space") or page.get("spaceKey") or content.get("spaceKey")
     if isinstance(space, dict):
         space = space.get("key")
@@ -384,7 +380,7 @@ class Dispatcher:
         for entry, payload in chunk:
             try:
                 params = flow_parameters(entry["event_type"], payload)
-            except ValueError as exc:
+            except InvalidPayload as exc:
                 invalid.append((entry["id"], str(exc)))
                 continue
             ok_items.append((entry, payload))

@@ -9,14 +9,6 @@ from pydantic import BaseModel, Field
 Status = Literal["delivered", "pending", "exhausted", "parked", "duplicate"]
 
 
-class UnknownTarget(ValueError):
-    """The target name is not in `webhooks.outgoing.targets`."""
-
-
-class EventNotAccepted(ValueError):
-    """The target's `event_types` does not include this event type."""
-
-
 class OutgoingEvent(BaseModel):
     """One event to deliver; `id` (the webhook-id) is generated when not given."""
 

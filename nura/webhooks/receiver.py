@@ -19,19 +19,17 @@ import asyncio
 import contextlib
 import gc
 import hmac
-import importlib
-import importlib.util
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import orjson
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -57,18 +55,19 @@ from nura.webhooks.receiver_support import (
     retry_after_header,
 )
 from nura.webhooks.schemes import (
+    FORM_TYPE,
     Rejection,
     check_timestamp,
     delivery_id,
     event_type,
     kept_headers,
+    parse_payload,
     verify,
 )
 
 logger = logging.getLogger("nura.receiver")
 
 JSON_TYPES = ("application/json",)
-FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
@@ -153,13 +152,14 @@ class Receiver:
         *,
         secrets: Mapping[str, WebhookSecret] | None = None,
         clock: Callable[[], float] = time.time,
-        run_dispatcher: bool | None = None,
+        dispatcher_factory: Callable[[], Any] | None = None,
+        extra_metrics: Callable[[Engine], str] | None = None,
         listen_host: str | None = None,
-        api_url: str | None = None,
         freeze_heap: bool = False,
     ) -> None:
         wh = cfg.webhooks
-        self.api_url = api_url
+        self.dispatcher_factory = dispatcher_factory
+        self.extra_metrics = extra_metrics
         self.freeze_heap = freeze_heap
         self.cfg = cfg
         self.engine = engine
@@ -174,10 +174,8 @@ class Receiver:
         self.writer = InboxWriter(
             engine, batch_max=wh.inbox.batch_max, synchronous=wh.inbox.sqlite_synchronous
         )
-        self.run_dispatcher = (
-            wh.dispatcher.run_in_receiver if run_dispatcher is None else run_dispatcher
-        )
         self.dispatcher: Any = None
+        self._dispatch_task: asyncio.Task[None] | None = None
         host = listen_host if listen_host is not None else wh.receiver.host
         self.protected = not is_loopback(host)
         token = wh.receiver.bearer_token
@@ -189,7 +187,13 @@ class Receiver:
         for name, ep in self.cfg.webhooks.incoming.items():
             try:
                 used = recent_count(self.engine, name, since)
-            except Exception:  # an empty or unreachable store: start with a full bucket
+            except SQLAlchemyError as exc:  # serve anyway, but say the limit starts full
+                logger.warning(
+                    "could not count the last minute's deliveries of %s (%s): its rate "
+                    "limit starts with a full bucket",
+                    name,
+                    type(exc).__name__,
+                )
                 used = 0
             self.limiter.seed(name, ep.rate_limit_per_minute, used)
 
@@ -198,11 +202,10 @@ class Receiver:
         self.writer.start()
         await anyio.to_thread.run_sync(self.seed_rate_limits)
         task = None
-        if self.run_dispatcher:
-            from nura.webhooks.dispatcher import Dispatcher
-
-            self.dispatcher = Dispatcher(self.engine, self.cfg, api_url=self.api_url)
-            task = asyncio.create_task(self.dispatcher.run())
+        if self.dispatcher_factory is not None:
+            self.dispatcher = self.dispatcher_factory()
+            task = self._dispatch_task = asyncio.create_task(self.dispatcher.run())
+            task.add_done_callback(_report_dispatcher_end)
         if self.freeze_heap:
             # Everything imported so far (Prefect, pydantic, SQLAlchemy: ~175k objects)
             # lives as long as the process. Left in the GC's care, every full collection
@@ -216,8 +219,13 @@ class Receiver:
         finally:
             if task is not None:
                 self.dispatcher.stop()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 10)
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), 10)
+                except TimeoutError:
+                    logger.error("the dispatcher did not stop within 10 s: cancelled")
+                    task.cancel()
+                except Exception:  # noqa: S110 - already logged by _report_dispatcher_end
+                    pass
             await anyio.to_thread.run_sync(self.writer.stop)
 
     # -- the pipeline --------------------------------------------------------------------
@@ -342,7 +350,12 @@ class Receiver:
 
     async def healthz(self, _request: Request) -> Response:
         alive = self.writer.alive
-        return JSONResponse({"status": "ok" if alive else "degraded", "inbox_writer": alive})
+        body: dict[str, Any] = {"inbox_writer": alive}
+        task = self._dispatch_task
+        if task is not None:
+            body["dispatcher"] = not task.done()
+            alive = alive and not task.done()
+        return JSONResponse({"status": "ok" if alive else "degraded", **body})
 
     async def metrics_route(self, request: Request) -> Response:
         if not self.authorized(request):
@@ -362,43 +375,19 @@ class Receiver:
             d.dispatched if d else 0,
             d.errors if d else 0,
         )
-        text += await anyio.to_thread.run_sync(_extra_metrics, self.engine)
+        if self.extra_metrics is not None:
+            text += await anyio.to_thread.run_sync(self.extra_metrics, self.engine)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
-def _extra_metrics(engine: Engine) -> str:
-    """Health/call metrics rendered by nura.platform.metrics (issue 7), when it exists."""
-    if importlib.util.find_spec("nura.platform.metrics") is None:
-        return ""
-    try:
-        module = importlib.import_module("nura.platform.metrics")
-        fn = getattr(module, "render_metrics", None)
-        if callable(fn):
-            text = str(fn(engine))
-            return text if text.endswith("\n") or not text else text + "\n"
-    except Exception as exc:  # their failure must not break our scrape
-        logger.warning("nura.platform.metrics failed: %s", type(exc).__name__)
-    return ""
-
-
-def parse_payload(body: bytes, media: str) -> dict[str, Any]:
-    """The JSON object of the body (GitHub's form encoding: its `payload` field); 400 if not."""
-    raw: bytes | str = body
-    if media == FORM_TYPE:
-        try:
-            fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
-        except UnicodeDecodeError:
-            raise Rejection(400, "bad_body", "form body is not UTF-8") from None
-        if "payload" not in fields:
-            raise Rejection(400, "bad_body", "form body has no payload= field")
-        raw = fields["payload"][0]
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise Rejection(400, "bad_json", "body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise Rejection(400, "bad_json", "body must be a JSON object")
-    return payload
+def _report_dispatcher_end(task: asyncio.Task[None]) -> None:
+    """A dispatcher that ends on its own has crashed: say so when it happens, not at exit
+    (the receiver keeps storing deliveries; /healthz reports it degraded)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logger.error("the dispatcher crashed: %s", exc, exc_info=exc)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -414,15 +403,18 @@ def create_app(
     engine: Engine | None = None,
     secrets: Mapping[str, WebhookSecret] | None = None,
     clock: Callable[[], float] = time.time,
-    run_dispatcher: bool | None = None,
+    dispatcher_factory: Callable[[], Any] | None = None,
+    extra_metrics: Callable[[Engine], str] | None = None,
+    extra_routes: Sequence[Route] = (),
     listen_host: str | None = None,
-    api_url: str | None = None,
     freeze_heap: bool = False,
 ) -> Starlette:
-    """The ASGI app. Tests inject `secrets` (endpoint name -> block) and a `clock`.
+    """The receiver's ASGI app. Tests inject `secrets` (endpoint name -> block) and a `clock`.
 
-    `freeze_heap` (set by `serve`, the app's own process) moves the startup heap out of
-    the garbage collector's reach once the app has started.
+    Whoever serves it hands it the rest (`nura.webhooks.app`): a `dispatcher_factory` whose
+    dispatcher runs in the app's event loop, `extra_metrics` appended to `/metrics`, and
+    `extra_routes` (the SES feedback endpoint). `freeze_heap` (set by the app's own
+    process) moves the startup heap out of the garbage collector's reach once started.
     """
     from nura.core.runtime import get_config, store_url
     from nura.core.stores.db import get_engine
@@ -434,19 +426,17 @@ def create_app(
         engine,
         secrets=secrets,
         clock=clock,
-        run_dispatcher=run_dispatcher,
+        dispatcher_factory=dispatcher_factory,
+        extra_metrics=extra_metrics,
         listen_host=listen_host,
-        api_url=api_url,
         freeze_heap=freeze_heap,
     )
     routes = [
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/metrics", receiver.metrics_route, methods=["GET"]),
+        *extra_routes,
+        Route("/webhooks/{rest:path}", receiver.webhook, methods=["POST"]),
     ]
-    if importlib.util.find_spec("nura.webhooks.sns") is not None:
-        sns = importlib.import_module("nura.webhooks.sns")
-        routes.append(Route("/webhooks/ses-events", sns.sns_endpoint, methods=["POST"]))
-    routes.append(Route("/webhooks/{rest:path}", receiver.webhook, methods=["POST"]))
     routed = frozenset(r.path for r in routes if "{" not in r.path)
     app = Starlette(
         routes=routes,
@@ -456,26 +446,3 @@ def create_app(
     )
     app.state.receiver = receiver
     return app
-
-
-def serve(host: str | None = None, port: int | None = None, log_level: str = "warning") -> None:
-    """Run the receiver with uvicorn (uvloop/httptools when installed)."""
-    import uvicorn
-
-    from nura.core.runtime import get_config
-
-    cfg = get_config()
-    host = host or cfg.webhooks.receiver.host
-    port = port or cfg.webhooks.receiver.port
-    app = create_app(cfg, listen_host=host, freeze_heap=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        # Nothing here reads the client address; X-Forwarded-* parsing is per-request work.
-        proxy_headers=False,
-        timeout_keep_alive=30,
-    )

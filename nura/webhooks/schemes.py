@@ -15,8 +15,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
 
 from nura.webhooks.blocks import WebhookSigner
+
+FORM_TYPE = "application/x-www-form-urlencoded"  # GitHub's form-encoded deliveries
 
 # Sender event names that mean one of our event types, whatever the scheme.
 EVENT_ALIASES = {
@@ -170,3 +175,23 @@ KEPT_HEADERS = (
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {h: headers[h][:500] for h in KEPT_HEADERS if h in headers}
+
+
+def parse_payload(body: bytes, media: str) -> dict[str, Any]:
+    """The JSON object of the body (GitHub's form encoding: its `payload` field); 400 if not."""
+    raw: bytes | str = body
+    if media == FORM_TYPE:
+        try:
+            fields = parse_qs(body.decode("utf-8"), strict_parsing=False)
+        except UnicodeDecodeError:
+            raise Rejection(400, "bad_body", "form body is not UTF-8") from None
+        if "payload" not in fields:
+            raise Rejection(400, "bad_body", "form body has no payload= field")
+        raw = fields["payload"][0]
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Rejection(400, "bad_json", "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise Rejection(400, "bad_json", "body must be a JSON object")
+    return payload

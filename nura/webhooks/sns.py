@@ -31,6 +31,8 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from nura.webhooks.errors import SnsVerificationError
+
 logger = logging.getLogger("nura.sns")
 
 MAX_BODY = 300 * 1024  # SNS messages are at most 256 KB
@@ -50,10 +52,6 @@ _SIGNED_KEYS = {
 _SIGNED_KEYS["UnsubscribeConfirmation"] = _SIGNED_KEYS["SubscriptionConfirmation"]
 
 CertificateLoader = Callable[[str], Awaitable[bytes]]
-
-
-class SnsVerificationError(Exception):
-    """The message is not provably from AWS SNS."""
 
 
 def is_aws_sns_url(url: str, *, pem: bool = False) -> bool:
@@ -115,7 +113,7 @@ def canonical_string(message: dict[str, Any]) -> bytes:
     """AWS's string to sign: `key\\nvalue\\n` for the type's keys, in order, if present."""
     keys = _SIGNED_KEYS.get(str(message.get("Type")))
     if keys is None:
-        raise ValueError(f"unknown SNS message type {message.get('Type')!r}")
+        raise SnsVerificationError(f"unknown SNS message type {message.get('Type')!r}")
     out = []
     for key in keys:
         if key in message and message[key] is not None:

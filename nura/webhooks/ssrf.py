@@ -22,6 +22,9 @@ import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from nura.core.errors import InvalidInput
+from nura.webhooks.errors import WebhookError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -50,7 +53,7 @@ BLOCKED: tuple[Network, ...] = tuple(
 Resolver = Callable[[str, int], list[str]]
 
 
-class SSRFRefused(ValueError):
+class SSRFRefused(WebhookError, InvalidInput):
     """The target URL is not allowed (scheme, host, or an address in a blocked range)."""
 
     def __init__(self, url: str, reason: str) -> None:

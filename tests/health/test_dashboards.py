@@ -91,8 +91,10 @@ def test_grafana_dashboard_is_valid_and_uses_exported_metrics(store_url: str) ->
     assert isinstance(dash["panels"], list) and len(dash["panels"]) >= 6
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
-    exported = set(families(render_metrics(_seeded(store_url))))
-    exported |= {f"{name}_total" for name in exported}
+    fams = families(render_metrics(_seeded(store_url)))
+    # Family names plus every sample name (`_total`, a histogram's `_bucket`/`_sum`/`_count`).
+    exported = set(fams) | {s.name for f in fams.values() for s in f.samples}
+    exported |= {f"{name}_total" for name in fams if fams[name].type == "counter"}
     used: set[str] = set()
     for p in dash["panels"]:
         assert p["type"] and {"x", "y", "w", "h"} <= set(p["gridPos"])
@@ -101,6 +103,7 @@ def test_grafana_dashboard_is_valid_and_uses_exported_metrics(store_url: str) ->
             assert t["refId"] and t["expr"]
             used |= set(re.findall(r"\bnura_[a-z_]+", t["expr"]))
     assert used <= exported, used - exported
+    assert "nura_call_latency_ms_bucket" in used  # latency quantiles from the histogram
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for topic in ("status", "latency", "error rate", "breaker", "cost"):
         assert topic in titles

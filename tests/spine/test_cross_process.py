@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
 
 from nura.core.errors import CircuitOpen
+from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser, limit_name
 from nura.core.runtime import get_call_layer
 
 pytestmark = pytest.mark.integration
@@ -60,23 +62,38 @@ def test_rate_limit_holds_across_two_processes(prefect_server, flaky_service, nu
         assert "'ok': 100" in out, out
     times = sorted(httpx.get(f"{flaky_service.url}/stats").json()["times"])
     assert len(times) == 2 * CALLS_EACH
-    rate = RATE_PER_MIN / 60
-    burst = int(rate)  # calls the limit admits at once before decay governs
-    steady = (len(times) - burst) / (times[-1] - times[0])
-    span = times[-1] - times[0]
-    per_second = [sum(1 for t in times if int(t - times[0]) == s) for s in range(int(span) + 1)]
-    print(f"configured {rate}/s, measured {steady:.2f}/s over {span:.2f}s; per second {per_second}")
-    # The limit is shared: two processes together stay within 10 % of one configured rate
-    # (a per-process limit would give twice it). Below it only means the callers were slow
-    # (a loaded machine), not that the limit failed; far below it would be a starved limiter.
-    assert steady <= rate * 1.10, steady
-    assert steady >= rate * 0.5, steady
-    # No one-second window exceeds a second's rate plus the burst.
-    j = 0
-    for i, t in enumerate(times):
-        while times[j] < t - 1.0:
-            j += 1
-        assert i - j + 1 <= rate + burst + 1
+    spec = LimitSpec(limit_name("shared"), RATE_PER_MIN)
+    rate, burst = spec.per_second, spec.burst_calls  # 20/s, 20 at once
+    # The ceiling ratelimit.py documents: the server grants at most one burst plus
+    # `rate * t` calls over any t seconds, and a leased call is spent within `token_ttl` of
+    # its grant or dropped, so any window holds at most `rate * (W + token_ttl) + burst`.
+    # A per-process limit breaks it by about `rate * W` (two processes, twice the rate),
+    # so the check covers every window between two arrivals, the whole run included
+    # (measured on 2 cores, loaded or not: shared 19-23 over `rate * W`, per-process
+    # 100-118, ceiling 40). Only a ceiling: fewer calls (slow callers on a loaded machine)
+    # are no failure, so no lower bound on the measured rate.
+    ceiling = burst + rate * PrefectSlotLeaser().token_ttl
+    worst = worst_window(times, rate)
+    print(f"{rate}/s, burst {burst}: {len(times)} calls over {times[-1] - times[0]:.2f}s, {worst}")
+    assert worst.excess <= ceiling, (worst, ceiling)
+
+
+class Window(NamedTuple):
+    calls: int
+    seconds: float
+    excess: float  # calls - rate * seconds
+
+
+def worst_window(times: list[float], rate: float) -> Window:
+    """The window between two arrivals that holds the most calls beyond `rate` per second."""
+    return max(
+        (
+            Window(j - i + 1, times[j] - times[i], j - i + 1 - rate * (times[j] - times[i]))
+            for i in range(len(times))
+            for j in range(i, len(times))
+        ),
+        key=lambda w: w.excess,
+    )
 
 
 def test_breaker_opened_by_one_process_is_open_in_another(
@@ -103,8 +120,9 @@ def test_breaker_opened_by_one_process_is_open_in_another(
     assert proc.returncode == 0, out
     assert "CircuitOpen" in out or "ServerError" in out, out
     before = httpx.get(f"{flaky_service.url}/stats").json()["requests"]
-    # Two failures open the breaker; the demo's calls run concurrently, so a third may
-    # already have been in flight when it opened.
+    # Counts, not timing: two failures open the breaker (so at least two arrived); the
+    # demo's three calls run concurrently without retries, so a third may already have
+    # been in flight when it opened, and there is no fourth.
     assert 2 <= before <= 3
     with pytest.raises(CircuitOpen):
         get_call_layer().request("fragile", "GET", "/echo")

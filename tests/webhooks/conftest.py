@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from nura.platform.processes import wait_until
 from tests.support.servers import free_port
 
 
@@ -76,10 +77,4 @@ def fake_github() -> Iterator[Any]:
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll a real external process's progress (no clock to inject there)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return wait_until(predicate, timeout, "condition not met", interval=interval)

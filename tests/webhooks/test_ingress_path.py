@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import selectors
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -117,8 +120,26 @@ def test_body_in_chunks_and_cut_off(engine):
     assert get_entry(engine, "git_updates", "c-2") is None
 
 
+class _WatchedWriter(InboxWriter):
+    """An `InboxWriter` whose checkpointer's count also sets an event to wait on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.checkpointed = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def checkpoints(self) -> int:
+        return self._checkpoints
+
+    @checkpoints.setter
+    def checkpoints(self, n: int) -> None:
+        self._checkpoints = n
+        if n:
+            self.checkpointed.set()
+
+
 def test_writer_commits_with_fsync_and_checkpoints_off_its_path(engine):
-    writer = InboxWriter(engine).start()
+    writer = _WatchedWriter(engine).start()
     writer.checkpoint_idle = 0.01
     try:
         conn = writer._connect()
@@ -138,9 +159,10 @@ def test_writer_commits_with_fsync_and_checkpoints_off_its_path(engine):
             )
 
         assert all(asyncio.run(burst()))
-        deadline = time.monotonic() + 5
-        while writer.checkpoints == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # The burst is over: the checkpointer sees the pause and checkpoints. Woken by its
+        # count, not polled; the timeout only turns a checkpointer that never runs into a
+        # failure instead of a hung test.
+        assert writer.checkpointed.wait(timeout=120)
         assert writer.checkpoints > 0
     finally:
         writer.stop()
@@ -227,42 +249,99 @@ def test_served_app_freezes_its_startup_heap(engine):
         assert gc.get_freeze_count() == 0
 
 
-def test_dispatcher_lets_a_burst_pass_but_not_for_long(engine):
-    from nura.webhooks.dispatcher import Dispatcher
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: when every task waits, the clock jumps to the next
+    timer instead of the loop sleeping. Timings are exact, whatever the machine's load."""
 
-    dispatcher = Dispatcher(engine, config(), client_factory=lambda: None)  # type: ignore[arg-type,return-value]
-    # Real time, generous margins: pokes every 10 ms against a 100 ms gap.
-    dispatcher.burst_gap, dispatcher.burst_hold = 0.1, 0.6
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(selector=_TimeJumpSelector(self))
 
-    async def poking(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            dispatcher.poke()
-            await asyncio.sleep(0.01)
+    def time(self) -> float:
+        return self.now
 
-    async def waited() -> float:
-        t0 = time.monotonic()
-        await dispatcher._let_burst_pass()
-        return time.monotonic() - t0
 
-    async def scenario() -> tuple[float, float, float, float]:
-        idle = await waited()  # nothing arrived: no wait
-        # A short burst: the next cycle waits for its end plus one gap.
-        sender = asyncio.create_task(poking(0.3))
-        await asyncio.sleep(0.02)
-        short = await waited()
-        await sender
-        await asyncio.sleep(0.2)
-        # A steady stream: held `burst_hold` from its start, then dispatched anyway.
-        sender = asyncio.create_task(poking(2.0))
-        await asyncio.sleep(0.02)
-        steady = await waited() + 0.02
-        again = await waited()  # still streaming, hold used up: no wait
-        sender.cancel()
-        return idle, short, steady, again
+class _TimeJumpSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    def __init__(self, loop: _VirtualTimeLoop) -> None:
+        super().__init__()
+        self.loop = loop
 
-    idle, short, steady, again = asyncio.run(scenario())
-    assert idle < 0.05
-    assert 0.3 <= short < 0.6
-    assert 0.55 <= steady < 0.9
-    assert again < 0.05
+    def select(self, timeout: float | None = None) -> list[Any]:
+        if timeout is None:  # nothing scheduled: only I/O can wake the loop
+            return super().select(None)
+        ready = super().select(0)
+        if not ready:
+            self.loop.now += timeout  # the next timer is due now
+        return ready
+
+
+class _Monotonic:
+    """Stands in for the `time` module with `monotonic` read from another clock."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self.monotonic = monotonic
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_dispatcher_lets_a_burst_pass_but_not_for_long(engine, monkeypatch):
+    from nura.webhooks import dispatcher as dispatcher_module
+
+    dispatcher = dispatcher_module.Dispatcher(engine, config(), client_factory=lambda: None)  # type: ignore[arg-type,return-value]
+    # Virtual seconds, all multiples of 1/64 so every sum and difference is exact.
+    gap, hold, every = 8 / 64, 40 / 64, 1 / 64  # pokes every 1/64 s: back to back
+    dispatcher.burst_gap, dispatcher.burst_hold = gap, hold
+
+    with asyncio.Runner(loop_factory=_VirtualTimeLoop) as runner:
+        loop = runner.get_loop()
+        # The dispatcher reads `time.monotonic()` for pokes and the hold: the loop's clock.
+        monkeypatch.setattr(dispatcher_module, "time", _Monotonic(loop.time))
+
+        async def poking(seconds: float, pokes: list[float]) -> None:
+            end = loop.time() + seconds
+            while loop.time() < end:
+                dispatcher.poke()
+                pokes.append(loop.time())
+                await asyncio.sleep(every)
+
+        async def waited() -> tuple[float, float]:
+            """When the cycle started waiting, and when it was let through."""
+            t0 = loop.time()
+            await dispatcher._let_burst_pass()
+            return t0, loop.time()
+
+        short_pokes: list[float] = []
+        steady_pokes: list[float] = []
+
+        async def scenario() -> dict[str, Any]:
+            seen: dict[str, Any] = {"idle": await waited()}  # nothing arrived: no wait
+            # A short burst: the next cycle waits for its end plus one gap.
+            sender = asyncio.create_task(poking(24 / 64, short_pokes))
+            await asyncio.sleep(2 / 64)
+            seen["short"] = await waited()
+            await sender
+            await asyncio.sleep(2 * gap)
+            # A steady stream: held `burst_hold` from its start, then dispatched anyway.
+            sender = asyncio.create_task(poking(2.0, steady_pokes))
+            await asyncio.sleep(2 / 64)
+            seen["steady"] = await waited()
+            seen["again"] = await waited()  # still streaming, hold used up: no wait
+            seen["streaming"] = not sender.done()
+            sender.cancel()
+            return seen
+
+        seen = runner.run(scenario())
+
+    start, end = seen["idle"]
+    assert end == start
+    start, end = seen["short"]
+    assert short_pokes[0] < start < short_pokes[-1]  # it began waiting mid-burst
+    assert short_pokes[-1] - short_pokes[0] < hold  # short: the hold is not what ended it
+    assert end == short_pokes[-1] + gap  # let through one gap after the burst's last poke
+    start, end = seen["steady"]
+    assert steady_pokes[0] < start
+    assert end == steady_pokes[0] + hold  # held from the stream's first poke, no longer
+    assert seen["streaming"] and steady_pokes[-1] > end  # ... while the stream went on
+    start, end = seen["again"]
+    assert end == start

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from nura.core.stores.db import get_engine
 from nura.core.stores.inbox import get_entry, status_counts
-from nura.webhooks.receiver import create_app
+from nura.webhooks.app import create_app
 from tests.webhooks.helpers import (
     OLD_SECRET,
     STD_SECRET,

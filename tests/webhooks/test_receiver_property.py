@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from nura.core.stores.db import get_engine
 from nura.core.stores.inbox import status_counts
-from nura.webhooks.receiver import create_app
+from nura.webhooks.app import create_app
 from tests.webhooks.helpers import SECRET, config, hex_sig, secrets
 
 PATHS = [

@@ -53,9 +53,7 @@ def _import_store_modules() -> None:
     import importlib
     import pkgutil
 
-    import nura.core.stores as package
-
-    for info in pkgutil.iter_modules(package.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         importlib.import_module(f"nura.core.stores.{info.name}")
 
 

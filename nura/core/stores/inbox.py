@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 
 from nura.core.stores.db import id_column, metadata, utcnow_ts
+from nura.errors import NuraError
 
 logger = logging.getLogger("nura.inbox")
 
@@ -114,7 +115,7 @@ class Delivery:
         )
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(NuraError, RuntimeError):
     """The inbox could not commit: nothing was stored (the receiver answers 503)."""
 
 

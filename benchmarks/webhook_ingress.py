@@ -14,7 +14,7 @@
 4. Waits until every delivery is dispatched, then counts flow runs per idempotency key:
    `lost` = acknowledged deliveries without exactly one run; `duplicate_runs` = extra runs.
 
-Last line: the JSON object of issue 4.
+Last line: one JSON object with the figures.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`nura up | down | status | bootstrap`: the platform's lifecycle commands (issue 8)."""
+"""`nura up | down | status | bootstrap`: the platform's lifecycle commands."""
 
 from __future__ import annotations
 

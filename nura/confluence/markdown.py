@@ -13,14 +13,10 @@ images, user mentions, emoticons, layouts. Text is kept as Unicode (accents, CJK
 Malformed input is converted as far as the lenient HTML parser gets, and flagged: the
 strict XML check costs ~0.1 ms (lxml, C) and tells us whether the page was well formed.
 
-Why lxml's tree and not BeautifulSoup (which the issue suggested): on the benchmark's
-pages (~10 KB of storage XHTML) `BeautifulSoup(..., "lxml")` plus the walker cost 15-20 ms
-of CPU a page, ~60 % of it building BeautifulSoup's tree from lxml's parser events (which
-no leaner walker can avoid); lxml builds its own tree from the same parser in 0.44 ms, and
-this walker over it costs 1.9-2.4 ms a page in all (`time.process_time`, 100 generated
-pages, a shared 2-core machine; by instruction count, callgrind: 50.3 M -> 9.4 M a page).
-Conversion was most of a full sync's CPU; now it is a sixth. The output is byte-for-byte the one
-the BeautifulSoup walker produced (golden files, and `tests/confluence/
+Why lxml's tree and not BeautifulSoup (which the design names): most of BeautifulSoup's
+cost is building its own tree from lxml's parser events; walking lxml's tree directly is
+several times cheaper (figures in docs/benchmarks.md, "Design measurements"). The output
+is byte-for-byte the one the BeautifulSoup walker produced (golden files, and `tests/confluence/
 test_markdown_equivalence.py` against that walker on generated and malformed input),
 because the tree is the same: the same libxml2 HTML parser, fed the whole text at once as
 bs4 does, and the two rules bs4 adds on top are kept here (`_text_of`): a string of only

@@ -14,7 +14,7 @@ What is checked (one `Check` each, built from the configuration):
   IAM permission the runtime role does not otherwise need;
 - confluence: an authenticated `GET /wiki/api/v2/spaces?limit=1` with the saved block;
 - prefect_api: the API's /health; database: a real query on the call records;
-- webhook_inbox / dead_letters: backlog figures from their stores (issues 4 and 5).
+- webhook_inbox / dead_letters: backlog figures from their stores.
 
 Why checks bypass the breaker and the rate limiter: a check is an observation at a fixed,
 low rate (one per interval). Through the breaker, a service whose breaker is open could

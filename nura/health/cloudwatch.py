@@ -16,6 +16,7 @@ from typing import Any
 
 from nura import get_call_layer, get_config
 from nura.core.aws_clients import aws_client
+from nura.core.errors import ClientError
 
 STATUS_VALUE = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 FIGURES = (
@@ -107,8 +108,8 @@ def put_audit_log(group: str, record: Mapping[str, Any], stream: str = "health-a
     for op, fn, kwargs in steps:
         try:
             layer.call("cloudwatch", op, fn, retries=0, **kwargs)  # type: ignore[arg-type]
-        except Exception as exc:
-            if "ResourceAlreadyExists" not in str(getattr(exc, "code", "")):
+        except ClientError as exc:  # the call layer's, carrying AWS's error code
+            if exc.code != "ResourceAlreadyExistsException":
                 raise
     layer.call(
         "cloudwatch",

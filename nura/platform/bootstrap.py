@@ -222,6 +222,7 @@ async def apply_deployments(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.exceptions import ObjectNotFound
 
     pool = cfg.platform.work_pool
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(project_dir())}}]
@@ -249,11 +250,10 @@ async def apply_deployments(
                 if spec.interval_seconds
                 else []
             )
-            existing = None
             try:
                 existing = await client.read_deployment_by_name(f"{flow.name}/{spec.name}")
-            except Exception:  # noqa: S110 - not found: created below
-                pass
+            except ObjectNotFound:
+                existing = None  # created below
             await client.create_deployment(
                 flow_id=ids[flow.name],
                 name=spec.name,

@@ -221,7 +221,16 @@ class Stack:
         return env
 
     def _start_sandbox(self) -> None:
+        import importlib.util
+
         from nura.platform.sandbox import sandbox_config, sandbox_ports, sandbox_urls
+
+        missing = [m for m in ("moto", "standardwebhooks") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise StackError(
+                f"the sandbox needs {', '.join(missing)}: pip install -e '.[sandbox]' "
+                "(or configure cloud credentials, or nura up --no-sandbox)"
+            )
 
         ports = sandbox_ports()
         self.state.sandbox_urls = sandbox_urls(ports)

@@ -120,9 +120,8 @@ class Dispatcher:
     # `burst_hold` after the burst began; a steady stream is dispatched at full speed once
     # that has passed. A cycle keeps the Prefect server busy for a second or more (a bulk
     # call of 100 runs, their events) and on a small machine that is the CPU the receiver
-    # needs: 5,000 deliveries at 64 connections with the Prefect server up then stopped
-    # went at 1,770-2,780/s, p99 73-112 ms with cycles during the burst and at
-    # 3,000-3,600/s, p99 35-46 ms without. The deliveries are stored; they wait seconds.
+    # needs (docs/benchmarks.md, "Design measurements"). The deliveries are stored; they
+    # wait seconds.
     burst_gap = 0.05
     burst_hold = 2.0
 

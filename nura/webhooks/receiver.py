@@ -209,9 +209,9 @@ class Receiver:
         if self.freeze_heap:
             # Everything imported so far (Prefect, pydantic, SQLAlchemy: ~175k objects)
             # lives as long as the process. Left in the GC's care, every full collection
-            # walks it with the GIL held: ~200 ms on an idle 2-core machine in which no
-            # request is answered, a few times per 5,000 requests (the benchmark's p99 was
-            # 244 ms). Frozen, a collection only walks what requests allocated.
+            # walks it with the GIL held, and no request is answered meanwhile (the p99 it
+            # cost: docs/benchmarks.md). Frozen, a collection only walks what requests
+            # allocated.
             gc.collect()
             gc.freeze()
         try:

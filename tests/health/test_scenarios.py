@@ -3,7 +3,8 @@ both store backends; time between rounds is an injected clock, never a sleep."""
 
 from __future__ import annotations
 
-import time
+import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -13,7 +14,7 @@ from nura.core.ratelimit import NoLimiter
 from nura.core.stores.alerts import history, open_alerts
 from nura.core.stores.db import get_engine
 from nura.health.alerts import apply_report
-from nura.health.checks import GRACE_SECONDS, build_checks, check_round, run_round
+from nura.health.checks import Check, CheckResult, build_checks, check_round, run_round
 from nura.health.sla import build_report
 
 pytestmark = pytest.mark.integration
@@ -86,16 +87,58 @@ def test_dead_service_is_unhealthy_in_one_round_with_high_severity(world) -> Non
 
 
 def test_hung_service_is_bounded_by_its_timeout(world) -> None:
-    world.control("gamma", latency_ms=20_000)  # hangs far beyond the 1 s check timeout
+    # gamma answers an hour after each request: never while this test runs, so a round
+    # that returns at all did not wait for gamma's answer.
+    world.control("gamma", latency_ms=3_600_000)
     layer = get_call_layer()
     checks = build_checks(world.config, layer, get_engine(world.store_url), timeout=1.0)
-    started = time.perf_counter()
+    assert {c.service: c.timeout for c in checks}["gamma"] == 1.0
     results = run_round(checks, now=T0)
-    wall = time.perf_counter() - started
     gamma = next(r for r in results if r.service == "gamma")
-    assert not gamma.ok and gamma.error_type in ("ServiceTimeout", "CheckTimeout")
+    # Ended by its own 1 s timeout: the call's (ServiceTimeout) or the round's deadline.
+    assert not gamma.ok and gamma.error_type in ("ServiceTimeout", "CheckTimeout"), gamma
     assert all(r.ok for r in results if r.service in ("alpha", "beta", "s3"))
-    assert wall < 1.0 + GRACE_SECONDS + 0.5, wall  # its timeout (+ grace), not 20 s
+    # How long the round waits for each check, and that the checks run at once:
+    # test_round_waits_for_each_check_until_its_own_deadline_only.
+
+
+def test_round_waits_for_each_check_until_its_own_deadline_only() -> None:
+    """Stand-in checks, no clock: events and a barrier give the order of things."""
+    n = 6
+    together = threading.Barrier(n)  # passes only while all n quick checks are in flight
+    hung_done, release = threading.Event(), threading.Event()
+
+    def quick(name: str) -> Callable[[], CheckResult]:
+        def run() -> CheckResult:
+            together.wait(timeout=60)  # BrokenBarrierError (a failed check) if not at once
+            return CheckResult(name, "test", ok=True)
+
+        return run
+
+    def hung() -> CheckResult:
+        try:
+            # Released by the test once the round is over; the timeout only ends a round
+            # that wrongly waits for it (it then answers ok, and the test fails).
+            release.wait(timeout=120)
+            return CheckResult("hung", "test", ok=True)
+        finally:
+            hung_done.set()
+
+    # The hung check is waited for first, and its deadline is far shorter than the
+    # others' (whose long timeouts cost nothing: they answer as soon as all have started).
+    checks = [Check("hung", "test", hung, 0.05)]
+    checks += [Check(f"q{i}", "test", quick(f"q{i}"), 600.0) for i in range(n)]
+    try:
+        results = run_round(checks, now=T0)
+        assert not hung_done.is_set()  # given up on before it answered
+    finally:
+        release.set()
+    by_name = {r.service: r for r in results}
+    assert by_name["hung"].error_type == "CheckTimeout" and not by_name["hung"].ok
+    assert by_name["hung"].detail == "no answer within 0.05s"
+    assert all(by_name[f"q{i}"].ok for i in range(n)), results  # all n ran at once
+    assert all(r.ts == T0 for r in results)
+    assert hung_done.wait(timeout=60)  # released: nothing left behind
 
 
 def test_reminder_after_the_interval_and_escalation(world) -> None:

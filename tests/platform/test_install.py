@@ -8,6 +8,7 @@ environment's site-packages (for the dependencies, which a real install download
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,9 +24,18 @@ PROJECT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("install")
+    # A copy: setuptools builds in ./build, whose leftovers would end up in the wheel.
+    source = work / "source"
+    shutil.copytree(
+        PROJECT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".nura", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(work / "dist"), str(PROJECT)],
+        + ["-w", str(work / "dist"), str(source)],
         check=True,
         capture_output=True,
     )

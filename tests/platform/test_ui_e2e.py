@@ -19,21 +19,11 @@ from pydantic import SecretStr
 
 from blocks import WebhookSecret
 from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
-from tests.platform.stack_support import PROJECT, TempStack
+from tests.platform.stack_support import PROJECT
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 CHROMIUM = shutil.which("chromium")
-
-
-@pytest.fixture(scope="module")
-def stack():
-    s = TempStack()
-    try:
-        state = s.up("--no-runs")
-        yield s, state
-    finally:
-        s.down()
 
 
 def _wait_run(api: str, deployment: str, timeout: float = 300) -> dict:

@@ -383,11 +383,7 @@ def test_wrong_method_is_json(client):
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
 
 
-def test_ses_events_route_is_mounted_when_present(client):
-    import importlib.util
-
-    if importlib.util.find_spec("nura.webhooks.sns") is None:
-        pytest.skip("nura.webhooks.sns (issue 5) is not in this tree")
+def test_ses_events_route_is_mounted(client):
     r = client.post(
         "/webhooks/ses-events", content=b"{}", headers={"Content-Type": "application/json"}
     )

@@ -1,4 +1,4 @@
-"""`external_services.aws.bedrock` (issue 6): model chain, prices, budgets, limits, tracing.
+"""`external_services.aws.bedrock` model chain, prices, budgets, limits, tracing.
 
 Prices are keyed by the *full* model id (`anthropic.claude-3-haiku-20240307-v1:0`), a
 cross-region inference profile id (`us.anthropic...`) or `region/model-id` for a regional

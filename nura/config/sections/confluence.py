@@ -1,4 +1,4 @@
-"""`external_services.confluence` (issue 3 owns this section)."""
+"""`external_services.confluence`: the site, spaces, sync and publish settings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`external_services.git` (issue 4 owns this section)."""
+"""`external_services.git`: the Git provider, branches and paths the ingest stores."""
 
 from __future__ import annotations
 

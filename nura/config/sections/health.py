@@ -1,4 +1,4 @@
-"""`health_monitoring` section (issue 7): schedule, thresholds, check timeouts, alerts, map."""
+"""`health_monitoring` section: schedule, thresholds, check timeouts, alerts, map."""
 
 from __future__ import annotations
 

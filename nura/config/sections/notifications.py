@@ -1,4 +1,4 @@
-"""`health_monitoring.notifications`: Slack/SES channels, severity routing (issue 5 owns it).
+"""`health_monitoring.notifications`: Slack/SES channels, severity routing.
 
 ```yaml
 health_monitoring:

@@ -1,4 +1,4 @@
-"""`webhooks.outgoing`: signed deliveries, dead letters, redrive (issue 5 owns this section).
+"""`webhooks.outgoing`: signed deliveries, dead letters, redrive.
 
 ```yaml
 webhooks:

@@ -1,6 +1,6 @@
-"""`webhooks` section: incoming endpoints, the receiver, inbox and dispatcher (issue 4).
+"""`webhooks` section: incoming endpoints, the receiver, inbox and dispatcher.
 
-`outgoing` belongs to issue 5 (nura/config/sections/outgoing.py).
+`outgoing` is its own module (nura/config/sections/outgoing.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Health check results and the latest evaluated status per service (issue 7).
+"""Health check results and the latest evaluated status per service.
 
 `nura_health_checks` keeps one row per check (the measured samples the SLA windows read);
 `nura_health_status` keeps the last evaluation per service for `/metrics` and the CLI.

@@ -133,6 +133,7 @@ class Dispatcher:
         api_url: str | None = None,
         client_factory: Callable[[], httpx.AsyncClient] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.engine = engine
@@ -140,12 +141,13 @@ class Dispatcher:
         self.settings = cfg.webhooks.dispatcher
         self.client_factory = client_factory or (lambda: api_client(api_url))
         self.clock = clock
+        self.monotonic = monotonic  # pokes and the burst hold (tests: a virtual clock)
         self.rng = rng or random.Random()
         self._client: httpx.AsyncClient | None = None
         self._deployments: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._last_poke = self._burst_began = float("-inf")  # time.monotonic()
+        self._last_poke = self._burst_began = float("-inf")  # self.monotonic()
         self.dispatched = 0
         self.errors = 0
         self.last_lag: float | None = None
@@ -157,7 +159,7 @@ class Dispatcher:
     # -- lifecycle -----------------------------------------------------------------------
     def poke(self) -> None:
         """A new entry was stored: do not wait for the poll interval."""
-        now = time.monotonic()
+        now = self.monotonic()
         if now - self._last_poke >= self.burst_gap:
             self._burst_began = now
         self._last_poke = now
@@ -165,7 +167,7 @@ class Dispatcher:
 
     async def _let_burst_pass(self) -> None:
         while not self._stopping:
-            now = time.monotonic()
+            now = self.monotonic()
             quiet_for = now - self._last_poke
             held_for = now - self._burst_began
             if quiet_for >= self.burst_gap or held_for >= self.burst_hold:

@@ -62,7 +62,7 @@ def test_rate_limit_holds_across_two_processes(prefect_server, flaky_service, nu
         assert "'ok': 100" in out, out
     times = sorted(httpx.get(f"{flaky_service.url}/stats").json()["times"])
     assert len(times) == 2 * CALLS_EACH
-    spec = LimitSpec(limit_name("shared"), RATE_PER_MIN)
+    spec = LimitSpec(limit_name("shared"), RATE_PER_MIN, PrefectSlotLeaser.burst_seconds)
     rate, burst = spec.per_second, spec.burst_calls  # 20/s, 20 at once
     # The ceiling ratelimit.py documents: the server grants at most one burst plus
     # `rate * t` calls over any t seconds, and a leased call is spent within `token_ttl` of

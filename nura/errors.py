@@ -8,4 +8,8 @@ class NuraError(Exception):
     """Root of every error this package raises on purpose."""
 
 
-__all__ = ["NuraError"]
+class ProjectNotFound(NuraError):
+    """No `prefect.yaml` where the project directory was looked for."""
+
+
+__all__ = ["NuraError", "ProjectNotFound"]

@@ -17,6 +17,8 @@ import yaml
 from tests.support.servers import PrefectServer, free_port, postgres_available, temp_database
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Tests never attach to a stack a developer may be running from this checkout.
+os.environ["NURA_NO_ATTACH"] = "1"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

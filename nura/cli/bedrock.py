@@ -40,6 +40,7 @@ def invoke(
 
     from nura.bedrock.invoke import get_invoker
     from nura.bedrock.models import InvalidInvocation, InvocationRequest
+    from nura.cli.confluence import flow_failed, run_tracebacks_off_console
     from nura.cli.main import err_console, load_config_or_exit
     from nura.platform.project import load_flow
 
@@ -69,7 +70,11 @@ def invoke(
         err_console.print(f"[bold red]InvalidInvocation[/] {exc.args[0]}")
         raise typer.Exit(2) from None
     bedrock_invoke = load_flow("flows/bedrock_invoke.py:bedrock_invoke")
-    result = asyncio.run(bedrock_invoke(request))
+    with run_tracebacks_off_console():  # a failure: one line here, the traceback in the run
+        state = asyncio.run(bedrock_invoke(request, return_state=True))
+    if not state.is_completed():
+        raise flow_failed("Bedrock invoke", state)
+    result = state.result()
     if as_json:
         console.print_json(result.model_dump_json())
         return

@@ -10,6 +10,10 @@ flow run does); the exit code is 1 when the run ended Failed.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,14 +34,73 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _WithoutRunTracebacks(logging.Formatter):
+    """The console's formatter, minus the tracebacks of flow- and task-run records.
+
+    A failing run logs its exception twice with a traceback (the task run's "failed with
+    exception", then the flow run's "encountered exception"); in a terminal that buries the
+    one line that matters. The run's logs (the API handler on the run loggers, which handles
+    a record before it propagates to the console) keep the tracebacks. Formats a copy: the
+    record itself is shared with every other handler.
+    """
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.startswith(RUN_LOGGERS) and (
+            record.exc_info or record.exc_text or record.stack_info
+        ):
+            record = copy.copy(record)
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return self.inner.format(record)
+
+
+@contextlib.contextmanager
+def run_tracebacks_off_console() -> Iterator[None]:
+    """While a flow runs in this process, its tracebacks go to its run logs only.
+
+    For the commands that run a flow in the CLI process (`nura invoke`, `nura confluence
+    sync|publish`): the console keeps every run log line; the command ends with one error
+    line (`flow_failed`) and exit code 1.
+    """
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # Prefect's console handler exists before we wrap its formatter
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    saved = [(h, h.formatter) for h in handlers]
+    for handler, formatter in saved:
+        handler.setFormatter(_WithoutRunTracebacks(formatter))
+    try:
+        yield
+    finally:
+        for handler, formatter in saved:
+            handler.setFormatter(formatter)
+
+
+def flow_failed(title: str, state: Any) -> typer.Exit:
+    """Print the one error line of a failed run; the exception to raise (exit code 1)."""
+    from nura.cli.main import err_console
+
+    run_id = getattr(getattr(state, "state_details", None), "flow_run_id", None)
+    where = f" (traceback in the logs of flow run {run_id})" if run_id else ""
+    err_console.print(f"[bold red]{title} failed:[/] {state.message}{where}", soft_wrap=True)
+    return typer.Exit(1)
+
+
 def _finish(state: Any, title: str) -> None:
     if state.is_completed():
         result = state.result()
         rows = list(result.values()) if isinstance(result, dict) else list(result)
         console.print(_table(title, rows))
         return
-    console.print(f"[bold red]{title} failed:[/] {state.message}")
-    raise typer.Exit(1)
+    raise flow_failed(title, state)
 
 
 def register(app: typer.Typer) -> None:
@@ -59,13 +122,14 @@ def register(app: typer.Typer) -> None:
 
         confluence_sync = load_flow("flows/confluence_sync.py:confluence_sync")
 
-        state = confluence_sync(
-            spaces=None if page_id else space,
-            page_id=page_id,
-            space=space[0] if page_id and space else None,
-            full=full,
-            return_state=True,
-        )
+        with run_tracebacks_off_console():
+            state = confluence_sync(
+                spaces=None if page_id else space,
+                page_id=page_id,
+                space=space[0] if page_id and space else None,
+                full=full,
+                return_state=True,
+            )
         _finish(state, "Confluence sync")
 
     @confluence.command("publish")
@@ -103,9 +167,10 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as exc:
             raise typer.BadParameter(str(exc)) from None
-        state = confluence_publish(
-            pages=[page],
-            on_conflict=on_conflict,  # type: ignore[arg-type]
-            return_state=True,
-        )
+        with run_tracebacks_off_console():
+            state = confluence_publish(
+                pages=[page],
+                on_conflict=on_conflict,  # type: ignore[arg-type]
+                return_state=True,
+            )
         _finish(state, "Confluence publish")

@@ -35,8 +35,17 @@ EXTENSIONS = (
 )
 
 
+# Commands that work without a running platform (they manage it, or only read config).
+LOCAL_COMMANDS = frozenset({"up", "down", "status", "env", "config"})
+NO_STACK = (
+    "no running stack: run `nura up` from the project directory (or pass --project DIR), "
+    "or set PREFECT_API_URL (and NURA_CONFIG) for another Prefect server"
+)
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Annotated[
         str | None,
         typer.Option("--config", "-c", help="integrations.yaml to use (default: NURA_CONFIG)."),
@@ -54,9 +63,23 @@ def _root(
         os.environ["NURA_PROJECT"] = project
     if config:
         os.environ["NURA_CONFIG"] = config
-        from nura.core.runtime import reset_runtime
+    if ctx.invoked_subcommand not in LOCAL_COMMANDS and "--help" not in sys.argv[1:]:
+        _attach_or_exit()
+    from nura.core.runtime import reset_runtime
 
-        reset_runtime()
+    reset_runtime()
+
+
+def _attach_or_exit() -> None:
+    """Use the running local stack unless this terminal is configured for another server;
+    never start a temporary Prefect server or write into an unrelated store."""
+    from nura.platform.attach import attach
+
+    if attach() is None and not any(
+        os.environ.get(k) for k in ("PREFECT_API_URL", "NURA_CONFIG", "NURA_STORE_URL")
+    ):
+        err_console.print(f"[bold red]{NO_STACK}[/]")
+        raise typer.Exit(2)
 
 
 def load_config_or_exit():  # type: ignore[no-untyped-def]

@@ -43,9 +43,14 @@ def up(
     from nura.cli.main import load_config_or_exit
     from nura.config import config_path
     from nura.platform.processes import StackError
-    from nura.platform.stack import Stack, StackState
+    from nura.platform.stack import Stack, StackState, running_stack
 
     cfg = load_config_or_exit()  # a broken integrations.yaml stops here, naming the key
+    running = running_stack(_state_dir())
+    if running is not None:
+        console.print("[bold green]Nura Integrations is already running[/] (left untouched)")
+        _print_ready(running, None, detached=True)
+        return
     if detach:
         return _detach(sandbox, no_runs)
     stack = Stack(cfg, config_path(), sandbox=sandbox, trigger_runs=not no_runs, say=console.print)
@@ -56,6 +61,8 @@ def up(
             stack.status = lambda text: status.update(f"[bold]{text}…")
             state = stack.up()
         _print_ready(state, time.monotonic() - started)
+        if not _report_first_runs(state):
+            console.print("[bold red]some first runs did not complete[/]: see the UI links")
         stack.supervise()
     except StackError as exc:
         console.print(f"[bold red]cannot start the platform:[/] {exc}")
@@ -74,7 +81,7 @@ def _detach(sandbox: bool | None, no_runs: bool) -> None:
     from nura.platform.stack import StackState
 
     state_dir = _state_dir()
-    (state_dir / "stack.json").unlink(missing_ok=True)
+    (state_dir / "stack.json").unlink(missing_ok=True)  # stale: running_stack found none alive
     args = [sys.executable, "-m", "nura.cli.main", "up"]
     if sandbox is not None:
         args.append("--sandbox" if sandbox else "--no-sandbox")
@@ -96,11 +103,31 @@ def _detach(sandbox: bool | None, no_runs: bool) -> None:
                 )
                 raise typer.Exit(1)
             time.sleep(0.3)
-    _print_ready(state, None)
-    console.print("running in the background; stop it with [bold]nura down[/]")
+    _print_ready(state, None, detached=True)
+    if not _report_first_runs(state):
+        console.print("[bold red]some first runs did not complete[/]: see the UI links")
+        raise typer.Exit(1)
 
 
-def _print_ready(state, seconds: float | None) -> None:  # type: ignore[no-untyped-def]
+def _report_first_runs(state) -> bool:  # type: ignore[no-untyped-def]
+    """One line per first run with its final state and UI link; False if any did not
+    complete (or none was found)."""
+    if not state.first_runs:
+        return True
+    from nura.platform.first_runs import wait_first_runs
+
+    with console.status("waiting for the first runs…"):
+        rows = wait_first_runs(state.api_url, state.ui_url, state.started_at)
+    table = Table(title="first runs", show_header=False, box=None)
+    for row in rows:
+        ok = row["state"] == "COMPLETED"
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        table.add_row(mark, row["deployment"], row["state"].lower(), row["url"])
+    console.print(table)
+    return all(r["state"] == "COMPLETED" for r in rows)
+
+
+def _print_ready(state, seconds: float | None, *, detached: bool = False) -> None:  # type: ignore[no-untyped-def]
     from nura import get_config
 
     table = Table(show_header=False, box=None)
@@ -116,41 +143,65 @@ def _print_ready(state, seconds: float | None) -> None:  # type: ignore[no-untyp
     for name, url in sorted(state.sandbox_urls.items()):
         table.add_row(f"sandbox {name}", url)
     table.add_row("logs", str(Path(state.state_dir) / "logs"))
-    table.add_row("stop", "Ctrl-C here, or `nura down`")
+    table.add_row("stop", "`nura down`" if detached else "Ctrl-C here, or `nura down`")
+    table.add_row("other terminals", 'nura commands attach to it; `eval "$(nura env)"` for prefect')
     took = f" in {seconds:.1f}s" if seconds is not None else ""
     console.print(f"[bold green]Nura Integrations is up{took}[/]")
     console.print(table)
 
 
 def down() -> None:
-    """Stop a stack started with `nura up` (also `--detach`)."""
-    from nura.platform.stack import stop_recorded_stack
+    """Stop the stack started with `nura up` (also `--detach`): its recorded processes."""
+    from nura.platform.processes import StackError
+    from nura.platform.stack import running_stack, stop_recorded_stack
 
-    if not stop_recorded_stack(_state_dir(), say=console.print):
-        raise typer.Exit(1)
+    state_dir = _state_dir()
+    if running_stack(state_dir) is None:
+        console.print(f"no stack is running from {state_dir}")
+        return
+    try:
+        stopped = stop_recorded_stack(state_dir)
+    except StackError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+    for name, pid in stopped.items():
+        console.print(f"stopped {name} (pid {pid})")
     console.print("stopped.")
 
 
 def status() -> None:
-    """Show what the recorded stack runs and whether each part is alive."""
-    from nura.platform.stack import StackState
+    """Whether the stack runs: each recorded process (by pid and start time) and the
+    Prefect API and receiver answering. Exit 0 when all of it runs, else 1."""
+    import httpx
+
+    from nura.platform.stack import StackState, is_alive
 
     state = StackState.load(_state_dir())
-    if state is None:
-        console.print("no stack recorded; start one with `nura up`")
+    if state is None or state.status == "stopped" or not state.pids:
+        console.print("not running; start it with `nura up`")
         raise typer.Exit(1)
-    table = Table(title=f"stack: {state.status}")
-    table.add_column("process")
-    table.add_column("pid")
-    table.add_column("alive")
+    table = Table(title="Nura Integrations")
+    for col in ("part", "pid / url", "running"):
+        table.add_column(col)
+    healthy = True
     for name, pid in state.pids.items():
+        alive = is_alive(pid, state.starts.get(name))
+        healthy &= alive
+        table.add_row(name, str(pid), "[green]yes[/]" if alive else "[red]no[/]")
+    for name, url in (
+        ("Prefect API", f"{state.api_url}/health"),
+        ("webhook receiver", f"{state.receiver_url}/healthz"),
+    ):
         try:
-            os.kill(pid, 0)
-            alive = "[green]yes[/]"
-        except OSError:
-            alive = "[red]no[/]"
-        table.add_row(name, str(pid), alive)
+            answers = httpx.get(url, timeout=3).status_code == 200
+        except httpx.HTTPError:
+            answers = False
+        healthy &= answers
+        table.add_row(name, url, "[green]answers[/]" if answers else "[red]no answer[/]")
     console.print(table)
+    console.print("[green]running[/]" if healthy else "[red]not fully running[/]")
+    if not healthy:
+        raise typer.Exit(1)
 
 
 def bootstrap(
@@ -215,8 +266,22 @@ def bootstrap(
     console.print("seconds per step: " + ", ".join(f"{k} {v}" for k, v in report.timings.items()))
 
 
+def env() -> None:
+    """Print the running stack's settings as shell exports: `eval "$(nura env)"` makes
+    Prefect's own CLI (and any script) talk to the same server, config and store."""
+    from nura.platform.attach import exports
+    from nura.platform.stack import running_stack
+
+    state = running_stack(_state_dir())
+    if state is None:
+        console.print("# no running stack: start one with `nura up`", highlight=False)
+        raise typer.Exit(1)
+    print(exports(state, os.environ))
+
+
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
+    app.command("env")(env)
     app.command("down")(down)
     app.command("status")(status)
     app.command("bootstrap")(bootstrap)

@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from nura.config.project import project_dir
 from nura.config.schema import IntegrationsConfig
-from nura.errors import NuraError
+from nura.errors import NuraError, ProjectNotFound
 
 DEFAULT_PATH = Path(__file__).with_name("integrations.yaml")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -31,10 +32,20 @@ class ConfigError(NuraError, ValueError):
         super().__init__(f"invalid configuration {source}:\n  " + "\n  ".join(problems))
 
 
+PROJECT_CONFIG = "integrations.yaml"
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The file to load: an explicit path, else `NURA_CONFIG`, else the packaged default."""
+    """The file to load: an explicit path, else `NURA_CONFIG`, else the project's own
+    `integrations.yaml` (next to its prefect.yaml), else the packaged defaults."""
     chosen = explicit or os.environ.get("NURA_CONFIG")
-    return Path(chosen) if chosen else DEFAULT_PATH
+    if chosen:
+        return Path(chosen)
+    try:
+        local = project_dir() / PROJECT_CONFIG
+    except ProjectNotFound:
+        return DEFAULT_PATH
+    return local if local.is_file() else DEFAULT_PATH
 
 
 def _join(path: tuple[str | int, ...]) -> str:

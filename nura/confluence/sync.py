@@ -582,10 +582,22 @@ def _slug(space: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", space.lower()).strip("-") or "space"
 
 
+def artifact_key(report: SpaceReport) -> str:
+    """The key of the report's table artifact: one per flow purpose and space.
+
+    A single-page ingest (mode `page`, the webhook's deployment) has its own key, so the
+    catalog's latest `confluence-sync-<space>` stays the last full or incremental sync
+    instead of a one-page "unchanged 1".
+    """
+    purpose = "confluence-page-ingest" if report.mode == "page" else "confluence-sync"
+    return f"{purpose}-{_slug(report.space)}"
+
+
 def publish_report(report: SpaceReport) -> None:
     """The space's table artifact, and one listing its failed and flagged pages if any."""
+    key = artifact_key(report)
     create_table_artifact(
-        key=f"confluence-sync-{_slug(report.space)}",
+        key=key,
         table=[report.row()],
         description=f"Confluence sync of space {report.space} ({report.mode})",
     )
@@ -595,7 +607,7 @@ def publish_report(report: SpaceReport) -> None:
             for f in report.flagged_pages[:500]
         ]
         create_table_artifact(
-            key=f"confluence-sync-{_slug(report.space)}-problems",
+            key=f"{key}-problems",
             table=rows,
             description=f"Pages of {report.space} that failed or were converted with warnings",
         )

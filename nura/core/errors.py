@@ -30,11 +30,7 @@ NuraError
 
 from __future__ import annotations
 
-from nura.errors import NuraError
-
-
-class ProjectNotFound(NuraError):
-    """No `prefect.yaml` where the project directory was looked for."""
+from nura.errors import NuraError, ProjectNotFound
 
 
 class IntegrationError(NuraError):

@@ -1,7 +1,12 @@
-"""Dashboards in the Prefect UI: a markdown report and an SLA table under stable keys.
+"""Dashboards in the Prefect UI: a markdown report and SLA tables under stable keys.
 
-The keys (`health-report`, `health-sla`) stay the same from run to run, so the UI's
-Artifacts page shows each one's history.
+The keys (`health-report`, `health-sla`, `health-sla-latency`) stay the same from run to
+run, so the UI's Artifacts page shows each one's history.
+
+Width: the UI clips an artifact at ~1400 px and does not scroll it. So no table is wide:
+the report's per-service table holds short figures only (each service's reason is a list
+item under it), and the SLA figures are two tables, rates and latencies, of at most seven
+short columns each.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 REPORT_KEY = "health-report"
-SLA_KEY = "health-sla"
+SLA_KEY = "health-sla"  # per service and window: checks, calls and the rates
+SLA_LATENCY_KEY = "health-sla-latency"  # per service and window: p50 / p95 / p99
+SLA_RATE_COLUMNS = ("checks", "calls", "availability_pct", "error_rate_pct", "fallback_rate_pct")
+SLA_LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms")
 ICON = {"healthy": "🟢", "degraded": "🟠", "unhealthy": "🔴", "unknown": "⚪"}
 
 
@@ -30,26 +38,31 @@ def _cell(text: Any) -> str:
 
 
 def render_markdown(report: Mapping[str, Any], open_alerts: Sequence[Mapping[str, Any]]) -> str:
-    """Overall status, the per-service table, open alerts and what each outage affects."""
+    """Overall status, the per-service table and why, open alerts, what each outage affects."""
     when = datetime.fromtimestamp(report["ts"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     overall = report["overall"]
     lines = [
         f"# Health: {ICON.get(overall, '')} {overall.upper()}",
         "",
-        f"Checked {when}. Status window figures; 1 h / 24 h / 7 d in `{SLA_KEY}`.",
+        f"Checked {when}. Status window figures; 1 h / 24 h / 7 d in `{SLA_KEY}` and "
+        f"`{SLA_LATENCY_KEY}`.",
         "",
-        "| service | status | latency | p95 | error rate | availability | fallback "
-        "| breaker | reason |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| service | status | latency | p95 | errors | availability | fallback | breaker |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    reasons = []
     for s in report["services"]:
         lines.append(
             f"| {s['service']} | {ICON.get(s['status'], '')} {s['status']} "
             f"| {_fmt(s.get('latency_ms'), ' ms')} | {_fmt(s.get('p95_ms'), ' ms')} "
             f"| {_fmt(s.get('error_rate_pct'), ' %')} | {_fmt(s.get('availability_pct'), ' %')} "
-            f"| {_fmt(s.get('fallback_rate_pct'), ' %')} | {s.get('breaker') or '–'} "
-            f"| {_cell(s.get('reason') or s.get('detail'))} |"
+            f"| {_fmt(s.get('fallback_rate_pct'), ' %')} | {s.get('breaker') or '–'} |"
         )
+        reason = _cell(s.get("reason") or s.get("detail"))
+        if reason:  # a list item, not a column: long reasons made the table too wide
+            reasons.append(f"- **{s['service']}**: {reason}")
+    if reasons:
+        lines += ["", "## Why", "", *reasons]
     lines += ["", f"## Open alerts ({len(open_alerts)})", ""]
     if not open_alerts:
         lines.append("None.")
@@ -66,9 +79,21 @@ def render_markdown(report: Mapping[str, Any], open_alerts: Sequence[Mapping[str
     return "\n".join(lines) + "\n"
 
 
+def _sla_rows(report: Mapping[str, Any], columns: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"service": w["service"], "window": w["window"], **{c: w.get(c) for c in columns}}
+        for w in report["windows"]
+    ]
+
+
 def sla_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per service and window: the SLA figures."""
-    return [dict(w) for w in report["windows"]]
+    """One row per service and window: checks, calls, availability, error and fallback rates."""
+    return _sla_rows(report, SLA_RATE_COLUMNS)
+
+
+def sla_latency_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per service and window: the latency percentiles."""
+    return _sla_rows(report, SLA_LATENCY_COLUMNS)
 
 
 def publish_artifacts(report: dict[str, Any]) -> dict[str, str]:
@@ -84,6 +109,14 @@ def publish_artifacts(report: dict[str, Any]) -> dict[str, str]:
         description=f"Health: {report['overall']}",
     )
     table = create_table_artifact(
-        key=SLA_KEY, table=sla_table(report), description="SLA figures per service and window"
+        key=SLA_KEY,
+        table=sla_table(report),
+        description="SLA per service and window: checks, calls, availability, error and "
+        f"fallback rates (latencies in {SLA_LATENCY_KEY})",
     )
-    return {REPORT_KEY: str(md), SLA_KEY: str(table)}
+    latency = create_table_artifact(
+        key=SLA_LATENCY_KEY,
+        table=sla_latency_table(report),
+        description=f"Latency percentiles per service and window (rates in {SLA_KEY})",
+    )
+    return {REPORT_KEY: str(md), SLA_KEY: str(table), SLA_LATENCY_KEY: str(latency)}

@@ -4,14 +4,25 @@ Why not `SlackWebhook.notify()`: it goes through Apprise, outside our call layer
 limit, breaker, retries or call record) and returns nothing to track. The block stays the
 home of the secret URL; the POST goes through the call layer as service `slack`. The URL
 holds Slack's secret token, so it never appears in operation names, logs or errors.
+
+Why the block is never instantiated the ordinary way: `SlackWebhook.__init__` (and
+`model_validate`, which `SlackWebhook.load` uses) runs `block_initialization`, which builds
+an Apprise client from the URL. Apprise's Slack plugin only parses
+`https://hooks.slack.com/services/...`; any other URL (the sandbox's local stand-in, a
+proxy) makes it log `ERROR apprise - Unparseable URL <the secret URL>` on every save and
+load, although we never use that client. So blocks are built with `slack_webhook_block`
+and read with `load_slack_url`, neither of which starts Apprise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nura import get_call_layer
+
+if TYPE_CHECKING:
+    from prefect.blocks.notifications import SlackWebhook
 
 
 @dataclass(frozen=True)
@@ -21,13 +32,44 @@ class SlackResponse:
     attempts: int
 
 
+def slack_webhook_block(url: str) -> SlackWebhook:
+    """A Prefect `SlackWebhook` block holding `url`, ready to `.save()`, without Apprise.
+
+    For storing the URL only: its `.notify()` would fail (no Apprise client); we post
+    with `post_slack`.
+    """
+    from prefect.blocks.notifications import SlackWebhook
+    from pydantic import SecretStr
+
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("a Slack incoming-webhook URL must be http(s)")
+    # model_construct: the fields' defaults without __init__, so no block_initialization.
+    return SlackWebhook.model_construct(url=SecretStr(url))
+
+
 def load_slack_url(block_name: str | None, fallback_url: str = "") -> str | None:
-    """The webhook URL from a saved `slack-webhook` block, else the configured URL."""
+    """The webhook URL from a saved `slack-webhook` block, else the configured URL.
+
+    Reads the block document rather than `SlackWebhook.load` (which starts Apprise).
+    """
     if block_name:
         from prefect.blocks.notifications import SlackWebhook
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
 
-        block = SlackWebhook.load(block_name)
-        return block.url.get_secret_value()  # type: ignore[union-attr]
+        with get_client(sync_client=True) as client:
+            try:
+                document = client.read_block_document_by_name(
+                    name=block_name,
+                    block_type_slug=SlackWebhook.get_block_type_slug(),
+                    include_secrets=True,
+                )
+            except ObjectNotFound as exc:
+                raise ValueError(f"no slack-webhook block named {block_name!r}") from exc
+        url = (document.data or {}).get("url")
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"slack-webhook block {block_name!r} has no URL")
+        return url
     return fallback_url or None
 
 

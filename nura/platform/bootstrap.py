@@ -13,13 +13,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import yaml
 
 from nura.config import IntegrationsConfig
 from nura.errors import NuraError
 from nura.platform.project import project_dir
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import DeploymentSchedule
+    from prefect.client.schemas.schedules import IntervalSchedule
 
 
 @dataclass
@@ -106,7 +112,8 @@ def _env_blocks(env: Mapping[str, str]) -> list[tuple[str, Callable[[], Any]]]:
     from prefect_aws import AwsCredentials
     from pydantic import SecretStr
 
-    from nura.platform.blocks import ConfluenceCredentials, GitProviderCredentials, SlackWebhook
+    from nura.notify.slack import slack_webhook_block
+    from nura.platform.blocks import ConfluenceCredentials, GitProviderCredentials
 
     out: list[tuple[str, Callable[[], Any]]] = []
     if env.get("CONFLUENCE_BASE_URL") and env.get("CONFLUENCE_API_TOKEN"):
@@ -143,7 +150,7 @@ def _env_blocks(env: Mapping[str, str]) -> list[tuple[str, Callable[[], Any]]]:
             )
         )
     if env.get("SLACK_WEBHOOK_URL"):
-        out.append(("nura-slack", lambda: SlackWebhook(url=SecretStr(env["SLACK_WEBHOOK_URL"]))))
+        out.append(("nura-slack", lambda: slack_webhook_block(env["SLACK_WEBHOOK_URL"])))
     return out
 
 
@@ -216,11 +223,16 @@ async def apply_deployments(
     cfg: IntegrationsConfig, flows: list[LoadedFlow], report: BootstrapReport
 ) -> None:
     """Create or update every deployment; the flows first, then the deployments, each
-    step's calls concurrently."""
+    step's calls concurrently.
+
+    A new deployment is created with its schedule. An existing one is updated with
+    `update_deployment` (a PATCH that leaves its schedules and its `paused` flag alone:
+    Prefect's `create_deployment` upserts, and its upsert deletes every schedule of the
+    deployment), then its schedules are made to match config (`_sync_schedules`)."""
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.exceptions import ObjectNotFound
 
@@ -238,39 +250,39 @@ async def apply_deployments(
 
         async def apply(item: LoadedFlow) -> str:
             spec, flow = item.spec, item.flow
-            schedules = (
-                [
-                    DeploymentScheduleCreate(
-                        schedule=IntervalSchedule(
-                            interval=timedelta(seconds=spec.interval_seconds)
-                        ),
-                        active=True,
-                    )
-                ]
+            wanted = (
+                IntervalSchedule(interval=timedelta(seconds=spec.interval_seconds))
                 if spec.interval_seconds
-                else []
+                else None
             )
+            fields: dict[str, Any] = {
+                "entrypoint": spec.entrypoint,
+                "path": str(project_dir()),
+                "work_pool_name": pool,
+                "work_queue_name": "default",
+                "parameters": spec.parameters,
+                "parameter_openapi_schema": item.schema,
+                "description": spec.description or flow.description,
+                "tags": spec.tags,
+                "pull_steps": pull,
+                "enforce_parameter_schema": True,
+            }
             try:
                 existing = await client.read_deployment_by_name(f"{flow.name}/{spec.name}")
             except ObjectNotFound:
-                existing = None  # created below
-            await client.create_deployment(
-                flow_id=ids[flow.name],
-                name=spec.name,
-                entrypoint=spec.entrypoint,
-                path=str(project_dir()),
-                work_pool_name=pool,
-                work_queue_name="default",
-                parameters=spec.parameters,
-                parameter_openapi_schema=item.schema,
-                description=spec.description or flow.description,
-                tags=spec.tags,
-                pull_steps=pull,
-                schedules=None if existing is not None else schedules,
-                enforce_parameter_schema=True,
-            )
-            if existing is not None:
-                await _sync_schedules(client, existing, schedules)
+                schedules = (
+                    [DeploymentScheduleCreate(schedule=wanted, active=True, slug=SCHEDULE_SLUG)]
+                    if wanted is not None
+                    else []
+                )
+                await client.create_deployment(
+                    flow_id=ids[flow.name], name=spec.name, schedules=schedules, **fields
+                )
+            else:
+                await client.update_deployment(existing.id, DeploymentUpdate(**fields))
+                # The schedules as they are now, after the update (which leaves them).
+                have = await client.read_deployment_schedules(existing.id)
+                await _sync_schedules(client, existing.id, have, wanted)
             return f"{flow.name}/{spec.name}"
 
         report.deployments += await asyncio.gather(*(apply(item) for item in flows))
@@ -293,22 +305,52 @@ class BootstrapError(NuraError, RuntimeError):
     """The server to bootstrap cannot be reached."""
 
 
-async def _sync_schedules(client: Any, existing: Any, wanted: list[Any]) -> None:
-    """Replace the deployment's schedules when config changed them (idempotent otherwise)."""
-    have = sorted(
-        s.schedule.interval.total_seconds()
-        for s in existing.schedules
-        if hasattr(s.schedule, "interval")
-    )
-    want = sorted(s.schedule.interval.total_seconds() for s in wanted)
-    if have == want and len(existing.schedules) == len(wanted):
-        return
-    for schedule in existing.schedules:
-        await client.delete_deployment_schedule(existing.id, schedule.id)
-    if wanted:
-        await client.create_deployment_schedules(
-            existing.id, [(s.schedule, s.active) for s in wanted]
+# The slug of the schedule bootstrap manages on each deployment (from config's interval).
+SCHEDULE_SLUG = "nura-interval"
+
+
+async def _sync_schedules(
+    client: PrefectClient,
+    deployment_id: UUID,
+    have: list[DeploymentSchedule],
+    wanted: IntervalSchedule | None,
+) -> None:
+    """Make a deployment's schedules `wanted` (one interval schedule, or none), in place.
+
+    The schedule slugged SCHEDULE_SLUG is ours; without one, an unslugged interval
+    schedule (as bootstrap made them before slugs) is adopted, its interval first. Ours
+    gets the configured interval when it differs, and never its `active` flag: a schedule
+    ops paused stays paused. Every other schedule is deleted (config owns the schedules).
+    Nothing is called when the schedules already match."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    keep: DeploymentSchedule | None = None
+    if wanted is not None:
+        ours = [s for s in have if s.slug == SCHEDULE_SLUG]
+        legacy = sorted(
+            (s for s in have if s.slug is None and _interval(s) is not None),
+            key=lambda s: _interval(s) != wanted.interval,
         )
+        keep = next(iter(ours or legacy), None)
+        if keep is None:
+            await client.create_deployment_schedules(
+                deployment_id,
+                [DeploymentScheduleCreate(schedule=wanted, active=True, slug=SCHEDULE_SLUG)],
+            )
+        elif keep.slug != SCHEDULE_SLUG or _interval(keep) != wanted.interval:
+            await client.update_deployment_schedule(
+                deployment_id,
+                keep.id,
+                schedule=wanted if _interval(keep) != wanted.interval else None,
+                slug=SCHEDULE_SLUG,
+            )
+    for schedule in have:
+        if schedule is not keep:
+            await client.delete_deployment_schedule(deployment_id, schedule.id)
+
+
+def _interval(schedule: DeploymentSchedule) -> timedelta | None:
+    return getattr(schedule.schedule, "interval", None)
 
 
 def bootstrap(

@@ -10,7 +10,11 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # Deployment -> parameters for its first sandbox run ({} = the flow's defaults).
 FIRST_RUNS: dict[str, dict[str, object]] = {
@@ -123,6 +127,67 @@ def run_first_runs() -> dict[str, str]:
     except Exception as exc:  # the receiver may be off: the flows above still ran
         result["git-ingest (signed webhook)"] = f"not started: {type(exc).__name__}: {exc}"
     return result
+
+
+# Started by the signed webhooks above, as in production.
+WEBHOOK_DEPLOYMENTS = ("git-ingest", "confluence-page-ingest")
+FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def first_run_deployments() -> list[str]:
+    return [name.split("/")[1] for name in FIRST_RUNS] + list(WEBHOOK_DEPLOYMENTS)
+
+
+def wait_first_runs(
+    api_url: str,
+    ui_url: str,
+    since: float,
+    timeout: float = 300.0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, str]]:
+    """The latest run of each first-run deployment created since `since` (epoch seconds),
+    once all are final or `timeout` has passed: deployment, state, UI link.
+
+    Plain HTTP on the stack's API URL: the caller (`nura up`) has no Prefect settings.
+    """
+    import httpx
+
+    names = first_run_deployments()
+    after = datetime.fromtimestamp(since - 5, UTC).isoformat()
+    deadline = clock() + timeout
+    with httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=10) as api:
+        found = api.post("deployments/filter", json={"deployments": {"name": {"any_": names}}})
+        found.raise_for_status()
+        by_id = {d["id"]: d["name"] for d in found.json()}
+        while True:
+            runs = api.post(
+                "flow_runs/filter",
+                json={
+                    "flow_runs": {
+                        "deployment_id": {"any_": list(by_id)},
+                        "expected_start_time": {"after_": after},
+                    },
+                    "sort": "EXPECTED_START_TIME_DESC",
+                },
+            )
+            runs.raise_for_status()
+            latest: dict[str, dict[str, Any]] = {}
+            for run in runs.json():
+                if not run.get("auto_scheduled"):  # the schedule's own future runs
+                    latest.setdefault(by_id.get(run["deployment_id"], "?"), run)
+            rows = [
+                {
+                    "deployment": name,
+                    "state": (latest[name].get("state_type") or "?") if name in latest else "-",
+                    "url": f"{ui_url}/runs/flow-run/{latest[name]['id']}" if name in latest else "",
+                }
+                for name in names
+            ]
+            if all(r["state"] in FINAL for r in rows) or clock() >= deadline:
+                return rows
+            sleep(1.0)
 
 
 def main() -> None:

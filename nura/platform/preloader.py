@@ -13,6 +13,10 @@ pool's command is `python -m nura.platform.launch_flow_run`, which passes its ar
 environment, working directory and stdin/stdout/stderr here (SCM_RIGHTS), forwards signals,
 and exits with the child's status. The child runs exactly what `python -m prefect.engine`
 runs, after taking the launcher's environment and refreshing Prefect's settings from it.
+It runs the engine module's code as `__main__` itself (`_run_as_main`), not through
+`runpy.run_module`: runpy warns when the module is already imported ("'prefect.engine'
+found in sys.modules ... may result in unpredictable behaviour"), and here it always is, on
+purpose (and in a plain `python -m prefect.engine` too, as `prefect.flow_engine` imports it).
 
 Fork safety: nothing here starts a thread, an event loop, a database connection or an HTTP
 client before forking (checked at start: the preloader refuses to serve with threads).
@@ -21,12 +25,13 @@ client before forking (checked at start: the preloader refuses to serve with thr
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
-import runpy
 import selectors
 import signal
 import socket
@@ -35,6 +40,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +91,37 @@ def _set_parent_death_signal() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _run_as_main(module: str) -> None:
+    """Run `module`'s code as `__main__`, as `python -m module` does, with it already imported.
+
+    The same steps as runpy's `-m` path (a fresh `__main__` namespace with the module's spec,
+    `sys.argv[0]` its file) minus the already-imported check and its RuntimeWarning: the
+    imported copy stays as it is, the code runs once more as `__main__`, as in a fresh
+    `python -m prefect.engine` (whose `prefect.flow_engine` import loads the module again).
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations is not None:  # a package
+        module = f"{module}.__main__"
+        spec = importlib.util.find_spec(module)
+    if spec is None or spec.loader is None or spec.origin is None:
+        raise ImportError(f"no module named {module!r} to run")
+    code = spec.loader.get_code(module)  # type: ignore[attr-defined]
+    if code is None:
+        raise ImportError(f"{module!r} has no code to run")
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=spec.origin,
+        __cached__=spec.cached,
+        __loader__=spec.loader,
+        __package__=spec.parent,
+        __spec__=spec,
+        __builtins__=builtins,
+    )
+    sys.modules["__main__"] = main
+    sys.argv[0] = spec.origin
+    exec(code, main.__dict__)  # noqa: S102 - the module's own code, as `python -m` runs it
+
+
 def _run_child(module: str, request: dict[str, object], fds: list[int]) -> int:
     """In the forked child: become the launcher's engine process and run the flow."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
@@ -107,9 +144,15 @@ def _run_child(module: str, request: dict[str, object], fds: list[int]) -> int:
         from prefect.logging.configuration import setup_logging
 
         prefect.context.refresh_global_settings_context()
-        setup_logging()
+        # Log as a fresh engine process would: Prefect's full configuration from these
+        # settings, not an incremental one on top of the preloader's own root handler (its
+        # format has no level: a run's ERROR lines were not recognisable in worker.log).
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        setup_logging(incremental=False)
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        _run_as_main(module)
         return 0
     except SystemExit as exc:
         if exc.code is None:

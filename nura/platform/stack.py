@@ -12,6 +12,7 @@ data), `prefect/` (PREFECT_HOME), `logs/` (one log per child), `stack.json` (wha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,10 @@ from nura.platform.project import project_dir
 MAX_RESTARTS = 3
 
 
+class StackAlreadyRunning(StackError):
+    """A stack already runs from this state directory."""
+
+
 @dataclass
 class StackState:
     state_dir: Path
@@ -48,9 +53,13 @@ class StackState:
     receiver_url: str = ""
     store_url: str = ""
     config_path: str = ""
+    source_config: str = ""  # the config `nura up` was given (config_path may derive from it)
     sandbox: bool = False
+    first_runs: bool = False  # `nura up` triggered one run of each deployment
     sandbox_urls: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    # Each process's start time (clock ticks since boot): a pid alone may have been reused.
+    starts: dict[str, int] = field(default_factory=dict)
     status: str = "starting"
     started_at: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
@@ -74,6 +83,54 @@ class StackState:
         for key, value in json.loads(path.read_text()).items():
             setattr(state, key, value)
         return state
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), or None if there is none.
+
+    Where /proc is missing, 0 for any live process (the pid alone then identifies it).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return 0
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_alive(pid: int, start: int | None) -> bool:
+    """Process `pid` runs and is the one recorded (same start time), not a reused pid."""
+    now = process_start(pid)
+    return now is not None and (not start or not now or now == start)
+
+
+def live_processes(state: StackState) -> dict[str, int]:
+    """The recorded processes of `state` that still run."""
+    return {n: p for n, p in state.pids.items() if is_alive(p, state.starts.get(n))}
+
+
+def running_stack(state_dir: Path) -> StackState | None:
+    """The stack recorded in `state_dir` if any of its processes still runs, else None.
+
+    A record whose processes are all gone (a crash, a reboot) is stale: it is marked
+    stopped, so nothing attaches to it and `nura up` starts afresh.
+    """
+    state = StackState.load(state_dir)
+    if state is None or state.status == "stopped":
+        return None
+    if live_processes(state):
+        return state
+    state.status, state.pids, state.starts = "stopped", {}, {}
+    state.save()
+    return None
 
 
 def has_cloud_credentials(env: dict[str, str] | None = None) -> bool:
@@ -107,7 +164,12 @@ class Stack:
         self.status = status
         self.pg = EmbeddedPostgres(self.state_dir / "pg")
         self.children: list[Child] = []
-        self.state = StackState(self.state_dir, sandbox=self.sandbox)
+        self.state = StackState(
+            self.state_dir,
+            sandbox=self.sandbox,
+            first_runs=self.sandbox and trigger_runs,
+            source_config=str(Path(config_path).resolve()),
+        )
         self._stopping = False
 
     # -- start -------------------------------------------------------------------------
@@ -123,13 +185,10 @@ class Stack:
     def up(self) -> StackState:
         t0 = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        previous = StackState.load(self.state_dir)
-        if previous and previous.status in ("ready", "starting") and _any_alive(previous.pids):
-            pids = sorted(previous.pids.values())
-            raise StackError(
-                f"a stack already runs from {self.state_dir} (pids {pids}); "
-                "stop it with `nura down` first"
-            )
+        if running_stack(self.state_dir) is not None:
+            # The caller checks first (`nura up` reports the running stack and exits 0);
+            # this guard only keeps a second stack off the same directory.
+            raise StackAlreadyRunning(f"a stack already runs from {self.state_dir}")
         port = self.cfg.platform.prefect_port
         receiver = self.cfg.webhooks.receiver
         require_free_port(port, "Prefect server")
@@ -388,6 +447,13 @@ class Stack:
         # so it does not restart the children it sees dying.
         self.state.pids = {"supervisor": os.getpid()}
         self.state.pids.update({c.name: c.pid for c in self.children if c.pid})
+        if self.pg.pid is not None:
+            self.state.pids["postgresql"] = self.pg.pid
+        self.state.starts = {
+            name: start
+            for name, pid in self.state.pids.items()
+            if (start := process_start(pid)) is not None
+        }
         self.state.save()
 
     # -- run ---------------------------------------------------------------------------
@@ -416,58 +482,57 @@ class Stack:
 
     # -- stop --------------------------------------------------------------------------
     def down(self) -> None:
+        """Stop what this Stack started, nothing else (a refused start touches nothing)."""
         self._stopping = True
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
-        self.pg.stop()
-        self.state.status = "stopped"
-        self.state.pids = {}
-        self.state.save()
+        if self.pg.started:
+            self.pg.stop()
+        if self.state.path.exists() and self.state.pids.get("supervisor") == os.getpid():
+            self.state.status = "stopped"
+            self.state.pids, self.state.starts = {}, {}
+            self.state.save()
 
 
-def _any_alive(pids: dict[str, int]) -> bool:
-    for pid in pids.values():
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            continue
-        return True
-    return False
-
-
-def _wait_gone(pids: dict[str, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _any_alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
-def stop_recorded_stack(state_dir: Path, say: Callable[[str], None] = print) -> bool:
-    """`nura down`: stop what stack.json lists (also a detached stack), then PostgreSQL."""
+def stop_recorded_stack(state_dir: Path) -> dict[str, int]:
+    """`nura down`: stop the processes stack.json records, each checked by pid and start
+    time (never by name), the supervisor first (it stops its children in order).
+    Returns what was running; raises StackError naming any process that did not stop."""
     state = StackState.load(state_dir)
     if state is None:
-        say(f"no stack recorded in {state_dir}")
-        return False
-    pids = dict(state.pids)
-    supervisor = pids.pop("supervisor", None)
-    if supervisor and supervisor != os.getpid() and _any_alive({"s": supervisor}):
-        os.kill(supervisor, signal.SIGTERM)  # it stops its children in order, then exits
-        say(f"asked the supervisor (pid {supervisor}) to stop the stack")
-        _wait_gone({"s": supervisor}, 60)
-    for name, pid in reversed(list(pids.items())):
-        try:
+        return {}
+    running = live_processes(state)
+    supervisor = running.pop("supervisor", None)
+    if supervisor is not None and supervisor != os.getpid():
+        os.kill(supervisor, signal.SIGTERM)
+        _wait_gone(state, {"supervisor": supervisor}, 60)
+    for name, pid in reversed(list(running.items())):
+        if name == "postgresql" or not is_alive(pid, state.starts.get(name)):
+            continue
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)  # children run in their own sessions
-            say(f"stopped {name} (pid {pid})")
-        except OSError:
-            pass
-    _wait_gone(pids, 20)
-    for pid in pids.values():
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    EmbeddedPostgres(state_dir / "pg").stop()
-    state.status = "stopped"
-    state.pids = {}
+    _wait_gone(state, running, 20)
+    for name, pid in running.items():
+        if name != "postgresql" and is_alive(pid, state.starts.get(name)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    if "postgresql" in running and is_alive(running["postgresql"], state.starts.get("postgresql")):
+        EmbeddedPostgres(state_dir / "pg").stop()
+    _wait_gone(state, running, 10)
+    if supervisor is not None:
+        running = {"supervisor": supervisor, **running}
+    left = {n: p for n, p in running.items() if is_alive(p, state.starts.get(n))}
+    if left:
+        raise StackError(f"still running after nura down: {left}")
+    state.status, state.pids, state.starts = "stopped", {}, {}
     state.save()
-    return True
+    return running
+
+
+def _wait_gone(state: StackState, pids: dict[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(is_alive(p, state.starts.get(n)) for n, p in pids.items()):
+            return
+        time.sleep(0.1)

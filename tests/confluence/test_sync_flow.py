@@ -111,7 +111,8 @@ def test_single_page_ingest_and_its_deletion(confluence, sync_env) -> None:
     assert s3.head_document(f"confluence/DOCS/{page}.md") is None
 
 
-def test_process_pool_and_artifacts(confluence, sync_env) -> None:
+def _run_artifacts(key: str, run_id) -> list:  # type: ignore[no-untyped-def]
+    """The artifacts with `key` that flow run `run_id` created."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -119,14 +120,7 @@ def test_process_pool_and_artifacts(confluence, sync_env) -> None:
         ArtifactFilterKey,
     )
 
-    confluence.generate(["TECH"], 8, body_bytes=3000)
-    sync_env(spaces=["TECH"], process_pool_min_pages=1, convert_processes=2)
-    state = confluence_sync(return_state=True)
-    assert state.is_completed() and state.result()["TECH"]["created"] == 8
-
-    run_id = state.state_details.flow_run_id
-
-    async def artifacts(key: str):
+    async def read():  # type: ignore[no-untyped-def]
         async with get_client() as client:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(
@@ -135,9 +129,36 @@ def test_process_pool_and_artifacts(confluence, sync_env) -> None:
                 )
             )
 
-    table = asyncio.run(artifacts("confluence-sync-tech"))
+    return asyncio.run(read())
+
+
+def test_page_ingest_has_its_own_artifact_key(confluence, sync_env) -> None:
+    """A one-page ingest does not become the space's latest `confluence-sync-*` result."""
+    confluence.generate(["TECH"], 3, body_bytes=300)
+    sync_env(spaces=["TECH"])
+    state = confluence_sync(page_id=ids(confluence, "TECH")[0], space="TECH", return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    table = _run_artifacts("confluence-page-ingest-tech", run_id)
+    assert table and '"mode": "page"' in str(table[0].data).replace("'", '"')
+    assert _run_artifacts("confluence-sync-tech", run_id) == []
+
+
+def test_process_pool_and_artifacts(confluence, sync_env) -> None:
+    confluence.generate(["TECH"], 8, body_bytes=3000)
+    sync_env(spaces=["TECH"], process_pool_min_pages=1, convert_processes=2)
+    state = confluence_sync(return_state=True)
+    assert state.is_completed() and state.result()["TECH"]["created"] == 8
+
+    run_id = state.state_details.flow_run_id
+
+    def artifacts(key: str) -> list:  # type: ignore[type-arg]
+        return _run_artifacts(key, run_id)
+
+    table = artifacts("confluence-sync-tech")
     assert table and '"created": 8' in str(table[0].data).replace("'", '"')
-    progress = asyncio.run(artifacts("confluence-sync-progress"))
+    progress = artifacts("confluence-sync-progress")
+    assert artifacts("confluence-page-ingest-tech") == []
     assert progress and float(progress[0].data) == 100.0
 
 

@@ -81,6 +81,10 @@ def test_flow_run_reports_alerts_artifacts_metrics_and_events(prefect_server, wo
         sla = _artifact("health-sla")
         rows = json.loads(sla[0].data) if isinstance(sla[0].data, str) else sla[0].data
         assert any(row["service"] == "beta" and row["window"] == "1h" for row in rows)
+        assert all("p95_ms" not in row and "availability_pct" in row for row in rows)
+        latency = _artifact("health-sla-latency")
+        rows = json.loads(latency[0].data) if isinstance(latency[0].data, str) else latency[0].data
+        assert any(row["service"] == "alpha" and row["p95_ms"] is not None for row in rows)
 
         events = _events("nura.health.unhealthy")
         assert any(e["resource"]["prefect.resource.id"] == "nura.service.beta" for e in events)

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser, limit_name
+from tests.support.rates import worst_window
 from tests.support.servers import temp_database
 
 pytestmark = pytest.mark.integration
@@ -150,7 +152,11 @@ def test_twenty_runs_over_two_workers_share_one_rate_limit(
             for w in workers:
                 w.terminate()
             for w in workers:
-                w.wait(30)
+                try:
+                    w.wait(30)
+                except subprocess.TimeoutExpired:  # a loaded machine: no reason to fail
+                    w.kill()
+                    w.wait()
         bad = [i for i, st in states.items() if st != "COMPLETED"]
         assert not bad, _diagnose(prefect_server.api_url, bad, states)
 
@@ -161,19 +167,15 @@ def test_twenty_runs_over_two_workers_share_one_rate_limit(
 
         times = sorted(httpx.get(f"{flaky_service.url}/stats").json()["times"])
         assert len(times) == RUNS * CALLS_PER_RUN  # nothing lost, nothing doubled
-        rate = RATE_PER_MIN / 60
-        burst = int(rate)
-        # Every one-second window stays within the rate plus one burst of the limit.
-        j = 0
-        worst = 0
-        for i, t in enumerate(times):
-            while times[j] < t - 1.0:
-                j += 1
-            worst = max(worst, i - j + 1)
-        span = times[-1] - times[0]
-        print(f"{len(times)} calls in {span:.1f}s; busiest second {worst} calls (limit {rate}/s)")
-        assert worst <= rate + burst + 1
-        assert (len(times) - burst) / span <= rate * 1.10
+        spec = LimitSpec(limit_name("demo"), RATE_PER_MIN, PrefectSlotLeaser.burst_seconds)
+        rate, burst = spec.per_second, spec.burst_calls
+        # The ceiling ratelimit.py documents (see tests/spine/test_cross_process.py): any
+        # window between two arrivals holds at most `rate * (W + token_ttl) + burst` calls,
+        # across both workers and all their runs. No lower bound: a loaded machine is slower.
+        ceiling = burst + rate * PrefectSlotLeaser().token_ttl
+        worst = worst_window(times, rate)
+        print(f"{len(times)} calls over {times[-1] - times[0]:.1f}s; worst window {worst}")
+        assert worst.excess <= ceiling, (worst, ceiling)
 
         # The stores were on PostgreSQL: every call left its record there.
         from sqlalchemy import func, select

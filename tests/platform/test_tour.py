@@ -1,23 +1,33 @@
-"""README.md's 5-minute tour, command by command, against a running sandbox stack.
+"""README.md's 5-minute tour, as a new user runs it: a fresh project directory, the
+commands read from the README, each in a fresh environment with no variable exported.
 
-The commands are read from the README (the fenced block after `<!-- tour: ... -->`), so the
-README cannot show a command that does not work. `nura up --detach` and `nura down` are
-the stack fixture's own start and stop.
+`nura up --detach` must report the first runs, a second `nura up` must leave the running
+stack untouched, every other command must reach that stack (attaching through its
+stack.json), and `nura down` must leave no process behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+from nura.config import DEFAULT_PATH
+from nura.platform.stack import is_alive
 from tests.platform.stack_support import PROJECT
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+BIN = Path(sys.executable).parent
 
 
 def tour_commands() -> list[str]:
@@ -27,42 +37,90 @@ def tour_commands() -> list[str]:
     return [line.strip() for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_the_tour_starts_and_stops_the_stack_with_up_detach_and_down() -> None:
-    commands = tour_commands()
-    assert commands[0] == "nura up --detach" and commands[-1] == "nura down"
-    assert all(c.startswith("nura ") for c in commands)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _terminal_env(state: dict) -> dict[str, str]:
-    """What a second terminal needs to reach the stack (`nura up` gives its children)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NURA_"))}
-    env.update(
-        PREFECT_API_URL=state["api_url"],
-        NURA_CONFIG=state["config_path"],
-        NURA_STORE_URL=state["store_url"],
-        AWS_ACCESS_KEY_ID="sandbox",
-        AWS_SECRET_ACCESS_KEY="sandbox",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    return env
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A new project directory: the project's files and its own integrations.yaml (free
+    ports, so the test never meets a stack a developer runs)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(PROJECT / "prefect.yaml", root)
+    for folder in ("flows", "tasks", "blocks", "deployments"):
+        shutil.copytree(
+            PROJECT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    raw = yaml.safe_load(DEFAULT_PATH.read_text())
+    raw["platform"]["prefect_port"] = _free_port()
+    raw.setdefault("webhooks", {}).setdefault("receiver", {})["port"] = _free_port()
+    (root / "integrations.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return root
 
 
-@pytest.mark.parametrize("command", tour_commands()[1:-1])
-def test_each_tour_command_works_against_the_stack(stack, command: str) -> None:
-    temp, state = stack
-    args = shlex.split(command.replace(".nura/", f"{temp.state_dir}/"))[1:]
-    proc = subprocess.run(
-        [sys.executable, "-m", "nura.cli.main", *args],
-        env=_terminal_env(state),
-        cwd=PROJECT,
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`command` as typed in a new terminal: only PATH (the venv's bin first) and HOME."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    return subprocess.run(
+        shlex.split(command),
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    out = proc.stdout + proc.stderr
-    assert "Traceback" not in out, out
-    # `nura health` answers 1 when degraded (a sandbox service may still be warming up).
-    allowed = (0, 1) if args[0] == "health" else (0,)
-    assert proc.returncode in allowed, out
-    if args[:2] == ["webhooks", "send"]:
-        assert re.search(r"\b202\b", out), out
+
+
+def _recorded(project: Path) -> dict:
+    return json.loads((project / ".nura" / "stack.json").read_text())
+
+
+def _alive(state: dict) -> dict[str, int]:
+    return {n: p for n, p in state["pids"].items() if is_alive(p, state["starts"].get(n))}
+
+
+def test_the_tour_in_a_fresh_project_with_no_variables(project: Path) -> None:
+    commands = tour_commands()
+    assert commands[0] == "nura up --detach" and commands[-1] == "nura down"
+    up = _shell(commands[0], project)
+    recorded = _recorded(project)
+    try:
+        out = up.stdout + up.stderr
+        assert up.returncode == 0, out
+        assert "Nura Integrations is up" in out and "SANDBOX" in out
+        assert "first runs" in out and "✗" not in out, out  # every first run completed
+        running = _alive(recorded)
+        assert set(running) >= {"supervisor", "prefect-server", "worker", "receiver"}, running
+
+        again = _shell("nura up --detach", project)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "already running" in again.stdout
+        assert _alive(_recorded(project)) == running  # untouched: same processes
+
+        for command in commands[1:-1]:
+            proc = _shell(command, project)
+            out = proc.stdout + proc.stderr
+            assert "Traceback" not in out, (command, out)
+            # `nura health` answers 1 when degraded (a stand-in may still be warming up).
+            allowed = (0, 1) if command.startswith("nura health") else (0,)
+            assert proc.returncode in allowed, (command, out)
+            if command.startswith("nura webhooks send"):
+                assert re.search(r"\b202\b", out), out
+            if command.startswith("nura invoke"):
+                assert "answered by" in out, out
+        assert _alive(_recorded(project)) == running  # nothing the tour did harmed it
+    finally:
+        down = _shell(commands[-1], project)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not _alive(recorded), _alive(recorded)  # by pid and start time: all gone
+    gone = _shell("nura status", project)
+    assert gone.returncode == 1 and "not running" in gone.stdout
+
+
+def test_without_a_stack_a_command_says_so(project: Path) -> None:
+    proc = _shell("nura health", project)
+    assert proc.returncode == 2
+    assert "no running stack" in proc.stderr and "Traceback" not in proc.stderr

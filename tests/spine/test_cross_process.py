@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from nura.core.errors import CircuitOpen
 from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser, limit_name
 from nura.core.runtime import get_call_layer
+from tests.support.rates import worst_window
 
 pytestmark = pytest.mark.integration
 
@@ -76,24 +76,6 @@ def test_rate_limit_holds_across_two_processes(prefect_server, flaky_service, nu
     worst = worst_window(times, rate)
     print(f"{rate}/s, burst {burst}: {len(times)} calls over {times[-1] - times[0]:.2f}s, {worst}")
     assert worst.excess <= ceiling, (worst, ceiling)
-
-
-class Window(NamedTuple):
-    calls: int
-    seconds: float
-    excess: float  # calls - rate * seconds
-
-
-def worst_window(times: list[float], rate: float) -> Window:
-    """The window between two arrivals that holds the most calls beyond `rate` per second."""
-    return max(
-        (
-            Window(j - i + 1, times[j] - times[i], j - i + 1 - rate * (times[j] - times[i]))
-            for i in range(len(times))
-            for j in range(i, len(times))
-        ),
-        key=lambda w: w.excess,
-    )
 
 
 def test_breaker_opened_by_one_process_is_open_in_another(

@@ -65,3 +65,59 @@ class TempStack:
 
     def down(self) -> None:
         self._cli("down", timeout=120)
+
+    def post_git_push(self) -> int:
+        """The sandbox's signed GitHub push webhook to this stack's receiver; the status
+        (202 the first time; 200 for the same push again: a duplicate, no second run)."""
+        import uuid
+
+        import httpx
+        from pydantic import SecretStr
+
+        from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
+        from nura.webhooks.blocks import WebhookSecret
+
+        cfg = yaml.safe_load(self.config.read_text())
+        receiver = f"http://127.0.0.1:{cfg['webhooks']['receiver']['port']}"
+        body = (self.state_dir / "sandbox-push.json").read_bytes()
+        secret = SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])
+        answer = httpx.post(
+            f"{receiver}/webhooks/git",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": WebhookSecret(current=secret).get_client().hex_digest(body),
+            },
+            timeout=30,
+        )
+        assert answer.status_code in (200, 202), answer.text
+        return answer.status_code
+
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def wait_run(
+    api: str, deployment: str, states: tuple[str, ...] = FINAL_STATES, timeout: float = 300
+) -> dict:
+    """The first run of `deployment` in one of `states` (polled; `timeout` only stops a
+    stuck stack from hanging the suite)."""
+    import time
+
+    import httpx
+
+    deps = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    dep_id = next(d["id"] for d in deps if d["name"] == deployment)
+    body = {
+        "flow_runs": {"deployment_id": {"any_": [dep_id]}, "state": {"type": {"any_": states}}},
+        "limit": 1,
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+        if runs:
+            return dict(runs[0])
+        time.sleep(1)
+    raise AssertionError(f"no {deployment} run in {states} within {timeout}s")

@@ -20,16 +20,14 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from nura.platform.launch_flow_run import ENV as PRELOADER_ENV
-from tests.platform.stack_support import PROJECT, TempStack
+from tests.platform.stack_support import PROJECT, wait_run
 
 NOISE = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback|Warning\b|\bWARNING\b")
 
@@ -52,57 +50,12 @@ def _noise(state_dir: Path) -> list[str]:
     return found
 
 
-def _git_push(s: TempStack) -> None:
-    """The sandbox's signed GitHub push webhook (as tests/platform/test_ui_e2e.py posts it)."""
-    from pydantic import SecretStr
-
-    from blocks import WebhookSecret
-    from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
-
-    cfg = yaml.safe_load(s.config.read_text())
-    receiver = f"http://127.0.0.1:{cfg['webhooks']['receiver']['port']}"
-    body = (s.state_dir / "sandbox-push.json").read_bytes()
-    signer = WebhookSecret(current=SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])).get_client()
-    answer = httpx.post(
-        f"{receiver}/webhooks/git",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signer.hex_digest(body),
-        },
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-
-
-def _wait_final_run(api: str, deployment: str, timeout: float = 300) -> dict[str, Any]:
-    """The first run of `deployment` in a final state."""
-    deps = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-    dep_id = next(d["id"] for d in deps if d["name"] == deployment)
-    body = {
-        "flow_runs": {
-            "deployment_id": {"any_": [dep_id]},
-            "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]}},
-        },
-        "limit": 1,
-    }
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
-        if runs:
-            return runs[0]
-        time.sleep(1)
-    raise AssertionError(f"no finished {deployment} run within {timeout}s")
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(1200)
 def test_stack_and_a_flow_run_log_no_errors_tracebacks_or_warnings(stack) -> None:
     s, state = stack
-    _git_push(s)
-    run = _wait_final_run(state["api_url"], "git-ingest")
+    s.post_git_push()
+    run = wait_run(state["api_url"], "git-ingest")
     assert run["state_type"] == "COMPLETED", run["state"]
     worker_log = s.state_dir / "logs" / "worker.log"
     deadline = time.monotonic() + 60  # the run's last lines reach the log after its state

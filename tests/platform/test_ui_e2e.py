@@ -9,41 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-import uuid
 
 import httpx
 import pytest
 import yaml
-from pydantic import SecretStr
 
-from blocks import WebhookSecret
-from nura.platform.sandbox import SANDBOX_WEBHOOK_SECRETS
-from tests.platform.stack_support import PROJECT
+from tests.platform.stack_support import PROJECT, wait_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 CHROMIUM = shutil.which("chromium")
-
-
-def _wait_run(api: str, deployment: str, timeout: float = 300) -> dict:
-    """The first completed run of `deployment` (a name in prefect.yaml)."""
-    deps = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-    dep_id = next(d["id"] for d in deps if d["name"] == deployment)
-    body = {
-        "flow_runs": {
-            "deployment_id": {"any_": [dep_id]},
-            "state": {"type": {"any_": ["COMPLETED"]}},
-        },
-        "limit": 1,
-    }
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
-        if runs:
-            return runs[0]
-        time.sleep(1)
-    raise AssertionError(f"no completed {deployment} run within {timeout}s")
 
 
 @pytest.mark.skipif(
@@ -53,23 +28,8 @@ def test_signed_webhook_run_and_artifacts_are_visible_in_the_ui(stack):
     from playwright.sync_api import sync_playwright
 
     s, state = stack
-    cfg = yaml.safe_load(s.config.read_text())
-    receiver = f"http://127.0.0.1:{cfg['webhooks']['receiver']['port']}"
-    body = (s.state_dir / "sandbox-push.json").read_bytes()
-    signer = WebhookSecret(current=SecretStr(SANDBOX_WEBHOOK_SECRETS["git_updates"])).get_client()
-    answer = httpx.post(
-        f"{receiver}/webhooks/git",
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signer.hex_digest(body),
-        },
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-    run = _wait_run(state["api_url"], "git-ingest")
+    s.post_git_push()
+    run = wait_run(state["api_url"], "git-ingest", states=("COMPLETED",))
     artifacts = httpx.post(
         f"{state['api_url']}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},

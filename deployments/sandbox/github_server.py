@@ -6,6 +6,10 @@ Repositories live in memory as a chain of commits (path -> bytes snapshots):
   GET /api/v4/projects/{id}/repository/files/{path}?ref=   GitLab (id = "owner%2Frepo")
   GET /stats                                               {"requests": N, "auth": [...]}
 
+With `tokens` set, every API request must carry one of them (`Authorization: Bearer|token
+<t>`, or GitLab's `PRIVATE-TOKEN`), else 401 `{"message": "Bad credentials"}` as GitHub
+answers a revoked token; `tokens = None` (the default) accepts anything.
+
     server = FakeGitHub().start()
     sha1 = server.commit("octo", "docs", {"README.md": b"# hi"})
     sha2 = server.commit("octo", "docs", {"README.md": b"# hi!", "old.txt": None})
@@ -26,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from deployments.sandbox.base import JsonHandler, LocalServer, serve_main
 
 ZERO = "0" * 40
+DOCS = "https://docs.github.com/rest"
 
 
 class FakeGitHub(LocalServer):
@@ -37,6 +42,8 @@ class FakeGitHub(LocalServer):
         self.parents: dict[str, str] = {}
         self.requests = 0
         self.auth: list[str] = []
+        self.paths: list[str] = []  # the raw request paths (percent-encoding kept)
+        self.tokens: set[str] | None = None  # accepted tokens; None: no check
 
     # -- repository state ----------------------------------------------------------------
     def commit(self, owner: str, repo: str, changes: dict[str, bytes | None]) -> str:
@@ -120,6 +127,13 @@ class FakeGitHub(LocalServer):
 class _Handler(JsonHandler):
     server: FakeGitHub
 
+    def _token(self) -> str | None:
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() in ("bearer", "token") and token:
+            return token.strip()
+        return self.headers.get("PRIVATE-TOKEN")
+
     def _file(self, tree: dict[str, bytes], path: str) -> None:
         if path not in tree:
             return self._send(404, {"message": "Not Found"})
@@ -146,8 +160,16 @@ class _Handler(JsonHandler):
             srv.auth.append(
                 self.headers.get("Authorization") or self.headers.get("PRIVATE-TOKEN") or ""
             )
+            srv.paths.append(url.path)
+            tokens = None if srv.tokens is None else set(srv.tokens)
         if url.path == "/stats":
             return self._send(200, {"requests": srv.requests, "auth": srv.auth})
+        if tokens is not None and self._token() not in tokens:
+            if url.path.startswith("/api/v4/"):
+                return self._send(401, {"message": "401 Unauthorized"})
+            return self._send(
+                401, {"message": "Bad credentials", "documentation_url": DOCS, "status": "401"}
+            )
         parts = url.path.split("/")
         # /repos/{owner}/{repo}/compare/{base}...{head}
         if len(parts) >= 6 and parts[1] == "repos" and parts[4] == "compare":

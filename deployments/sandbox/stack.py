@@ -17,10 +17,12 @@ from typing import Any
 from nura.platform.sandbox import SANDBOX_CONFLUENCE_EMAIL, SANDBOX_CONFLUENCE_TOKEN, sandbox_urls
 
 
-def _seed(urls: dict[str, str], github: Any) -> dict[str, Any]:
+def _seed(urls: dict[str, str], github: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Data the first runs use: the knowledge-base bucket, a verified SES sender, a repo.
 
-    Returns the GitHub push payload of the seeded commit (a first `git.push` to send).
+    Returns two GitHub push payloads: the seeded commit's (the first runs send it) and a
+    second commit's (the README's tour sends it: the same push again would be a replay,
+    which the receiver answers as a duplicate without a run).
     """
     import boto3
 
@@ -37,7 +39,11 @@ def _seed(urls: dict[str, str], github: Any) -> dict[str, Any]:
             "docs/architecture.md": "# Architecture\n\nLayers, contracts, caf\u00e9.\n".encode(),
         },
     )
-    return dict(github.push_payload("nura", "handbook", ZERO, sha))
+    first = dict(github.push_payload("nura", "handbook", ZERO, sha))
+    tour = github.commit(
+        "nura", "handbook", {"docs/tour.md": b"# The tour\n\nSent with `nura webhooks send`.\n"}
+    )
+    return first, dict(github.push_payload("nura", "handbook", sha, tour))
 
 
 def main() -> None:
@@ -75,7 +81,8 @@ def main() -> None:
     urls = sandbox_urls(ports)
     push = _seed(urls, github)
     ready = Path(args.ready_file)
-    ready.with_name("sandbox-push.json").write_text(json.dumps(push))
+    ready.with_name("sandbox-first-push.json").write_text(json.dumps(push[0]))
+    ready.with_name("sandbox-push.json").write_text(json.dumps(push[1]))
     ready.write_text(json.dumps(urls))
     print(f"sandbox ready: {json.dumps(urls)}", flush=True)
     stop = threading.Event()

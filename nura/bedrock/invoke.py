@@ -9,12 +9,15 @@ One invocation, in order:
 1. validate before any call: non-empty conversation, every model id known and priced
    (or `allow_unpriced_models` -> `cost_unknown`), tokens within each model's limits
    (a model that cannot take the request is skipped; none left -> InvalidInvocation);
-2. budgets of `global` and the call's scope (BudgetExceeded at 100 % unless overridden);
-3. for each model of the chain: reserve its tokens-per-minute (or move on), call it through
-   the call layer as service `bedrock:<model-id>` - its own breaker, its own requests-per-
-   minute limit, its own call records - then settle the tokens to the reported usage;
-4. the first answer is priced, written to the ledger, alerted on, traced and returned with
-   the outcome of every model tried. ValidationException never falls back (the next model
+2. for each model of the chain: reserve its maximum cost on the budgets of `global` and the
+   call's scope (BudgetExceeded when it does not fit, unless overridden), reserve its
+   tokens-per-minute (or move on), call it through the call layer as service
+   `bedrock:<model-id>` - its own breaker, its own requests-per-minute limit, its own call
+   records - then settle the tokens to the reported usage; a model that did not answer
+   releases its budget reservation on every path (fallback, error, exception);
+3. the first answer is priced, written to the ledger in the transaction that settles its
+   budget reservation, alerted on, traced and returned with the outcome of every model
+   tried. ValidationException never falls back (the next model
    would refuse the same input); throttling, an open breaker, timeouts and 5xx do.
 
 Retries: every model but the last is called with `retries=0`, so a throttled model hands
@@ -46,7 +49,14 @@ from nura.bedrock.models import (
     ModelAttempt,
     Outcome,
 )
-from nura.bedrock.pricing import BudgetGuard, cost_of, deliver_alert
+from nura.bedrock.pricing import (
+    BudgetGuard,
+    Reservation,
+    cost_of,
+    deliver_alert,
+    input_token_bound,
+    max_cost_pusd,
+)
 from nura.bedrock.wire import (
     converse_kwargs,
     estimate_tokens,
@@ -87,6 +97,22 @@ class _Plan:
     max_tokens: int
     reserve: int
     price: Any
+    max_cost_pusd: int = 0  # what the budgets hold while this model is called
+
+
+def reservation_ttl(settings: BedrockSettings, policy: Any) -> float:
+    """How long a budget reservation counts before it is presumed abandoned.
+
+    Too short and a slow live call's hold lapses (concurrent calls could then overspend);
+    too long and a killed process keeps that much budget blocked (it frees by itself).
+    Overspending a hard budget is the worse failure, so: twice the longest one model's
+    attempt can take (TPM wait, then every try at the full timeout with the longest
+    backoff or Retry-After between), and never under 15 minutes.
+    """
+    tries = (settings.last_model_retries or policy.retry_attempts) + 1
+    pause = max(policy.backoff_max_seconds, policy.retry_after_max_seconds)
+    attempt = settings.limit_wait_seconds + tries * (policy.timeout_seconds + pause)
+    return max(900.0, 2 * attempt)
 
 
 class BedrockInvoker:
@@ -106,7 +132,9 @@ class BedrockInvoker:
         self.layer = layer
         self.client = client
         self.region = region
-        self.guard = BudgetGuard(settings, ledger)
+        self.guard = BudgetGuard(
+            settings, ledger, reservation_ttl=reservation_ttl(settings, layer.policy("bedrock"))
+        )
         self.tokens = tokens or token_leaser()
 
     # -- validation --------------------------------------------------------------------
@@ -125,6 +153,7 @@ class BedrockInvoker:
     ) -> tuple[list[_Plan], list[ModelAttempt]]:
         chain = [request.model] if request.model else (request.models or self.settings.models)
         estimate = estimate_tokens(messages, request.system)
+        bound = input_token_bound(messages, request.system)
         plans: list[_Plan] = []
         skipped: list[ModelAttempt] = []
         for model_id in chain:
@@ -149,7 +178,9 @@ class BedrockInvoker:
                     )
                 )
                 continue
-            plans.append(_Plan(model_id, max_tokens, estimate + max_tokens, price))
+            # Bedrock refuses more input than the model takes, so that caps the bound.
+            most = max_cost_pusd(price, min(bound, limits.max_input_tokens), max_tokens)
+            plans.append(_Plan(model_id, max_tokens, estimate + max_tokens, price, most))
         if not plans:
             raise InvalidInvocation(
                 "too many tokens for every model: "
@@ -184,12 +215,17 @@ class BedrockInvoker:
         started = time.perf_counter()
         messages = self._conversation(request)
         plans, outcomes = self._plan(request, messages)
-        over_budget = self.guard.check(request.scope, request.budget_override)
         invocation_id = uuid.uuid4().hex
         for index, plan in enumerate(plans):
             last = index == len(plans) - 1
-            attempt = self._try(plan, request, messages, last)
+            held = self.guard.reserve(request.scope, plan.max_cost_pusd, request.budget_override)
+            try:
+                attempt = self._try(plan, request, messages, last)
+            except BaseException:
+                self._release(held)
+                raise
             if isinstance(attempt, ModelAttempt):
+                self._release(held)  # before the next model reserves its own
                 outcomes.append(attempt)
                 continue
             parsed, api, call_ms, tries = attempt
@@ -209,7 +245,7 @@ class BedrockInvoker:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 cost_usd=cost,
                 cost_unknown=plan.price is None,
-                over_budget=over_budget,
+                over_budget=held is not None and held.over_budget,
                 fallback_used=len(outcomes) > 1,  # an earlier choice was skipped or failed
                 attempts=outcomes,
                 invocation_id=invocation_id,
@@ -217,9 +253,17 @@ class BedrockInvoker:
                 scope=request.scope,
                 region=self.region,
             )
-            self._account(request, result, flow_run_id)
+            self._account(request, result, flow_run_id, held)
             return result
         raise AllModelsFailed("every model of the chain failed", outcomes=outcomes)
+
+    def _release(self, held: Reservation | None) -> None:
+        """Release a reservation on a failure path, never masking the failure itself: if
+        the store refuses too, the hold expires after its TTL."""
+        try:
+            self.guard.release(held)
+        except Exception:
+            logger.exception("could not release a budget reservation; it lapses at its TTL")
 
     def _try(
         self, plan: _Plan, request: InvocationRequest, messages: list[Message], last: bool
@@ -305,7 +349,11 @@ class BedrockInvoker:
         return parsed, request.api, res.latency_ms, res.attempts
 
     def _account(
-        self, request: InvocationRequest, result: InvocationResult, flow_run_id: str | None
+        self,
+        request: InvocationRequest,
+        result: InvocationResult,
+        flow_run_id: str | None,
+        held: Reservation | None,
     ) -> None:
         entry = LedgerEntry(
             invocation_id=result.invocation_id,
@@ -322,7 +370,12 @@ class BedrockInvoker:
             conversation_id=result.conversation_id,
             over_budget=result.over_budget,
         )
-        for crossing in self.guard.record(entry):
+        try:
+            crossings = self.guard.record(entry, held)
+        except BaseException:
+            self._release(held)  # nothing of the call was committed
+            raise
+        for crossing in crossings:
             deliver_alert(crossing)
         if self.settings.langsmith.enabled:
             from nura.bedrock.tracing import trace_invocation

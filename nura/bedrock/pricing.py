@@ -3,11 +3,19 @@
 cost = input_tokens x input_per_1k / 1000 + output_tokens x output_per_1k / 1000, in
 Decimal and stored as integer pico-dollars (`nura.core.stores.ledger`): exact, never a float.
 
-Budgets: every call counts towards the `global` scope and the call's own `scope`. Before a
-call, a scope whose daily or monthly spend has reached 100 % refuses it with
-`BudgetExceeded` (unless `enforce: false` or the call sets `budget_override`). After a
-call, each threshold (`alert_percent`, 100 %) that the new total crossed alerts exactly
-once per scope and period (claimed in the store, so concurrent workers do not repeat it):
+Budgets: every call counts towards the `global` scope and the call's own `scope`. Before
+each model is called, `BudgetGuard.reserve` holds that model's maximum cost (`max_cost_pusd`:
+an input bound from the prompt's length plus every output token it may produce) on each
+budgeted scope's day and month in the store, atomically and across processes; a scope
+whose spent + reserved + this call would pass its limit refuses it with `BudgetExceeded`
+(unless `enforce: false` or the call sets `budget_override`: then it holds unconditionally
+and runs flagged `over_budget`). The hold settles to the real cost with the ledger row, or
+is released when the model did not answer; a hold older than its TTL (its process died)
+stops counting. So concurrent calls never spend past a hard limit.
+
+After a call, each threshold (`alert_percent`, 100 %) that the new total crossed alerts
+exactly once per scope and period (claimed in the store, so concurrent workers do not
+repeat it):
 through `nura.notify.dispatch` when that module exists, and always as the Prefect event
 `nura.budget.threshold` that automations can act on.
 """
@@ -17,13 +25,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from nura.bedrock.models import BudgetExceeded
+from nura.bedrock.models import BudgetExceeded, Message
 from nura.config.sections.bedrock import GLOBAL_SCOPE, BedrockSettings, ModelPrice
-from nura.core.stores.ledger import CostLedger, LedgerEntry, periods, to_pusd, to_usd, utcnow_ts
+from nura.core.stores.ledger import (
+    CostLedger,
+    Hold,
+    LedgerEntry,
+    periods,
+    to_pusd,
+    to_usd,
+    utcnow_ts,
+)
 
 logger = logging.getLogger("nura.bedrock.pricing")
 THOUSAND = Decimal(1000)
@@ -36,6 +54,28 @@ def cost_of(price: ModelPrice | None, input_tokens: int, output_tokens: int) -> 
     return (
         Decimal(input_tokens) * price.input_per_1k + Decimal(output_tokens) * price.output_per_1k
     ) / THOUSAND
+
+
+def input_token_bound(messages: Sequence[Message], system: str | None) -> int:
+    """At most this many input tokens: one per UTF-8 byte (byte-level BPE tokenizers never
+    make a token of less than a byte) plus the per-message framing `estimate_tokens` counts.
+    About 4x the usual estimate for English: a hard budget reserves for the worst case."""
+    size = sum(len(m.text.encode()) for m in messages) + len((system or "").encode())
+    return size + 3 * len(messages) + 1
+
+
+def max_cost_pusd(price: ModelPrice | None, input_tokens: int, max_output_tokens: int) -> int:
+    """The most a call can cost (pico-dollars): what a hard budget must hold for it."""
+    return to_pusd(cost_of(price, input_tokens, max_output_tokens))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A call's hold on its budgets, until `BudgetGuard.record` or `release`."""
+
+    token: str
+    amount_pusd: int
+    over_budget: bool  # did not fit: held anyway (override / not enforced)
 
 
 @dataclass(frozen=True)
@@ -59,11 +99,17 @@ class BudgetGuard:
     """
 
     def __init__(
-        self, settings: BedrockSettings, ledger: CostLedger, *, sync_seconds: float = 0.5
+        self,
+        settings: BedrockSettings,
+        ledger: CostLedger,
+        *,
+        sync_seconds: float = 0.5,
+        reservation_ttl: float = 900.0,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.sync_seconds = sync_seconds
+        self.reservation_ttl = reservation_ttl
         self._cache: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
 
@@ -92,8 +138,58 @@ class BudgetGuard:
                 self._cache[w] = (now, value)
         return totals
 
+    def reserve(self, scope: str, amount_pusd: int, override: bool) -> Reservation | None:
+        """Hold `amount_pusd` on every budget of `scope` (None: no budget applies).
+
+        BudgetExceeded when it does not fit a limit, unless overridden or not enforced:
+        then the hold is taken anyway (the call in flight still counts for the others)
+        and the reservation is flagged `over_budget`. Expired holds are swept and the
+        reservation retried once before refusing: they no longer count.
+        """
+        budgeted = self.scopes_of(scope)
+        if not budgeted:
+            return None
+        now = utcnow_ts()
+        keys = periods(now)
+        holds = [
+            Hold(s, keys[period], to_pusd(limit))
+            for s in budgeted
+            for period, limit in self._limits(s).items()
+        ]
+        token = uuid.uuid4().hex
+        ttl = self.reservation_ttl
+        refusal = self.ledger.reserve(token, amount_pusd, holds, ttl_seconds=ttl, now=now)
+        if refusal is not None and self.ledger.sweep(now):
+            refusal = self.ledger.reserve(token, amount_pusd, holds, ttl_seconds=ttl, now=now)
+        if refusal is None:
+            return Reservation(token, amount_pusd, over_budget=False)
+        period = "daily" if refusal.period.startswith("day:") else "monthly"
+        message = (
+            f"{period} budget of scope {refusal.scope!r} cannot take this call: "
+            f"${to_usd(refusal.spent_pusd):.6f} spent + ${to_usd(refusal.reserved_pusd):.6f} "
+            f"in flight + up to ${to_usd(amount_pusd):.6f} for this call > "
+            f"${to_usd(refusal.limit_pusd)} ({refusal.period})"
+        )
+        if override or not self.settings.budgets.enforce:
+            why = "override" if override else "not enforced"
+            logger.warning("%s; calling anyway (%s)", message, why)
+            unconditional = [Hold(h.scope, h.period, None) for h in holds]
+            self.ledger.reserve(token, amount_pusd, unconditional, ttl_seconds=ttl, now=now)
+            return Reservation(token, amount_pusd, over_budget=True)
+        raise BudgetExceeded(
+            message, scope=refusal.scope, period=period, operation="budget.reserve"
+        )
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Hand a hold back: the model did not answer (nothing billed)."""
+        if reservation is not None:
+            self.ledger.release(reservation.token)
+
     def check(self, scope: str, override: bool) -> bool:
-        """Raise BudgetExceeded when a scope is spent; True when the call runs over budget."""
+        """Raise BudgetExceeded when a scope is spent; True when the call runs over budget.
+
+        A read of the (cached) totals for status and quick refusals; the invoker enforces
+        with `reserve`, which alone is exact under concurrency."""
         budgeted = self.scopes_of(scope)
         if not budgeted:
             return False
@@ -115,9 +211,11 @@ class BudgetGuard:
                 raise BudgetExceeded(message, scope=s, period=period, operation="budget.check")
         return False
 
-    def record(self, entry: LedgerEntry) -> list[Crossing]:
-        """Write the call to the ledger; the thresholds it crossed (each claimed once)."""
-        totals = self.ledger.record(entry, self.scopes_of(entry.scope))
+    def record(self, entry: LedgerEntry, reservation: Reservation | None = None) -> list[Crossing]:
+        """Write the call to the ledger, settling its reservation in the same transaction;
+        the thresholds it crossed (each claimed once)."""
+        settle = reservation.token if reservation is not None else None
+        totals = self.ledger.record(entry, self.scopes_of(entry.scope), settle=settle)
         now = time.monotonic()
         with self._lock:
             for w, value in totals.items():

@@ -67,7 +67,14 @@ def dispatch(
 
 
 def signed_headers(
-    scheme: str, signer: Any, body: bytes, event: str, delivery_id: str, now: float
+    scheme: str,
+    signer: Any,
+    body: bytes,
+    event: str,
+    delivery_id: str,
+    now: float,
+    *,
+    legacy_body_only: bool = False,
 ) -> dict[str, str]:
     """The headers a sender of `scheme` would send with `body`."""
     headers = {"Content-Type": "application/json"}
@@ -90,13 +97,23 @@ def signed_headers(
                 "X-Event-Type": event,
             }
         )
-    else:
+    elif legacy_body_only:  # only for an endpoint configured `signature: legacy-body-only`
         headers.update(
             {
                 "X-Signature": signer.hex_digest(body),
                 "X-Event-Type": event,
                 "X-Delivery-Id": delivery_id,
                 "X-Timestamp": str(int(now)),
+            }
+        )
+    else:  # generic: X-Signature over "{X-Delivery-Id}.{X-Timestamp}.{body}"
+        stamp = str(int(now))
+        headers.update(
+            {
+                "X-Signature": signer.generic_signature(delivery_id, stamp, body),
+                "X-Event-Type": event,
+                "X-Delivery-Id": delivery_id,
+                "X-Timestamp": stamp,
             }
         )
     return headers
@@ -115,7 +132,7 @@ def send(
     """Sign FILE with the endpoint's secret and POST it to the receiver."""
     import httpx
 
-    from nura.webhooks.receiver_support import SecretProvider
+    from nura.webhooks.receiver_support import SecretMissing, load_secret
 
     cfg = _cfg()
     ep = cfg.webhooks.incoming.get(endpoint)
@@ -124,10 +141,16 @@ def send(
             f"[red]no endpoint {endpoint!r}[/] (known: {', '.join(cfg.webhooks.incoming)})"
         )
         raise typer.Exit(2)
-    secret = asyncio.run(SecretProvider(0)._refresh(endpoint, ep))
-    if secret is None:
-        console.print(f"[red]signing secret of {endpoint} could not be loaded[/]")
-        raise typer.Exit(1)
+    try:
+        secret = asyncio.run(load_secret(endpoint, ep))
+    except SecretMissing as exc:
+        console.print(f"[red]signing secret of {endpoint} unusable:[/] {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        console.print(
+            f"[red]signing secret of {endpoint} could not be loaded:[/] {type(exc).__name__}"
+        )
+        raise typer.Exit(1) from None
     body = file.read_bytes()
     try:
         json.loads(body)
@@ -142,6 +165,7 @@ def send(
         event,
         delivery_id or str(uuid.uuid4()),
         time.time(),
+        legacy_body_only=ep.signature == "legacy-body-only",
     )
     r = cfg.webhooks.receiver
     base = url or f"http://{'127.0.0.1' if r.host in ('0.0.0.0', '::') else r.host}:{r.port}"  # noqa: S104

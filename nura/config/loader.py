@@ -1,7 +1,8 @@
 """Load `integrations.yaml`: `${ENV}` interpolation, then pydantic validation.
 
 Every error names the YAML path of the offending key, e.g.
-`external_services.confluence.rate_limit_per_minute: must be > 0`.
+`external_services.confluence.rate_limit_per_minute: must be > 0`, and never the value
+found there (it may be a secret in the wrong place).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ _BOUNDS = {
 
 
 def _describe(err: Mapping[str, Any]) -> str:
+    """What is wrong at one key, never the value there: any value may be a secret (an API
+    key pasted one level off), so the input is not echoed, not even as its type's repr."""
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "extra_forbidden":
         return "unknown key"
@@ -92,7 +95,37 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind in _BOUNDS:
         key, symbol = _BOUNDS[kind]
         return f"must be {symbol} {ctx[key]}"
-    return f"{err['msg'].lower()} (got {err.get('input')!r})"
+    message = str(err["msg"])
+    value = err.get("input")
+    # pydantic's messages describe the expectation; a few (union tags, our validators) may
+    # quote the input, and then only the kind of problem is reported.
+    if isinstance(value, str | int | float) and len(str(value)) >= 3 and str(value) in message:
+        return f"invalid value ({kind}); the value is not shown"
+    return f"{message[:1].lower()}{message[1:]} (got a {_kind_of(value)})"
+
+
+def _kind_of(value: Any) -> str:
+    """The YAML kind of a value, safe to show (no content, no length)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return "null" if value is None else "value"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the YAML is broken and why, without PyYAML's quote of the offending line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    if mark is None:
+        return f"not valid YAML: {problem}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def parse_config(
@@ -126,5 +159,5 @@ def load_config(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(file), [f"not valid YAML: {exc}"]) from None
+        raise ConfigError(str(file), [_yaml_problem(exc)]) from None
     return parse_config(data, str(file), env)

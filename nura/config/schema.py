@@ -29,6 +29,8 @@ class ServicePolicy:
     retry_after_max_seconds: float
     fallback_enabled: bool
     health_check_endpoint: str | None
+    max_response_bytes: int | None = None  # None: the call layer's default cap
+    deadline_seconds: float | None = None  # None: the call layer's default (4 timeouts)
 
     @property
     def limit_name(self) -> str:
@@ -51,6 +53,7 @@ class IntegrationsConfig(Section):
             "s3": ext.aws.s3,
             "ses": ext.aws.ses,
             "cloudwatch": ext.aws.cloudwatch,
+            "sns_certificates": ext.aws.sns_certificates,
             "confluence": ext.confluence,
             "git": ext.git,
             "slack": ext.slack,
@@ -79,6 +82,8 @@ class IntegrationsConfig(Section):
                 retry_after_max_seconds=gw.retry_after_max_seconds,
                 fallback_enabled=s.fallback_enabled,
                 health_check_endpoint=s.health_check_endpoint,
+                max_response_bytes=s.max_response_bytes,
+                deadline_seconds=s.deadline_seconds,
             )
             for name, s in self.service_settings().items()
         }

@@ -535,45 +535,110 @@ def _stored_since(entry: dict[str, Any] | None, version: int, since: str) -> boo
     return bool(entry and int(entry["version"]) == version and str(entry.get("synced_at")) >= since)
 
 
-def sync_page_impl(
-    page_id: str, space: str | None = None, client: ConfluenceClient | None = None
-) -> SpaceReport:
-    """Synchronise one page (webhook ingest): store it, or remove it if it is gone."""
-    started = time.perf_counter()
-    client = client or ConfluenceClient.from_config()
-    page = client.get_page(page_id, body=False)
-    if page is not None and not space:
-        space = str(client.get_space_by_id(str(page["spaceId"]))["key"])
-    if not space:
-        raise ConfluenceError(
-            f"page {page_id} does not exist at {client.base_url} and no space was given"
-        )
-    report = SpaceReport(space, mode="page")
-    manifest = load_manifest(space)
-    if page is None:
+@dataclass
+class PageReport(SpaceReport):
+    """A one-page ingest's report: `space` is the page's real space (from Confluence).
+
+    `ignored` says why nothing was ingested (the page's space is not configured);
+    `event_space` is the space the event named when it disagreed with Confluence (the
+    event's space is a hint, never used for keys or manifests).
+    """
+
+    ignored: str | None = None
+    event_space: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        data = super().row()
+        for extra in ("ignored", "event_space"):
+            if data.get(extra) is None:
+                data.pop(extra, None)
+        return data
+
+
+def _page_space(client: ConfluenceClient, page: dict[str, Any]) -> str:
+    """The space key of `page`, asked of Confluence (its `spaceId`), never of the event."""
+    space_id = page.get("spaceId")
+    if not space_id:
+        raise ConfluenceError(f"page {page.get('id')} at {client.base_url} has no spaceId")
+    return str(client.get_space_by_id(str(space_id))["key"])
+
+
+def _remove_gone_page(page_id: str, hint: str | None, configured: list[str]) -> PageReport:
+    """A page Confluence no longer has: remove it from the configured space that holds it.
+
+    The event's space is only tried first when it is configured; no other manifest or key
+    is ever built from it."""
+    spaces = ([hint] if hint in configured else []) + [s for s in configured if s != hint]
+    for key in spaces:
+        manifest = load_manifest(key)
         entry = manifest.pages.pop(page_id, None)
         if entry is not None:
             s3.delete_document(entry["key"])
-            report.deleted = 1
-    else:
-        syncer = PageSyncer(client, space, manifest)
+            save_manifest(manifest)
+            return PageReport(key, mode="page", deleted=1)
+    # Nothing held: nothing to delete (an event for a page we never had, or already removed).
+    return PageReport(hint if hint in configured else "-", mode="page")
 
-        def on_done(result: PageResult) -> None:
-            report.count(result.outcome)
-            if result.outcome == "failed":
-                report.failures.append(
-                    {"page_id": page_id, "title": result.title, "error": result.error or ""}
-                )
-            elif result.entry is not None:
-                manifest.pages[page_id] = result.entry
-            elif result.outcome == "deleted":
-                gone = manifest.pages.pop(page_id, None)
-                if gone:
-                    s3.delete_document(gone["key"])
 
-        syncer.run([page_id], on_done)
+def sync_page_impl(
+    page_id: str, space: str | None = None, client: ConfluenceClient | None = None
+) -> PageReport:
+    """Synchronise one page (webhook ingest): store it, or remove it if it is gone.
+
+    Scope comes from Confluence, not from the event: the page's space is looked up from
+    its `spaceId`; a `space` argument that disagrees is ignored (and reported as
+    `event_space`, with a warning); a page whose space is not in
+    `external_services.confluence.spaces` is not ingested (`ignored` says so; the run
+    does not fail: Confluence sends events of every space on the site).
+    """
+    started = time.perf_counter()
+    configured = list(get_config().external_services.confluence.spaces)
+    client = client or ConfluenceClient.from_config()
+    calls_before = client.calls
+    page = client.get_page(page_id, body=False)
+    if page is None:
+        report = _remove_gone_page(page_id, space, configured)
+        report.api_calls = client.calls - calls_before
+        report.duration_s = time.perf_counter() - started
+        return report
+    real = _page_space(client, page)
+    report = PageReport(real, mode="page")
+    if space and space != real:
+        report.event_space = space
+        logger.warning(
+            "page %s is in space %s, not %r as the event says: the event's space is ignored",
+            page_id,
+            real,
+            space[:100],
+        )
+    if real not in configured:
+        report.ignored = (
+            f"page {page_id} is in space {real}, which is not in "
+            "external_services.confluence.spaces: not ingested"
+        )
+        logger.info("%s", report.ignored)
+        report.api_calls = client.calls - calls_before
+        report.duration_s = time.perf_counter() - started
+        return report
+    manifest = load_manifest(real)
+    syncer = PageSyncer(client, real, manifest)
+
+    def on_done(result: PageResult) -> None:
+        report.count(result.outcome)
+        if result.outcome == "failed":
+            report.failures.append(
+                {"page_id": page_id, "title": result.title, "error": result.error or ""}
+            )
+        elif result.entry is not None:
+            manifest.pages[page_id] = result.entry
+        elif result.outcome == "deleted":
+            gone = manifest.pages.pop(page_id, None)
+            if gone:
+                s3.delete_document(gone["key"])
+
+    syncer.run([page_id], on_done)
     save_manifest(manifest)
-    report.api_calls = client.calls
+    report.api_calls = client.calls - calls_before
     report.duration_s = time.perf_counter() - started
     return report
 
@@ -648,6 +713,8 @@ def resolve_spaces(keys: list[str]) -> dict[str, str]:
 
 
 def sync_page(page_id: str, space: str | None = None) -> SpaceReport:
+    """Prefect task around `sync_page_impl` (see there: scope comes from Confluence); the
+    report is a `PageReport` (typed as its base: callers hold it with space reports)."""
     report = sync_page_impl(page_id, space)
     publish_report(report)
     return report
@@ -659,6 +726,7 @@ def ensure_knowledge_base() -> None:
 
 __all__ = [
     "OUTCOMES",
+    "PageReport",
     "SpaceReport",
     "ensure_knowledge_base",
     "prepare_spaces",

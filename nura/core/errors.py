@@ -5,9 +5,13 @@ IntegrationError
 ├── RateLimited           the service (429) or our own limiter said no
 ├── CircuitOpen           the breaker is open; the network was not touched
 ├── ServiceTimeout        connect/read timeout (not the builtin TimeoutError: seed defect 11)
+│   └── DeadlineExceeded  the call's total deadline (attempts, backoff, slow bodies) ran out
 ├── ClientError           4xx (and 3xx): the request itself is wrong; never retried
 ├── ServerError           5xx after the retries were spent
+├── ResponseTooLarge      the answer is bigger than the service's `max_response_bytes`
 └── ServiceUnavailable    connection refused/reset, DNS, TLS, or any transport failure
+    └── UnexpectedError   anything else raised inside a call (a bug, an unclassified
+                          library error): logged with its traceback, never retried
 
 └── InvalidInput          an argument or payload is invalid; nothing was sent (also a
                           ValueError, as pydantic and argument checks expect)
@@ -127,6 +131,17 @@ class ServiceTimeout(IntegrationError):
     retryable = True
 
 
+class DeadlineExceeded(ServiceTimeout):
+    """The call's total deadline passed (a slow or dripping answer, or retries and waits).
+
+    Retryable for the caller (a later run may succeed); the layer itself stops here.
+    """
+
+
+class ResponseTooLarge(IntegrationError):
+    """The answer exceeded the service's response size cap; reading stopped there."""
+
+
 class ClientError(IntegrationError):
     pass
 
@@ -139,6 +154,12 @@ class ServiceUnavailable(IntegrationError):
     retryable = True
 
 
+class UnexpectedError(ServiceUnavailable):
+    """An exception the layer could not classify; the original is its `__cause__`."""
+
+    retryable = False
+
+
 class InvalidInput(IntegrationError, ValueError):
     """The caller's argument or payload is invalid: nothing was sent, retrying cannot help."""
 
@@ -146,13 +167,16 @@ class InvalidInput(IntegrationError, ValueError):
 __all__ = [
     "CircuitOpen",
     "ClientError",
+    "DeadlineExceeded",
     "IntegrationError",
     "InvalidInput",
     "NuraError",
     "ProjectNotFound",
     "RateLimited",
+    "ResponseTooLarge",
     "ServerError",
     "ServiceTimeout",
     "ServiceUnavailable",
+    "UnexpectedError",
     "UnknownService",
 ]

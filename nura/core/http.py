@@ -2,6 +2,11 @@
 
 Seed defect 5 opened a new session per request. Here every task shares this client, so
 connections to a service are reused; redirects are never followed (a 3xx is an answer).
+
+`pinned_client` is the variant for destinations a partner controls (outgoing webhooks):
+its transport asks a `pin` callback for the addresses of a request's host, connects to
+those and nothing else, and keeps the name in the Host header and TLS SNI (httpcore's
+`sni_hostname` request extension), so certificates are still verified against the name.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import ssl
 import threading
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -17,6 +23,10 @@ _pid: int | None = None
 _lock = threading.Lock()
 
 USER_AGENT = "Nura-Integrations/0.1 (+https://github.com/nura)"
+LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+
+# host, port -> the addresses to connect to ([] = connect to the name as usual); raises to refuse.
+Pin = Callable[[str, int], Sequence[str]]
 
 
 def tls_context() -> ssl.SSLContext:
@@ -34,11 +44,57 @@ def shared_client() -> httpx.Client:
                 verify=tls_context(),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                limits=LIMITS,
                 timeout=httpx.Timeout(30.0),
             )
             _pid = os.getpid()
         return _client
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """Connects each request to the addresses `pin` returns for its host, in order.
+
+    The name is resolved once, by `pin`, and the connection goes to that answer: httpx
+    never resolves it a second time. The request keeps its Host header; TLS gets the name
+    as SNI and for certificate checks. Pooled connections are keyed by address.
+    """
+
+    def __init__(self, pin: Pin, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._pin = pin
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        addresses = self._pin(host, port)
+        if not addresses:
+            return super().handle_request(request)
+        failure: httpx.ConnectError | None = None
+        for address in addresses:
+            pinned = httpx.Request(
+                request.method,
+                url.copy_with(host=address.split("%", 1)[0]),
+                headers=request.headers,  # Host: the name, as built from the URL
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
+            )
+            try:
+                return super().handle_request(pinned)
+            except httpx.ConnectError as exc:  # the next checked address, like create_connection
+                failure = exc
+        assert failure is not None
+        raise failure
+
+
+def pinned_client(pin: Pin, *, verify: ssl.SSLContext | None = None) -> httpx.Client:
+    """A pooled client whose connections go only to the addresses `pin` approves."""
+    return httpx.Client(
+        transport=PinnedTransport(pin, verify=verify or tls_context(), limits=LIMITS),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+        timeout=httpx.Timeout(30.0),
+    )
 
 
 def close_shared_client() -> None:

@@ -6,6 +6,14 @@ attempt with the service's timeout -> classify the outcome -> retry retryable fa
 with exponential backoff and full jitter, honouring a capped Retry-After -> on final
 failure, an explicit fallback (marked as such) or a typed error -> one call record.
 
+Limits per call: a total deadline over every attempt, wait and body read (the service's
+`deadline_seconds`, by default 4x its timeout: a body dripping a byte a second is cut
+there with `DeadlineExceeded`, a `ServiceTimeout`), and a response size cap (the
+service's `max_response_bytes`, 16 MiB by default: the body is streamed and reading stops
+past the cap with `ResponseTooLarge`). Nothing but an `IntegrationError` leaves the layer:
+anything else raised inside a call is logged with its traceback and becomes
+`UnexpectedError` (never retried, never a breaker failure, never answered by a fallback).
+
 HTTP goes through `request` (the process's pooled httpx client); SDK calls such as boto3
 go through `call`, with the SDK's own retries switched off (see `nura.core.aws`) so that this
 layer alone decides. `arequest`/`acall` run the same logic off the event loop.
@@ -17,7 +25,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -30,11 +38,15 @@ from nura.core.call_records import CallRecord, CallRecorder, payload_digest
 from nura.core.errors import (
     CircuitOpen,
     ClientError,
+    DeadlineExceeded,
     IntegrationError,
+    InvalidInput,
     RateLimited,
+    ResponseTooLarge,
     ServerError,
     ServiceTimeout,
     ServiceUnavailable,
+    UnexpectedError,
     UnknownService,
 )
 from nura.core.ratelimit import Limiter
@@ -46,6 +58,46 @@ Fallback = Callable[[IntegrationError], Any]
 
 # Failures that say the service itself is unwell: these move its breaker.
 BREAKER_FAILURES = (ServerError, ServiceTimeout, ServiceUnavailable)
+
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEADLINE_TIMEOUTS = 4.0  # default total deadline, in multiples of the service's timeout
+
+
+def call_limits(policy: ServicePolicy, timeout: float) -> tuple[int, float]:
+    """(max response bytes, total deadline seconds) of one call to `policy`'s service.
+
+    Read with getattr: a policy built without the two settings takes the defaults.
+    """
+    cap = policy.max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES
+    deadline = policy.deadline_seconds or DEADLINE_TIMEOUTS * timeout
+    return cap, deadline
+
+
+class _Bounded(httpx.SyncByteStream):
+    """A response body stream that stops past `cap` bytes or past the deadline `ends`."""
+
+    def __init__(
+        self,
+        inner: httpx.SyncByteStream,
+        cap: int,
+        ends: float,
+        clock: Callable[[], float],
+        kw: dict[str, Any],
+    ) -> None:
+        self.inner, self.cap, self.ends, self.clock, self.kw = inner, cap, ends, clock, kw
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for chunk in self.inner:
+            size += len(chunk)
+            if size > self.cap:
+                raise ResponseTooLarge(f"response body over {self.cap} bytes", **self.kw)
+            if self.clock() > self.ends:
+                raise DeadlineExceeded("deadline passed while reading the body", **self.kw)
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass
@@ -111,6 +163,7 @@ class CallLayer:
         http_client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policies = dict(policies)
         self.breakers = breakers
@@ -118,6 +171,7 @@ class CallLayer:
         self.recorder = recorder
         self._http = http_client
         self.sleep = sleep
+        self.clock = clock  # deadlines; `sleep` should advance it when faked
         self.rng = rng or random.Random()
         self._fallbacks: dict[str, Fallback] = {}
 
@@ -160,14 +214,46 @@ class CallLayer:
         self,
         service: str,
         operation: str,
-        attempt: Callable[[int], tuple[T, int, int | None]],
+        attempt: Callable[[int, float], tuple[T, int, int | None]],
         *,
         payload: bytes | str | None,
         fallback: Fallback | None,
         retries: int | None,
+        deadline: float | None = None,
+    ) -> CallResult[T]:
+        """The boundary: whatever goes wrong, the caller sees an `IntegrationError`."""
+        try:
+            return self._run(service, operation, attempt, payload, fallback, retries, deadline)
+        except IntegrationError:
+            raise
+        except Exception as exc:  # breaker store, limiter, recorder, fallback: a bug or outage
+            raise self._unexpected(service, operation, exc, 0) from exc
+
+    @staticmethod
+    def _unexpected(service: str, operation: str, exc: Exception, attempts: int) -> UnexpectedError:
+        logger.exception("unexpected %s in a call to %s %s", type(exc).__name__, service, operation)
+        err = UnexpectedError(
+            f"unexpected {type(exc).__name__} in the call layer",
+            service=service,
+            operation=operation,
+            attempts=attempts,
+        )
+        err.__cause__ = exc
+        return err
+
+    def _run(
+        self,
+        service: str,
+        operation: str,
+        attempt: Callable[[int, float], tuple[T, int, int | None]],
+        payload: bytes | str | None,
+        fallback: Fallback | None,
+        retries: int | None,
+        deadline: float | None,
     ) -> CallResult[T]:
         policy = self.policy(service)
         started = time.perf_counter()
+        ends = self.clock() + (deadline or call_limits(policy, policy.timeout_seconds)[1])
         max_retries = policy.retry_attempts if retries is None else retries
         admission = self.breakers.admit(service, policy.circuit_breaker_cooldown_seconds)
         attempts = 0
@@ -183,13 +269,18 @@ class CallLayer:
             self.limiter.acquire(service, policy.rate_limit_per_minute)
             attempts += 1
             try:
-                value, bytes_in, status = attempt(attempts)
-            except IntegrationError as err:
+                value, bytes_in, status = attempt(attempts, ends)
+            except Exception as exc:
+                err = (
+                    exc
+                    if isinstance(exc, IntegrationError)
+                    else self._unexpected(service, operation, exc, attempts)
+                )
                 err.attempts = attempts
                 breaker_open = False
-                if isinstance(err, BREAKER_FAILURES):
+                if isinstance(err, BREAKER_FAILURES) and not isinstance(err, UnexpectedError):
                     state = self.breakers.record_failure(
-                        service, policy.circuit_breaker_threshold, probe
+                        service, policy.circuit_breaker_threshold, admission
                     )
                     breaker_open = probe is not None or state != "closed"
                     probe = None
@@ -202,6 +293,15 @@ class CallLayer:
                         retry_after_cap=policy.retry_after_max_seconds,
                         rng=self.rng,
                     )
+                    if self.clock() + delay >= ends:
+                        logger.info(
+                            "%s %s attempt %d failed (%s); no retry: the deadline would pass",
+                            service,
+                            operation,
+                            attempts,
+                            type(err).__name__,
+                        )
+                        return self._fail(policy, operation, err, started, payload, fallback)
                     logger.info(
                         "%s %s attempt %d failed (%s); retrying in %.2fs",
                         service,
@@ -213,7 +313,7 @@ class CallLayer:
                     self.sleep(delay)
                     continue
                 return self._fail(policy, operation, err, started, payload, fallback)
-            self.breakers.record_success(service, probe)
+            self.breakers.record_success(service, admission)
             latency = (time.perf_counter() - started) * 1000
             self._record(
                 CallRecord(
@@ -243,7 +343,9 @@ class CallLayer:
         service = policy.name
         chosen = fallback or self._fallbacks.get(service)
         use_fallback = (
-            chosen is not None and policy.fallback_enabled and not isinstance(error, ClientError)
+            chosen is not None
+            and policy.fallback_enabled
+            and not isinstance(error, (ClientError, UnexpectedError))
         )
         latency = (time.perf_counter() - started) * 1000
         record = CallRecord(
@@ -291,49 +393,97 @@ class CallLayer:
         timeout: float | None = None,
         retries: int | None = None,
         fallback: Fallback | None = None,
+        max_response_bytes: int | None = None,
+        deadline: float | None = None,
+        client: httpx.Client | None = None,
     ) -> CallResult[httpx.Response]:
-        """One HTTP call through the layer; `expected` statuses (e.g. 404) are answers."""
+        """One HTTP call through the layer; `expected` statuses (e.g. 404) are answers.
+
+        `max_response_bytes` and `deadline` (seconds, over every attempt and wait) override
+        the service's; `client` replaces the shared one (e.g. a guarded, pinned client).
+        """
         policy = self.policy(service)
         if policy.base_url and not url.startswith(("http://", "https://")):
             url = policy.base_url.rstrip("/") + "/" + url.lstrip("/")
-        op = operation or f"{method.upper()} {httpx.URL(url).path}"
-        if json is not None and content is None:
-            import json as _json
+        try:
+            op = operation or f"{method.upper()} {httpx.URL(url).path}"
+            if json is not None and content is None:
+                import json as _json
 
-            content = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
-            headers = {"Content-Type": "application/json", **(headers or {})}
+                content = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"invalid request: {type(exc).__name__}",
+                service=service,
+                operation=operation or method.upper(),
+            ) from exc
         ok = frozenset(expected)
         seconds = timeout or policy.timeout_seconds
+        cap, total = call_limits(policy, seconds)
+        cap, total = max_response_bytes or cap, deadline or total
+        http = client or self.http
 
-        def attempt(n: int) -> tuple[httpx.Response, int, int | None]:
+        def attempt(n: int, ends: float) -> tuple[httpx.Response, int, int | None]:
+            kw: dict[str, Any] = {"service": service, "operation": op, "attempts": n}
+            budget = min(seconds, ends - self.clock())
+            if budget <= 0:
+                raise DeadlineExceeded(f"deadline of {total}s passed", **kw)
             try:
-                response = self.http.request(
-                    method,
-                    url,
-                    content=content,
-                    headers=headers,
-                    params=params,
+                response = http.send(
+                    http.build_request(
+                        method, url, content=content, headers=headers, params=params, timeout=budget
+                    ),
                     auth=auth or httpx.USE_CLIENT_DEFAULT,
-                    timeout=seconds,
+                    stream=True,
                 )
+                status = response.status_code
+                try:
+                    size = self._read(response, cap, ends, {**kw, "status": status})
+                except ResponseTooLarge:
+                    response.close()
+                    if status < 300 or status in ok:
+                        raise
+                    raise classify_http(service, op, response, n) from None
+                except BaseException:
+                    response.close()
+                    raise
             except httpx.TimeoutException as exc:
-                raise ServiceTimeout(
-                    f"timed out after {seconds}s", service=service, operation=op, attempts=n
-                ) from exc
-            except httpx.TransportError as exc:
-                raise ServiceUnavailable(
-                    f"transport failure: {type(exc).__name__}",
-                    service=service,
-                    operation=op,
-                    attempts=n,
-                ) from exc
-            if response.status_code < 300 or response.status_code in ok:
-                return response, len(response.content), response.status_code
+                if budget < seconds:
+                    raise DeadlineExceeded(f"deadline of {total}s passed", **kw) from exc
+                raise ServiceTimeout(f"timed out after {seconds}s", **kw) from exc
+            except httpx.RequestError as exc:
+                raise ServiceUnavailable(f"transport failure: {type(exc).__name__}", **kw) from exc
+            if status < 300 or status in ok:
+                return response, size, status
             raise classify_http(service, op, response, n)
 
         return self._execute(
-            service, op, attempt, payload=content, fallback=fallback, retries=retries
+            service,
+            op,
+            attempt,
+            payload=content,
+            fallback=fallback,
+            retries=retries,
+            deadline=total,
         )
+
+    def _read(self, response: httpx.Response, cap: int, ends: float, kw: dict[str, Any]) -> int:
+        """Read the body, at most `cap` bytes and no later than `ends`; its decoded size."""
+        declared = response.headers.get("Content-Length", "")
+        if response.request.method == "HEAD" or response.status_code in (204, 304):
+            declared = ""  # a length without a body
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > cap)
+        ):
+            raise ResponseTooLarge(f"response body of {declared} bytes is over {cap}", **kw)
+        response.stream = _Bounded(response.stream, cap, ends, self.clock, kw)  # type: ignore[arg-type]
+        body = response.read()
+        if len(body) > cap:  # decompressed past the cap
+            raise ResponseTooLarge(f"decoded response body over {cap} bytes", **kw)
+        return len(body)
 
     async def arequest(
         self, service: str, method: str, url: str, **kwargs: Any
@@ -392,7 +542,7 @@ class CallLayer:
     ) -> CallResult[Any]:
         from nura.core.aws import classify_boto_error
 
-        def attempt(n: int) -> tuple[Any, int, int | None]:
+        def attempt(n: int, ends: float) -> tuple[Any, int, int | None]:
             try:
                 value = fn(*args, **kwargs)
             except IntegrationError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Seed defect 3: only these statuses can succeed on a second try.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -18,23 +20,28 @@ def is_retryable_status(status: int) -> bool:
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date).
 
-    Returns None when absent or unreadable. Never raises and never overflows: Confluence
-    has sent 9223372036854775807, which is returned as a (huge) float for the caller to cap.
+    Returns None when absent or unreadable, whatever the value: it comes from the network.
+    Only ASCII digits are delta-seconds (`"²".isdigit()` is true, `int("²")` raises).
+    Never overflows: Confluence has sent 9223372036854775807, which is returned as a
+    (huge) float for the caller to cap.
     """
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(min(int(value), 10**12))
+    if _DELTA_SECONDS.fullmatch(value):
+        digits = value.lstrip("0") or "0"  # int() refuses over 4300 digits: count first
+        return float(10**12) if len(digits) > 13 else float(min(int(digits), 10**12))
+    if not value.isascii():
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delta = (when - (now or datetime.now(UTC))).total_seconds()
+    except Exception:  # any malformed date: the header is advice, never a failure
         return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = (when - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, delta)
 
 

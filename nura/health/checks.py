@@ -96,11 +96,11 @@ class _ObserveOnlyBreakers:
     def admit(self, service: str, cooldown: float) -> Admission:
         return Admission(True)
 
-    def record_success(self, service: str, probe_token: str | None = None) -> None:
+    def record_success(self, service: str, admission: Admission | None = None) -> None:
         return None
 
     def record_failure(
-        self, service: str, threshold: int, probe_token: str | None = None
+        self, service: str, threshold: int, admission: Admission | None = None
     ) -> BreakerState:
         return BreakerState.CLOSED
 
@@ -274,8 +274,12 @@ def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | Exception
             return NotConfigured(f"credentials block {name!r} does not exist")
         return str(creds.base_url or ""), creds.auth()
     except Exception as exc:  # handed to the check, which reports it as a failure
+        from pydantic import ValidationError
+
+        # A validation error quotes the document's values: its type only, then.
+        why = "" if isinstance(exc, ValidationError) else f": {str(exc)[:200]}"
         return IntegrationError(
-            f"credentials block {name!r} could not be loaded ({type(exc).__name__})",
+            f"credentials block {name!r} could not be loaded ({type(exc).__name__}{why})",
             service="confluence",
         )
 

@@ -79,8 +79,12 @@ def send_email(sender: str, recipients: list[str], subject: str, text: str, html
 
 # -- SES feedback over SNS: the two outbound calls an SNS endpoint makes ---------------
 def fetch_sns_certificate(url: str) -> bytes:
-    """Download an SNS signing certificate (the caller has checked the URL is AWS's)."""
-    result = get_call_layer().request("ses", "GET", url, operation="sns.signing-cert")
+    """Download an SNS signing certificate (the caller has checked the URL is AWS's).
+
+    Its own service, `sns_certificates`: unauthenticated POSTs choose these URLs, so their
+    failures must never count toward the `ses` breaker that alert email depends on."""
+    layer = get_call_layer()
+    result = layer.request("sns_certificates", "GET", url, operation="sns.signing-cert")
     return result.value.content
 
 

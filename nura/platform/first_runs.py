@@ -78,7 +78,7 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
         secret = SecretStr(SANDBOX_WEBHOOK_SECRETS[endpoint])
         return WebhookSecret(current=secret).get_client()
 
-    push = (state_dir / "sandbox-push.json").read_bytes()
+    push = (state_dir / "sandbox-first-push.json").read_bytes()
     git = httpx.post(
         f"{base}{cfg.webhooks.incoming['git_updates'].url_path}",
         content=push,
@@ -91,15 +91,25 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
         timeout=10,
     )
     page = json.dumps({"page": {"id": "100001", "spaceKey": "TECH"}}).encode()
+    confluence_ep = cfg.webhooks.incoming["confluence_updates"]
+    page_id, stamp = str(uuid.uuid4()), str(int(time.time()))
+    page_signer = signer("confluence_updates")
+    # The generic scheme signs "{X-Delivery-Id}.{X-Timestamp}.{body}"; the body alone only
+    # where the endpoint is configured `signature: legacy-body-only`.
+    page_sig = (
+        page_signer.hex_digest(page)
+        if confluence_ep.signature == "legacy-body-only"
+        else page_signer.generic_signature(page_id, stamp, page)
+    )
     confluence = httpx.post(
-        f"{base}{cfg.webhooks.incoming['confluence_updates'].url_path}",
+        f"{base}{confluence_ep.url_path}",
         content=page,
         headers={
             "Content-Type": "application/json",
             "X-Event-Type": "confluence.page.updated",
-            "X-Delivery-Id": str(uuid.uuid4()),
-            "X-Timestamp": str(int(time.time())),
-            "X-Signature": signer("confluence_updates").hex_digest(page),
+            "X-Delivery-Id": page_id,
+            "X-Timestamp": stamp,
+            "X-Signature": page_sig,
         },
         timeout=10,
     )

@@ -61,7 +61,13 @@ def sandbox_overrides(urls: dict[str, str]) -> dict[str, Any]:
                 "credentials_block": "sandbox-confluence",
                 "rate_limit_per_minute": 1200,
             },
-            "git": {"base_url": urls["github"], "credentials_block": "sandbox-git"},
+            "git": {
+                "base_url": urls["github"],
+                "credentials_block": "sandbox-git",
+                # The stand-in's repository (deployments/sandbox/stack.py pushes it); the
+                # allow-list's default is empty: nothing else is ingested.
+                "repositories": ["nura/handbook"],
+            },
             "partners": {
                 "demo": {
                     "base_url": urls["demo"],
@@ -93,6 +99,8 @@ def sandbox_overrides(urls: dict[str, str]) -> dict[str, Any]:
                 "slack_block": "sandbox-slack",
                 "slack_webhook_url": f"{urls['sink']}/slack/T000/B000/SANDBOX",
                 "email": {"sender": "noreply@nura.ai", "recipients": ["oncall@nura.ai"]},
+                # No real SNS topics here: any topic whose signature verifies is accepted.
+                "ses_feedback_allow_any_topic": True,
             }
         },
     }

@@ -102,8 +102,11 @@ def process_start(pid: int) -> int | None:
         return 0
     except OSError:
         return None
-    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    # Fields 3 (state) and 22; the command name (field 2) is in parentheses, may hold spaces.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent: not running
+        return None
+    return int(fields[19])
 
 
 def is_alive(pid: int, start: int | None) -> bool:
@@ -298,7 +301,8 @@ class Stack:
         self.state.config_path = str(path)
         self._sandbox_ready = self.state_dir / "sandbox.json"
         self._sandbox_ready.unlink(missing_ok=True)
-        (self.state_dir / "sandbox-push.json").unlink(missing_ok=True)
+        for name in ("sandbox-push.json", "sandbox-first-push.json"):
+            (self.state_dir / name).unlink(missing_ok=True)
         child = Child(
             "sandbox",
             [

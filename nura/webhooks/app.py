@@ -58,6 +58,36 @@ def create_app(
     )
 
 
+def server_config(
+    app: Starlette, cfg: IntegrationsConfig, host: str, port: int, log_level: str = "warning"
+) -> Any:
+    """The uvicorn settings the receiver is served with (tests serve it with these too).
+
+    Limits that belong to the server: `limit_concurrency` (open connections plus requests
+    in progress; beyond it uvicorn answers 503) and, when uvicorn runs h11, the size of an
+    incomplete request head. httptools has no header limit: the app enforces
+    `max_header_count`/`max_header_bytes` (431) itself, and the body's size, pace (408)
+    and the bytes buffered across requests (503).
+    """
+    import uvicorn
+
+    limits = cfg.webhooks.receiver
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        # Nothing here reads the client address; X-Forwarded-* parsing is per-request work.
+        proxy_headers=False,
+        timeout_keep_alive=30,
+        limit_concurrency=limits.max_concurrency,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+    )
+
+
 def serve(
     host: str | None = None,
     port: int | None = None,
@@ -74,14 +104,4 @@ def serve(
     host = host or cfg.webhooks.receiver.host
     port = port or cfg.webhooks.receiver.port
     app = create_app(cfg, listen_host=host, freeze_heap=True, extra_metrics=extra_metrics)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        # Nothing here reads the client address; X-Forwarded-* parsing is per-request work.
-        proxy_headers=False,
-        timeout_keep_alive=30,
-    )
+    uvicorn.Server(server_config(app, cfg, host, port, log_level)).run()

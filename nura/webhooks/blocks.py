@@ -3,41 +3,74 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 
 def _key_bytes(secret: str) -> bytes:
-    """Standard Webhooks secrets are `whsec_<base64>`; anything else is used as UTF-8."""
+    """Standard Webhooks secrets are `whsec_<base64>`, decoded strictly (invalid base64 is
+    an error, never used as text); anything else is used as UTF-8. Empty keys are refused.
+    Error messages never include the secret."""
     if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the whsec_ secret is not valid base64") from None
+    else:
+        key = secret.encode()
+    if not key:
+        raise ValueError("the signing secret is empty")
+    return key
+
+
+def _ascii_bytes(value: str) -> bytes | None:
+    """A received header value as bytes for a constant-time compare; None if it cannot be a
+    signature. (`hmac.compare_digest` raises TypeError on non-ASCII str: a 5xx, not a 401.)"""
+    return value.encode("ascii") if value.isascii() else None
+
+
+def generic_message(msg_id: str, timestamp: str | int, body: bytes) -> bytes:
+    """What the generic scheme signs: `{X-Delivery-Id}.{X-Timestamp}.{raw body}`.
+
+    Header values are taken as the bytes received (ASGI gives latin-1 text)."""
+    return f"{msg_id}.{timestamp}.".encode("latin-1", "replace") + body
 
 
 class WebhookSigner:
     """Signs and verifies with every secret valid now (current, then previous)."""
 
     def __init__(self, secrets: list[SecretStr]) -> None:
+        if not secrets:
+            raise ValueError("no signing secret")
         self._secrets = secrets
+        self._keys = [_key_bytes(s.get_secret_value()) for s in secrets]
 
     def keys(self) -> list[bytes]:
-        return [_key_bytes(s.get_secret_value()) for s in self._secrets]
+        return list(self._keys)
 
     def hex_digest(self, body: bytes, key: bytes | None = None) -> str:
-        """`sha256=<hex>` over the raw body (GitHub and generic schemes)."""
-        key = key if key is not None else self.keys()[0]
+        """`sha256=<hex>` over `body` (GitHub: the raw body; generic: `generic_message`)."""
+        key = key if key is not None else self._keys[0]
         return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
-    def verify_hex(self, body: bytes, header: str | None) -> bool:
+    def generic_signature(self, msg_id: str, timestamp: str | int, body: bytes) -> str:
+        """`X-Signature` of the generic scheme: `sha256=<hex>` over `id.timestamp.body`."""
+        return self.hex_digest(generic_message(msg_id, timestamp, body))
+
+    def verify_hex(self, message: bytes, header: str | None) -> bool:
         if not header:
             return False
+        given = _ascii_bytes(header.strip())
+        if given is None:
+            return False
         return any(
-            hmac.compare_digest(self.hex_digest(body, k), header.strip()) for k in self.keys()
+            hmac.compare_digest(self.hex_digest(message, k).encode(), given) for k in self._keys
         )
 
     def standard_signatures(self, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -58,7 +91,10 @@ class WebhookSigner:
         ]
         for part in header.split():
             version, _, sig = part.partition(",")
-            if version == "v1" and any(hmac.compare_digest(sig, e) for e in expected):
+            given = _ascii_bytes(sig)
+            if version != "v1" or given is None:
+                continue
+            if any(hmac.compare_digest(given, e.encode()) for e in expected):
                 return True
         return False
 
@@ -91,6 +127,13 @@ class WebhookSecret(Block):
         default=None,
         description="When the previous secret stops verifying (UTC); none = until removed.",
     )
+
+    @field_validator("current", "previous")
+    @classmethod
+    def _usable(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _key_bytes(v.get_secret_value())  # empty or invalid whsec_: a block error
+        return v
 
     def valid_secrets(self, now: datetime | None = None) -> list[SecretStr]:
         now = now or datetime.now(UTC)

@@ -41,7 +41,7 @@ from nura.webhooks.models import (
     Status,
 )
 from nura.webhooks.signing import StandardWebhookAuth, build_body, new_message_id, signer_for
-from nura.webhooks.ssrf import SSRFGuard, SSRFRefused
+from nura.webhooks.ssrf import DNSUnavailable, SSRFGuard, SSRFRefused
 
 logger = logging.getLogger("nura.webhooks.outgoing")
 
@@ -119,6 +119,8 @@ def send_signed(target: Target, msg_id: str, event_type: str, body: str) -> _Res
         target.guard.check(target.cfg.url)
     except SSRFRefused as exc:
         return _Result(False, error=str(exc), retryable=False)
+    except DNSUnavailable:
+        pass  # resolved again on connect, where the call layer retries it with backoff
     auth = StandardWebhookAuth(
         signer_for(target.name, target.cfg),
         msg_id,
@@ -136,6 +138,9 @@ def send_signed(target: Target, msg_id: str, event_type: str, body: str) -> _Res
             expected=(410,),
             retries=target.outgoing.retry_attempts,
             operation=f"deliver {target.name}",
+            # connects only to addresses the guard checked for this very name: no second
+            # DNS answer (rebinding) between the check and the connection, on any retry
+            client=target.guard.client,
         )
     except IntegrationError as err:
         return _Result(

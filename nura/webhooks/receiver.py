@@ -3,14 +3,20 @@
     nura webhooks serve            # host/port from `webhooks.receiver` (default 127.0.0.1:8780)
 
 `POST /webhooks/{endpoint}`, for each request in this order (ARCHITECTURE.md contract):
-endpoint exists and enabled (404) -> body within the limit, read raw (413) -> JSON or
-GitHub's form encoding (415) -> signature over the raw body, current or previous secret
+headers within `max_header_count`/`max_header_bytes` (431, any path) -> endpoint exists
+and enabled (404) -> the endpoint's rate-limit bucket not already empty (429 +
+Retry-After; before a byte of the body is read) -> declared length within the limit (413)
+-> JSON or GitHub's form encoding (415) -> signing secret loaded (503) -> room in the
+receiver's `max_buffered_bytes` (503 + Retry-After) -> body read raw within the limit
+(413) and within `body_timeout_seconds` (408) -> signature, current or previous secret
 (401) -> timestamp within ±5 min where the scheme has one (401) -> JSON parses (400) ->
-event type present (400) and accepted by the endpoint (422) -> rate limit (429 +
-Retry-After) -> one durable insert: new (202) or a repeated delivery id (200 duplicate);
-503 only when the inbox could not commit. Errors are JSON `{"error", "message"}`.
+event type present (400) and accepted by the endpoint (422) -> a rate-limit token (429 +
+Retry-After) -> one durable insert: new (202) or a repeated delivery id, or a body already
+stored within the replay window where the id is unsigned (200 duplicate); 503 when the
+inbox could not commit. Errors are JSON `{"error", "message"}`.
 
-`GET /healthz` (open), `GET /metrics` (Prometheus; bearer token off loopback).
+`GET /healthz` (open), `GET /metrics` (Prometheus; bearer token off loopback or behind a
+proxy). Connections beyond `max_concurrency` get uvicorn's 503 (`nura.webhooks.app`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -90,12 +97,22 @@ def _error(
     return _json(*_rejected(status, error, message, headers))
 
 
+# Answers after which the connection must not be reused: the rest of the request body
+# may still be on its way (uvicorn honours `connection: close` from the app).
+_CLOSE_AFTER = frozenset({408, 413, 431})
+_CLOSE_ERRORS = frozenset({"over_capacity"})
+# Request headers that say the request came through a proxy.
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 async def _send_answer(send: Send, answer: Answer) -> None:
     status, body, headers = answer
     content = orjson.dumps(body)
     raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
     if headers:
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if status in _CLOSE_AFTER or body.get("error") in _CLOSE_ERRORS:
+        raw.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": content})
 
@@ -115,13 +132,18 @@ class WebhookFastPath:
         self.paths = frozenset(receiver.by_path) - skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"].rstrip("/") in self.paths
-        ):
-            await _send_answer(send, await self.receiver.handle(scope, receive))
-            return
+        if scope["type"] == "http":
+            # httptools (uvicorn's parser here) has no header limits of its own.
+            too_big = self.receiver.header_limits(scope)
+            if too_big is not None:
+                path = scope["path"].rstrip("/")
+                found = self.receiver.by_path.get(path)
+                self.receiver.metrics.observe(found[0] if found else "unknown", 431)
+                await _send_answer(send, too_big)
+                return
+            if scope["method"] == "POST" and scope["path"].rstrip("/") in self.paths:
+                await _send_answer(send, await self.receiver.handle(scope, receive))
+                return
         await self.app(scope, receive, send)
 
 
@@ -165,6 +187,13 @@ class Receiver:
         self.engine = engine
         self.clock = clock
         self.tolerance = wh.receiver.timestamp_tolerance_seconds
+        limits = wh.receiver
+        self.max_header_count = limits.max_header_count
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_buffered = limits.max_buffered_bytes
+        self.body_timeout = limits.body_timeout_seconds
+        self.hmac_thread_bytes = limits.hmac_thread_bytes
+        self.buffered = 0  # body bytes held (or reserved) by requests in progress
         self.by_path: dict[str, tuple[str, IncomingEndpoint]] = {
             ep.url_path: (name, ep) for name, ep in wh.incoming.items()
         }
@@ -172,12 +201,17 @@ class Receiver:
         self.limiter = RateLimiter(clock)
         self.metrics = ReceiverMetrics()
         self.writer = InboxWriter(
-            engine, batch_max=wh.inbox.batch_max, synchronous=wh.inbox.sqlite_synchronous
+            engine,
+            batch_max=wh.inbox.batch_max,
+            synchronous=wh.inbox.sqlite_synchronous,
+            replay_window=wh.receiver.replay_window_seconds,
         )
         self.dispatcher: Any = None
         self._dispatch_task: asyncio.Task[None] | None = None
         host = listen_host if listen_host is not None else wh.receiver.host
-        self.protected = not is_loopback(host)
+        # /metrics needs the token off loopback, and behind a proxy (configured, or seen
+        # per request in `authorized`): a proxy on loopback makes it reachable from anywhere.
+        self.protected = not is_loopback(host) or bool(wh.receiver.trusted_proxies)
         token = wh.receiver.bearer_token
         self.token = token.get_secret_value() if token else None
 
@@ -197,8 +231,21 @@ class Receiver:
                 used = 0
             self.limiter.seed(name, ep.rate_limit_per_minute, used)
 
+    def warn_legacy(self) -> None:
+        for name, ep in self.cfg.webhooks.incoming.items():
+            if ep.enabled and ep.signature == "legacy-body-only":
+                logger.warning(
+                    "endpoint %s uses signature: legacy-body-only: its X-Signature covers the "
+                    "body only, so delivery id and timestamp are unsigned; replays are caught "
+                    "only by the body-digest dedupe (%gs). Move the sender to the signed "
+                    "id.timestamp.body form.",
+                    name,
+                    self.cfg.webhooks.receiver.replay_window_seconds,
+                )
+
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.warn_legacy()
         self.writer.start()
         await anyio.to_thread.run_sync(self.seed_rate_limits)
         task = None
@@ -238,7 +285,7 @@ class Receiver:
         try:
             answer = await self._pipeline(scope, receive, found)
         except Rejection as rej:
-            if rej.error in ("bad_signature", "missing_timestamp"):
+            if rej.error in ("bad_signature", "missing_timestamp", "missing_delivery_id"):
                 self.metrics.signature_failures[name] += 1
             answer = _rejected(rej.status, rej.error, rej.message, rej.headers)
         except ClientDisconnect:
@@ -259,39 +306,108 @@ class Receiver:
         status, body, headers = await self.handle(request.scope, request.receive)
         return _json(status, body, headers)
 
-    async def _read_body(self, receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
-        declared = headers.get("content-length")
+    def header_limits(self, scope: Scope) -> Answer | None:
+        """431 when the request's headers are too many or too large (any path)."""
+        headers = scope["headers"]
+        if len(headers) > self.max_header_count:
+            return _rejected(
+                431, "headers_too_large", f"more than {self.max_header_count} request headers"
+            )
+        size = 0
+        for k, v in headers:
+            size += len(k) + len(v) + 4
+            if size > self.max_header_bytes:
+                return _rejected(
+                    431, "headers_too_large", f"request headers over {self.max_header_bytes} bytes"
+                )
+        return None
+
+    def _reserve(self, n: int) -> None:
+        if self.buffered + n > self.max_buffered:
+            raise Rejection(
+                503,
+                "over_capacity",
+                "the receiver holds too many request bodies at once; retry later",
+                {"Retry-After": "5"},
+            )
+        self.buffered += n
+
+    async def _read_body(
+        self, receive: Receive, declared: int | None, limit: int, held: list[int]
+    ) -> bytes:
+        """The raw body, holding its bytes in `buffered` (`held[0]`: what this request
+        reserved, given back by the caller). 408 when it does not arrive in time."""
         if declared is not None:
-            try:
-                if int(declared) > limit:
-                    raise Rejection(413, "too_large", f"body over {limit} bytes")
-            except ValueError:
-                raise Rejection(400, "bad_length", "Content-Length is not a number") from None
+            self._reserve(declared)
+            held[0] += declared
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise Rejection(413, "too_large", f"body over {limit} bytes")
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnect()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise Rejection(413, "too_large", f"body over {limit} bytes")
+                    if size > held[0]:  # chunked, or more than declared: hold the excess
+                        self._reserve(size - held[0])
+                        held[0] = size
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise Rejection(
+                408, "body_timeout", f"the body did not arrive within {self.body_timeout:g}s"
+            ) from None
 
     async def _pipeline(
         self, scope: Scope, receive: Receive, found: tuple[str, IncomingEndpoint] | None
     ) -> Answer:
+        held = [0]
+        try:
+            return await self._steps(scope, receive, found, held)
+        finally:
+            self.buffered -= held[0]
+
+    async def _verify(
+        self, scheme: str, signer: Any, headers: dict[str, str], body: bytes, ep: IncomingEndpoint
+    ) -> Any:
+        def run() -> Any:
+            return verify(
+                scheme,
+                signer,
+                headers,
+                body,
+                require_timestamp=ep.require_timestamp,
+                legacy_body_only=ep.signature == "legacy-body-only",
+            )
+
+        if len(body) >= self.hmac_thread_bytes:  # hashlib releases the GIL on large buffers
+            return await anyio.to_thread.run_sync(run)
+        return run()
+
+    async def _steps(
+        self,
+        scope: Scope,
+        receive: Receive,
+        found: tuple[str, IncomingEndpoint] | None,
+        held: list[int],
+    ) -> Answer:
         if found is None or not found[1].enabled:
             raise Rejection(404, "unknown_endpoint", "no enabled webhook endpoint at this path")
         name, ep = found
+        # Over the limit already: answered before the body is read or verified.
+        wait = self.limiter.peek(name, ep.rate_limit_per_minute)
+        if wait is not None:
+            raise self._rate_limited(ep, wait)
         # ASGI header names are lower-case bytes; one plain dict is cheaper than Starlette's
         # Headers for the dozen lookups below (a repeated header: the last one counts).
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        body = await self._read_body(receive, headers, ep.max_body_bytes)
+        declared = self._declared_length(headers, ep.max_body_bytes)
         media = _media_type(headers.get("content-type", ""))
         if not (_is_json(media) or media == FORM_TYPE):
             raise Rejection(
@@ -302,9 +418,10 @@ class Receiver:
             raise Rejection(
                 503, "secret_unavailable", "signing secret not loaded", {"Retry-After": "5"}
             )
+        body = await self._read_body(receive, declared, ep.max_body_bytes, held)
         scheme = ep.scheme or secret.scheme
         signer = secret.get_client(datetime.fromtimestamp(self.clock(), UTC))
-        env = verify(scheme, signer, headers, body, require_timestamp=ep.require_timestamp)
+        env = await self._verify(scheme, signer, headers, body, ep)
         check_timestamp(env, self.clock(), self.tolerance)
         payload = parse_payload(body, media)
         etype = event_type(scheme, env, payload, ep.event_map)
@@ -312,12 +429,7 @@ class Receiver:
             raise Rejection(422, "event_not_accepted", f"{name} does not accept {etype!r}")
         wait = self.limiter.acquire(name, ep.rate_limit_per_minute)
         if wait is not None:
-            raise Rejection(
-                429,
-                "rate_limited",
-                f"over {ep.rate_limit_per_minute} deliveries per minute",
-                {"Retry-After": retry_after_header(wait)},
-            )
+            raise self._rate_limited(ep, wait)
         delivery = Delivery(
             endpoint=name,
             delivery_id=delivery_id(env, body),
@@ -326,6 +438,7 @@ class Receiver:
             content_type=media,
             headers=kept_headers(headers),
             received_at=self.clock(),
+            body_digest=None if env.id_signed else hashlib.sha256(body).hexdigest(),
         )
         try:
             inserted = await self.writer.write(delivery)
@@ -339,9 +452,34 @@ class Receiver:
             self.dispatcher.poke()
         return 202, {"status": "accepted", "delivery_id": delivery.delivery_id}, None
 
+    @staticmethod
+    def _declared_length(headers: Mapping[str, str], limit: int) -> int | None:
+        declared = headers.get("content-length")
+        if declared is None:
+            return None
+        try:
+            n = int(declared)
+        except ValueError:
+            raise Rejection(400, "bad_length", "Content-Length is not a number") from None
+        if n < 0:
+            raise Rejection(400, "bad_length", "Content-Length is negative")
+        if n > limit:
+            raise Rejection(413, "too_large", f"body over {limit} bytes")
+        return n
+
+    @staticmethod
+    def _rate_limited(ep: IncomingEndpoint, wait: float) -> Rejection:
+        return Rejection(
+            429,
+            "rate_limited",
+            f"over {ep.rate_limit_per_minute} deliveries per minute",
+            {"Retry-After": retry_after_header(wait)},
+        )
+
     # -- other routes --------------------------------------------------------------------
     def authorized(self, request: Request) -> bool:
-        if not self.protected:
+        proxied = any(h in request.headers for h in FORWARDED_HEADERS)
+        if not (self.protected or proxied):
             return True
         if not self.token:
             return False

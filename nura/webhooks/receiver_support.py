@@ -8,10 +8,10 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from nura.config.sections.webhooks import IncomingEndpoint
 from nura.webhooks.blocks import WebhookSecret
@@ -19,72 +19,121 @@ from nura.webhooks.blocks import WebhookSecret
 logger = logging.getLogger("nura.receiver")
 
 
+class SecretMissing(LookupError):
+    """The endpoint's secret does not exist (block deleted, env variable empty) or is not
+    usable (invalid `whsec_`, empty): stop verifying with whatever was cached."""
+
+
+Loader = Callable[[str, IncomingEndpoint], Awaitable[WebhookSecret]]
+
+
+async def load_secret(name: str, ep: IncomingEndpoint) -> WebhookSecret:
+    """The endpoint's secret from its env variable or its `nura-webhook-secret` block.
+
+    `SecretMissing` when it is gone or invalid; anything else (the Prefect API unreachable)
+    propagates as is, and the caller keeps the last good secret.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    if ep.secret_env:
+        value = os.environ.get(ep.secret_env)
+        if not value:
+            raise SecretMissing(f"environment variable {ep.secret_env} is empty")
+        try:
+            return WebhookSecret(current=SecretStr(value), scheme=ep.scheme or "generic")
+        except ValidationError:
+            raise SecretMissing(f"environment variable {ep.secret_env}: invalid secret") from None
+    try:
+        block = await WebhookSecret.aload(ep.block_name(name))
+    except ValidationError:  # saved with an empty or invalid secret: never used
+        raise SecretMissing(f"block {ep.block_name(name)!r} holds an invalid secret") from None
+    except ValueError as exc:  # Prefect wraps ObjectNotFound in a ValueError
+        if isinstance(exc.__cause__, ObjectNotFound):
+            raise SecretMissing(f"block {ep.block_name(name)!r} not found") from None
+        raise
+    if not isinstance(block, WebhookSecret):
+        raise SecretMissing(f"block {ep.block_name(name)!r} is not a nura-webhook-secret")
+    return block
+
+
 @dataclass
 class _Cached:
-    secret: WebhookSecret
+    secret: WebhookSecret | None  # None: known missing (negative entry)
     loaded_at: float
 
 
 class SecretProvider:
     """The `WebhookSecret` of each endpoint, reloaded every `ttl` seconds.
 
-    Rotation takes effect within `ttl` without a restart. A reload happens in the
-    background while the cached secret keeps answering (no request waits on the Prefect
-    API once a secret is known), and a failed reload keeps the last good secret: an
-    unreachable Prefect API must not stop webhooks from being accepted.
+    - Rotation and deletion take effect within `ttl` without a restart: past `ttl / 2` a
+      request starts a reload in the background; past `ttl` a request waits for the reload
+      (at most `reload_wait` s, then the last good secret answers).
+    - A missing or invalid secret is cached too (negative entry, `max(ttl, 1)` s): requests
+      to an endpoint without a secret do not each call the Prefect API.
+    - One load per endpoint at a time, however many requests wait for it.
+    - An unreachable Prefect API keeps the last good secret: it must not stop webhooks from
+      being accepted. A deleted block (or one now invalid) stops verifying.
     """
+
+    reload_wait = 2.0
 
     def __init__(
         self,
         ttl: float = 30.0,
         injected: Mapping[str, WebhookSecret] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        loader: Loader | None = None,
     ) -> None:
         self.ttl = ttl
         self.injected = dict(injected or {})
         self.clock = clock
+        self.loader: Loader = loader or load_secret
         self._cache: dict[str, _Cached] = {}
-        self._refreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _load(self, name: str, ep: IncomingEndpoint) -> WebhookSecret:
-        if ep.secret_env:
-            value = os.environ.get(ep.secret_env)
-            if not value:
-                raise LookupError(f"environment variable {ep.secret_env} is empty")
-            return WebhookSecret(current=SecretStr(value), scheme=ep.scheme or "generic")
-        block = await WebhookSecret.aload(ep.block_name(name))
-        assert isinstance(block, WebhookSecret)
-        return block
+        self._inflight: dict[str, asyncio.Task[WebhookSecret | None]] = {}
 
     async def _refresh(self, name: str, ep: IncomingEndpoint) -> WebhookSecret | None:
         try:
-            secret = await self._load(name, ep)
-        except Exception as exc:  # Prefect down, block missing: keep what we have
+            secret: WebhookSecret | None = await self.loader(name, ep)
+        except SecretMissing as exc:
+            logger.error("signing secret of %s unusable: %s; not verifying", name, exc)
+            secret = None
+        except Exception as exc:  # Prefect down: keep what we have (negative if nothing)
             logger.warning("signing secret of %s not loaded: %s", name, type(exc).__name__)
             cached = self._cache.get(name)
-            return cached.secret if cached else None
+            if cached is not None and cached.secret is not None:
+                return cached.secret
+            secret = None
         self._cache[name] = _Cached(secret, self.clock())
         return secret
+
+    def _reload(self, name: str, ep: IncomingEndpoint) -> asyncio.Task[WebhookSecret | None]:
+        task = self._inflight.get(name)
+        if task is None:
+            task = asyncio.create_task(self._refresh(name, ep))
+            self._inflight[name] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(name, None))
+        return task
 
     async def get(self, name: str, ep: IncomingEndpoint) -> WebhookSecret | None:
         if name in self.injected:
             return self.injected[name]
         cached = self._cache.get(name)
         if cached is None:
-            return await self._refresh(name, ep)
-        if self.clock() - cached.loaded_at >= self.ttl and name not in self._refreshing:
-            self._refreshing.add(name)
-            task = asyncio.create_task(self._background(name, ep))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return cached.secret
-
-    async def _background(self, name: str, ep: IncomingEndpoint) -> None:
+            return await asyncio.shield(self._reload(name, ep))
+        age = self.clock() - cached.loaded_at
+        if cached.secret is None:
+            if age < max(self.ttl, 1.0):
+                return None
+            return await asyncio.shield(self._reload(name, ep))
+        if age < self.ttl / 2:
+            return cached.secret
+        task = self._reload(name, ep)
+        if age < self.ttl:
+            return cached.secret
         try:
-            await self._refresh(name, ep)
-        finally:
-            self._refreshing.discard(name)
+            return await asyncio.wait_for(asyncio.shield(task), self.reload_wait)
+        except TimeoutError:
+            return cached.secret
 
 
 class RateLimiter:
@@ -102,6 +151,15 @@ class RateLimiter:
 
     def seed(self, name: str, per_minute: int, used: int) -> None:
         self._buckets[name] = (max(0.0, float(per_minute - used)), self.clock())
+
+    def peek(self, name: str, per_minute: int) -> float | None:
+        """Like `acquire` without taking a token: checked before a body is read, so a
+        request over the limit costs neither its body nor an HMAC."""
+        now = self.clock()
+        tokens, updated = self._buckets.get(name, (float(per_minute), now))
+        rate = per_minute / 60.0
+        tokens = min(float(per_minute), tokens + max(0.0, now - updated) * rate)
+        return None if tokens >= 1.0 else (1.0 - tokens) / rate
 
     def acquire(self, name: str, per_minute: int) -> float | None:
         """None when admitted, else seconds until a token is available."""

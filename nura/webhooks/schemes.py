@@ -1,11 +1,16 @@
 """Signature schemes of incoming webhooks and what each says about a delivery.
 
-All signatures are HMAC-SHA256 over the raw body (seed defect 1 signed re-serialised JSON):
-- github:   `X-Hub-Signature-256: sha256=<hex>`, `X-GitHub-Event`, `X-GitHub-Delivery`.
-- generic:  `X-Signature: sha256=<hex>` (or Confluence Data Center's / Bitbucket's
-            `X-Hub-Signature: sha256=<hex>`), `X-Event-Type`, `X-Delivery-Id`, `X-Timestamp`.
+All signatures are HMAC-SHA256 over the raw body exactly as received (seed defect 1 signed
+re-serialised JSON):
+- github:   `X-Hub-Signature-256: sha256=<hex>` over the body; `X-GitHub-Event`,
+            `X-GitHub-Delivery` are unsigned (deduped on the body's digest as well).
+- generic:  `X-Signature: sha256=<hex>` over `{X-Delivery-Id}.{X-Timestamp}.{body}` (the
+            Standard Webhooks construction), `X-Event-Type`. With the endpoint's
+            `signature: legacy-body-only`: over the body alone (also Confluence Data Center's
+            / Bitbucket's `X-Hub-Signature: sha256=<hex>`); id and timestamp unsigned.
 - standard: Standard Webhooks `webhook-id`, `webhook-timestamp`,
             `webhook-signature: v1,<base64>` over `id.timestamp.body`.
+Event-type headers are never signed: a type named in the (signed) body always wins.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from nura.webhooks.blocks import WebhookSigner
+from nura.webhooks.blocks import WebhookSigner, generic_message
 
 FORM_TYPE = "application/x-www-form-urlencoded"  # GitHub's form-encoded deliveries
 
@@ -50,9 +55,10 @@ class Rejection(Exception):
 class Envelope:
     """What the headers say, once the signature verified."""
 
-    event_name: str | None
+    event_name: str | None  # from an unsigned header: only used when the body names none
     delivery_id: str | None
     timestamp: float | None  # None where the scheme has no timestamp
+    id_signed: bool = True  # False: the id is unsigned, dedupe on the body's digest too
 
 
 def _first(headers: Mapping[str, str], *names: str) -> str | None:
@@ -75,6 +81,10 @@ def _parse_ts(raw: str | None) -> float | None:
     return ts
 
 
+def _usable_id(raw: str | None) -> bool:
+    return raw is not None and 0 < len(raw) <= 200 and raw.isascii() and raw.isprintable()
+
+
 def verify(
     scheme: str,
     signer: WebhookSigner,
@@ -82,12 +92,15 @@ def verify(
     body: bytes,
     *,
     require_timestamp: bool = True,
+    legacy_body_only: bool = False,
 ) -> Envelope:
-    """Check the signature over the raw body (401 `Rejection` if it does not verify)."""
+    """Check the signature (401 `Rejection` if it does not verify)."""
     if scheme == "github":
         if not signer.verify_hex(body, headers.get("x-hub-signature-256")):
             raise Rejection(401, "bad_signature", "X-Hub-Signature-256 does not verify")
-        return Envelope(headers.get("x-github-event"), headers.get("x-github-delivery"), None)
+        return Envelope(
+            headers.get("x-github-event"), headers.get("x-github-delivery"), None, id_signed=False
+        )
     if scheme == "standard":
         msg_id = headers.get("webhook-id") or ""
         ts_raw = headers.get("webhook-timestamp") or ""
@@ -95,7 +108,9 @@ def verify(
             raise Rejection(401, "bad_signature", "webhook-signature does not verify")
         event = headers.get("x-event-type")
         return Envelope(event, msg_id, _parse_ts(ts_raw))
-    # generic (also Confluence Data Center / Bitbucket: X-Hub-Signature: sha256=...)
+    if not legacy_body_only:
+        return _verify_generic(signer, headers, body)
+    # generic legacy-body-only (also Confluence DC / Bitbucket: X-Hub-Signature: sha256=...)
     signature = _first(headers, "x-signature", "x-hub-signature")
     if not signature or not signature.strip().startswith("sha256="):
         raise Rejection(401, "bad_signature", "X-Signature (sha256=<hex>) is missing")
@@ -112,7 +127,27 @@ def verify(
         "x-atlassian-webhook-identifier",
         "x-gitlab-event-uuid",
     )
-    return Envelope(event, delivery, ts)
+    return Envelope(event, delivery, ts, id_signed=False)
+
+
+def _verify_generic(signer: WebhookSigner, headers: Mapping[str, str], body: bytes) -> Envelope:
+    """`X-Signature: sha256=<hex>` over `{X-Delivery-Id}.{X-Timestamp}.{body}`."""
+    signature = headers.get("x-signature")
+    if not signature or not signature.strip().startswith("sha256="):
+        raise Rejection(401, "bad_signature", "X-Signature (sha256=<hex>) is missing")
+    ts_raw = headers.get("x-timestamp")
+    if not ts_raw:
+        raise Rejection(401, "missing_timestamp", "X-Timestamp is required (it is signed)")
+    msg_id = headers.get("x-delivery-id")
+    if not _usable_id(msg_id):
+        raise Rejection(
+            401, "missing_delivery_id", "X-Delivery-Id (printable ASCII, up to 200) is required"
+        )
+    assert msg_id is not None
+    if not signer.verify_hex(generic_message(msg_id, ts_raw, body), signature):
+        raise Rejection(401, "bad_signature", "X-Signature does not verify")
+    event = _first(headers, "x-event-type", "x-event-key", "x-gitlab-event")
+    return Envelope(event, msg_id, _parse_ts(ts_raw))
 
 
 def check_timestamp(env: Envelope, now: float, tolerance: float) -> None:
@@ -125,14 +160,19 @@ def check_timestamp(env: Envelope, now: float, tolerance: float) -> None:
 def event_type(
     scheme: str, env: Envelope, payload: dict[str, Any], event_map: Mapping[str, str]
 ) -> str:
-    """Our event type: header, else a body field, mapped by the endpoint and the aliases."""
-    name: Any = env.event_name
+    """Our event type: a body field, else the header, mapped by the endpoint and the aliases.
+
+    The body is signed, event-type headers never are: a header that could override the
+    body's type would let a replayed body start a different deployment.
+    """
+    name: Any = None
+    for key in BODY_EVENT_FIELDS:
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            name = value
+            break
     if not name:
-        for key in BODY_EVENT_FIELDS:
-            value = payload.get(key)
-            if isinstance(value, str) and value:
-                name = value
-                break
+        name = env.event_name
     if not isinstance(name, str) or not name.strip():
         raise Rejection(400, "missing_event_type", "no event type in headers or body")
     name = name.strip()
@@ -150,7 +190,7 @@ def event_type(
 def delivery_id(env: Envelope, body: bytes) -> str:
     """The sender's delivery id; without one, the body's digest (a resend dedupes)."""
     raw = (env.delivery_id or "").strip()
-    if raw and len(raw) <= 200 and raw.isprintable():
+    if _usable_id(raw):
         return raw
     return "sha256:" + hashlib.sha256(body).hexdigest()
 

@@ -161,7 +161,8 @@ def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standi
     probe = InvocationRequest(prompt="price me", model=HAIKU, scope="team-a", max_tokens=64)
     bedrock_config()
     one = get_invoker().invoke(probe).cost_usd  # one call's cost (answers are deterministic)
-    # A budget of 2.4 calls from now on: call 1 reaches 42 %, call 2 83 %, call 3 125 %.
+    # A budget of 2.4 calls from now on: call 1 reaches 42 %, call 2 83 %; a third call's
+    # maximum cost (reserved before it runs) no longer fits, so only an override runs it.
     bedrock_config(budgets={"scopes": {"team-a": {"daily_usd": str(one * Decimal("2.4"))}}})
     invoker = get_invoker()
 
@@ -173,17 +174,18 @@ def test_budget_alerts_at_80_then_blocks_until_overridden(bedrock_config, standi
     assert alerts() == []
     invoker.invoke(probe)
     assert alerts() == ["Bedrock budget 80% reached: team-a (daily)"]
-    invoker.invoke(probe)  # 125 %: this call ran, the next one may not
+    calls_before = standin.calls()
+    with pytest.raises(BudgetExceeded):
+        invoker.invoke(probe)  # a hard budget is never overspent: blocked before any call
+    assert standin.calls() == calls_before
+    over = invoker.invoke(probe.model_copy(update={"budget_override": True}))  # 125 %
+    assert over.over_budget and standin.calls() == calls_before + 1
     assert alerts() == [
         "Bedrock budget 100% reached: team-a (daily)",
         "Bedrock budget 80% reached: team-a (daily)",
     ]
-    calls_before = standin.calls()
     with pytest.raises(BudgetExceeded):
         invoker.invoke(probe)
-    assert standin.calls() == calls_before  # blocked before any call
-    over = invoker.invoke(probe.model_copy(update={"budget_override": True}))
-    assert over.over_budget and standin.calls() == calls_before + 1
     assert len(alerts()) == 2  # each threshold alerts once per period
     # Another scope is not blocked by team-a's budget.
     assert invoker.invoke(probe.model_copy(update={"scope": "team-b"})).model_id == HAIKU

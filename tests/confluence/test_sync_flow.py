@@ -176,3 +176,67 @@ def test_flow_failure_is_typed(confluence, sync_env) -> None:
     sync_env(spaces=["NOPE"])
     with pytest.raises(ConfluenceSyncFailed, match="NOPE"):
         confluence_sync()
+
+
+def _keys(prefix: str) -> list[str]:
+    from nura import get_config
+    from nura.core.aws_clients import aws_client
+
+    bucket = get_config().external_services.aws.s3.bucket_name
+    listed = aws_client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_page_ingest_takes_the_space_from_confluence_not_the_event(confluence, sync_env) -> None:
+    """The event's `space` is only a hint: the page is stored under the space Confluence
+    says it is in; a hint that disagrees is reported (`event_space`) and never builds a key."""
+    confluence.generate(["TECH", "DOCS"], 2, body_bytes=300)
+    sync_env()
+    page = ids(confluence, "DOCS")[0]
+    state = confluence_sync(page_id=page, space="TECH", return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert list(summary) == ["DOCS"] and summary["DOCS"]["created"] == 1
+    assert summary["DOCS"]["event_space"] == "TECH"
+    assert s3.head_document(f"confluence/DOCS/{page}.md") is not None
+    assert _keys("confluence/TECH/") == [] and load_manifest("TECH").pages == {}
+    hostile = "../_manifests/confluence/TECH"
+    summary = confluence_sync(page_id=page, space=hostile)
+    assert list(summary) == ["DOCS"] and summary["DOCS"]["unchanged"] == 1
+    assert summary["DOCS"]["event_space"] == hostile
+    assert load_manifest("TECH").pages == {}
+    # matching hint: nothing reported
+    assert "event_space" not in confluence_sync(page_id=page, space="DOCS")["DOCS"]
+
+
+def test_page_of_an_unconfigured_space_is_ignored_not_failed(confluence, sync_env) -> None:
+    """A page-updated event of a space outside `external_services.confluence.spaces` is a
+    legitimate event out of scope: the run completes, says why, and stores nothing."""
+    confluence.generate(["TECH", "ARCH"], 2, body_bytes=300)
+    sync_env(spaces=["TECH"])
+    page = ids(confluence, "ARCH")[0]
+    for hint in (None, "ARCH", "TECH"):
+        state = confluence_sync(page_id=page, space=hint, return_state=True)
+        assert state.is_completed(), state.message
+        row = state.result()["ARCH"]
+        assert "external_services.confluence.spaces" in row["ignored"]
+        assert (row["created"], row["updated"], row["api_calls"] <= 2) == (0, 0, True)
+    assert _keys("confluence/ARCH/") == [] and _keys("_manifests/confluence/ARCH") == []
+
+
+def test_deleted_page_is_removed_from_its_configured_space_whatever_the_event_says(
+    confluence, sync_env
+) -> None:
+    confluence.generate(["TECH", "DOCS"], 2, body_bytes=300)
+    sync_env()
+    page = ids(confluence, "TECH")[0]
+    confluence_sync(page_id=page)
+    confluence.trash(page)
+    summary = confluence_sync(page_id=page, space="../NOPE")  # hint not configured: ignored
+    assert summary["TECH"]["deleted"] == 1
+    assert s3.head_document(f"confluence/TECH/{page}.md") is None
+    assert page not in load_manifest("TECH").pages
+    assert _keys("_manifests/confluence/../") == [] and _keys("_manifests/confluence/NOPE") == []
+    # a page gone that no configured space holds: nothing to do, not a failure
+    summary = confluence_sync(page_id=page, space="DOCS")
+    assert summary["DOCS"]["deleted"] == 0

@@ -230,3 +230,71 @@ def test_dead_letter_and_redrive_on_both_store_backends(
     assert redrive_due(now=time.time() + 301).delivered == 2
     assert dl.dead_letter_stats(_engine())["count"] == 0
     assert len({a["id"] for a in sink.received()["accepted"]}) == 3
+
+
+def _target_with_resolver(name: str, allow_list: list[str], resolver):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from nura.webhooks.delivery import resolve_target
+    from nura.webhooks.ssrf import SSRFGuard
+
+    guard = SSRFGuard(allow_list, resolver=resolver, cache_seconds=0)
+    return dataclasses.replace(resolve_target(name), guard=guard)
+
+
+def test_dns_rebinding_never_reaches_the_loopback_sink(prefect_server, sink, nura_config) -> None:
+    from urllib.parse import urlsplit
+
+    from nura.webhooks.delivery import build_body, send_signed
+
+    port = urlsplit(sink.url).port
+    # `localhost` is 127.0.0.1 to the system resolver, so a second lookup by httpx
+    # would reach the sink; the guard's resolver answers public first, loopback after.
+    nura_config(outgoing_config(f"http://localhost:{port}", allow_list=[]))
+    answers = iter([["93.184.215.14"]])
+
+    def rebinding(host: str, port: int) -> list[str]:
+        return next(answers, ["127.0.0.1"])
+
+    target = _target_with_resolver("sandbox", [], rebinding)
+    result = send_signed(target, "msg_rebind_0", "git.push", build_body("git.push", {}))
+    assert not result.ok and not result.retryable
+    assert "refused" in (result.error or "") and "127.0.0.1" in (result.error or "")
+    assert sink.received()["attempts"] == 0
+
+
+def test_delivery_connects_to_the_checked_address_and_retries_transient_dns(
+    prefect_server, sink, nura_config
+) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    from nura.webhooks.delivery import build_body, send_signed
+
+    port = urlsplit(sink.url).port
+    # a name only the guard's resolver knows: the delivery can only reach the sink
+    # through the address the guard checked (Host header and signature keep the name)
+    nura_config(outgoing_config(f"http://hooks.partner.test:{port}"))
+    failures = [socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")] * 2
+
+    def flaky(host: str, port: int) -> list[str]:
+        assert host == "hooks.partner.test"
+        if failures:
+            raise failures.pop()
+        return ["127.0.0.1"]
+
+    target = _target_with_resolver("sandbox", ["127.0.0.1"], flaky)
+    result = send_signed(target, "msg_dns_0", "git.push", build_body("git.push", {}))
+    assert result.ok and result.status_code == 200 and result.attempts == 2
+    got = sink.received()
+    assert got["rejected"] == [] and [a["id"] for a in got["accepted"]] == ["msg_dns_0"]
+
+
+def test_non_ascii_retry_after_does_not_abort_the_batch(prefect_server, sink, nura_config) -> None:
+    from nura.webhooks.delivery import submit_events
+
+    nura_config(outgoing_config(sink.url))
+    sink.control(fail_next=2, fail_status=429, retry_after="²")
+    summary = submit_events("sandbox", _events(3, "sup"))
+    assert summary.delivered == 3 and summary.pending == summary.exhausted == 0
+    assert {a["id"] for a in sink.received()["accepted"]} == {f"msg_sup_{i}" for i in range(3)}

@@ -21,6 +21,7 @@ from nura.webhooks import sns
 
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
+TOPICS = {"health_monitoring": {"notifications": {"ses_feedback_topics": [TOPIC]}}}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def keypair() -> tuple[rsa.RSAPrivateKey, bytes]:
 
 @pytest.fixture
 def client(keypair, nura_config, tmp_path) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    nura_config({})
+    nura_config(TOPICS)
     fetched: list[str] = []
 
     async def loader(url: str) -> bytes:
@@ -153,6 +154,9 @@ def test_tampered_or_unsigned_messages_are_401(client, keypair) -> None:
         "https://s3.amazonaws.com/cert.pem",
         "https://sns.us-east-1.amazonaws.com:8443/cert.pem",
         "https://sns.us-east-1.amazonaws.com/cert.txt",
+        "https://sns.us-east-1.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem?x=1",
+        "https://sns.xx-fake-1.amazonaws.com/SimpleNotificationService-a.pem",
     ],
 )
 def test_certificates_come_only_from_aws_sns(client, keypair, url) -> None:
@@ -185,7 +189,7 @@ def test_topic_allow_list(client, keypair, nura_config) -> None:
 def test_subscription_confirmation_visits_the_subscribe_url(
     prefect_server, keypair, nura_config, flaky_service
 ) -> None:
-    nura_config({})
+    nura_config(TOPICS)
 
     async def loader(url: str) -> bytes:
         return keypair[1]
@@ -214,5 +218,8 @@ def test_subscription_confirmation_visits_the_subscribe_url(
 
 def test_aws_url_check() -> None:
     assert sns.is_aws_sns_url(CERT_URL, pem=True)
-    assert sns.is_aws_sns_url("https://sns.cn-north-1.amazonaws.com.cn/x.pem", pem=True)
-    assert not sns.is_aws_sns_url("https://user@sns.us-east-1.amazonaws.com/x.pem", pem=True)
+    china = "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-x.pem"
+    assert sns.is_aws_sns_url(china, pem=True)
+    user = "https://user@sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem"
+    assert not sns.is_aws_sns_url(user, pem=True)
+    assert not sns.is_aws_sns_url("https://sns.us-east-1.amazonaws.com:99999/", pem=False)

@@ -64,6 +64,7 @@ def project(tmp_path: Path) -> Path:
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`command` as typed in a new terminal: only PATH (the venv's bin first) and HOME."""
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    env["COLUMNS"] = "200"  # wide enough that a failure's detail column is readable
     return subprocess.run(
         shlex.split(command),
         cwd=cwd,

@@ -49,7 +49,7 @@ def test_half_open_admits_exactly_one_probe(store_url: str) -> None:
     other = make(store_url, clock)  # another process sees the same store
     assert not other.admit("svc", cooldown=60).allowed
     assert not b.admit("svc", cooldown=60).allowed
-    b.record_success("svc", first.probe_token)
+    b.record_success("svc", first)
     assert b.snapshot("svc", fresh=True).state is BreakerState.CLOSED
     assert other.admit("svc", cooldown=60).allowed
 
@@ -61,7 +61,7 @@ def test_failed_probe_reopens_and_restarts_cooldown(store_url: str) -> None:
     clock.now += 61
     probe = b.admit("svc", cooldown=60)
     assert probe.allowed
-    assert b.record_failure("svc", threshold=1, probe_token=probe.probe_token) is BreakerState.OPEN
+    assert b.record_failure("svc", threshold=1, admission=probe) is BreakerState.OPEN
     clock.now += 30
     assert not b.admit("svc", cooldown=60).allowed
     clock.now += 31

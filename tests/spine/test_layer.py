@@ -17,6 +17,7 @@ from nura.core.errors import (
     CircuitOpen,
     ClientError,
     RateLimited,
+    ResponseTooLarge,
     ServerError,
     ServiceTimeout,
     ServiceUnavailable,
@@ -321,3 +322,152 @@ def test_errors_pickle_roundtrip() -> None:
     err = RateLimited("limited", service="s", status=429, attempts=3, code="X")
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is RateLimited and str(back) == str(err)
+
+
+# -- limits: deadline, size cap, nothing but IntegrationError leaves ----------------------
+class FakeTime:
+    """A clock that moves only when the layer sleeps (or a fake attempt takes time)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _timed_layer(layer: CallLayer, fake: FakeTime, policies=None) -> CallLayer:  # type: ignore[no-untyped-def]
+    return CallLayer(
+        policies or layer.policies,
+        breakers=layer.breakers,
+        limiter=NoLimiter(),
+        http_client=httpx.Client(),
+        sleep=fake.sleep,
+        rng=random.Random(7),
+        clock=fake.clock,
+    )
+
+
+@respx.mock
+def test_deadline_bounds_retries_and_retry_after_waits(layer) -> None:
+    fake = FakeTime()
+    timed = _timed_layer(layer, fake)
+    route = respx.get(f"{BASE}/x").respond(429, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimited) as err:
+        timed.request("nofb", "GET", "/x", retries=10, deadline=2.5)
+    # t=0 fail, wait 1; t=1 fail, wait 1; t=2 fail: a third wait would end past 2.5
+    assert err.value.attempts == 3 and route.call_count == 3
+    assert fake.sleeps == [1.0, 1.0]
+
+
+@respx.mock
+def test_default_deadline_is_four_timeouts(layer) -> None:
+    fake = FakeTime()
+    timed = _timed_layer(layer, fake)
+    timeout = timed.policy("nofb").timeout_seconds
+
+    def slow_failure(request: httpx.Request) -> httpx.Response:
+        fake.now += timeout / 2  # each attempt takes half the timeout, then fails
+        return httpx.Response(503)
+
+    respx.get(f"{BASE}/x").mock(side_effect=slow_failure)
+    with pytest.raises(ServiceUnavailable) as err:
+        timed.request("nofb", "GET", "/x", retries=20)
+    assert 1 < err.value.attempts < 21
+    assert fake.now <= 4 * timeout  # no attempt or wait started past the deadline
+
+
+@respx.mock
+def test_configured_limits_on_the_policy_are_honoured(layer) -> None:
+    import dataclasses
+
+    # What config's max_response_bytes / deadline_seconds give the service's policy.
+    policy = dataclasses.replace(layer.policy("nofb"), max_response_bytes=10, deadline_seconds=1.5)
+    fake = FakeTime()
+    timed = _timed_layer(layer, fake, {"nofb": policy})
+    respx.get(f"{BASE}/big").respond(200, content=b"x" * 11)
+    with pytest.raises(ResponseTooLarge):
+        timed.request("nofb", "GET", "/big")
+    respx.get(f"{BASE}/x").respond(429, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimited) as err:
+        timed.request("nofb", "GET", "/x", retries=10)
+    assert err.value.attempts == 2  # 0 fail, wait 1, 1 fail: a second wait ends past 1.5
+
+
+@respx.mock
+def test_response_over_the_cap_is_typed_not_retried_and_recorded(layer) -> None:
+    route = respx.get(f"{BASE}/big").respond(200, content=b"x" * 2048)
+    with pytest.raises(ResponseTooLarge) as err:
+        layer.request("svc", "GET", "/big", max_response_bytes=1024)
+    assert err.value.attempts == 1 and route.call_count == 1 and layer.sleeps == []
+    assert not err.value.retryable
+    (rec,) = records(layer)
+    assert rec.outcome == "error" and rec.error_type == "ResponseTooLarge"
+    # an error status whose body is too big is still that status
+    respx.get(f"{BASE}/big503").respond(503, content=b"x" * 2048)
+    with pytest.raises(ServiceUnavailable):
+        layer.request("nofb", "GET", "/big503", max_response_bytes=1024, retries=0)
+    # at the cap exactly: an answer
+    respx.get(f"{BASE}/fits").respond(200, content=b"x" * 1024)
+    assert len(layer.request("svc", "GET", "/fits", max_response_bytes=1024).value.content) == 1024
+
+
+@respx.mock
+def test_non_ascii_retry_after_falls_back_to_backoff(layer) -> None:
+    route = respx.get(f"{BASE}/x").mock(
+        side_effect=[
+            httpx.Response(429, headers=[(b"Retry-After", "²".encode())]),
+            httpx.Response(200),
+        ]
+    )
+    res = layer.request("nofb", "GET", "/x")
+    assert res.attempts == 2 and route.call_count == 2
+    assert len(layer.sleeps) == 1 and 0 <= layer.sleeps[0] <= 1  # backoff, not the header
+
+
+class BrokenAuth(httpx.Auth):
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug in an auth flow")
+        yield request
+
+
+@respx.mock
+def test_unexpected_exception_becomes_a_logged_integration_error(layer, caplog) -> None:
+    from nura.core.errors import UnexpectedError
+
+    route = respx.get(f"{BASE}/x").respond(200)
+    caplog.set_level(logging.ERROR, logger="nura.calls")
+    with pytest.raises(ServiceUnavailable) as err:
+        layer.request("svc", "GET", "/x", auth=BrokenAuth())
+    assert isinstance(err.value, UnexpectedError) and not err.value.retryable
+    assert isinstance(err.value.__cause__, RuntimeError)
+    assert err.value.attempts == 1 and route.call_count == 0 and layer.sleeps == []
+    assert layer.breakers.snapshot("svc", fresh=True).failures == 0  # a bug is not an outage
+    assert any(r.exc_info and "RuntimeError" in r.getMessage() for r in caplog.records)
+    (rec,) = records(layer)
+    assert rec.outcome == "error" and rec.error_type == "UnexpectedError"  # no fallback
+
+
+@respx.mock
+def test_a_raising_fallback_is_still_an_integration_error(layer) -> None:
+    from nura.core.errors import UnexpectedError
+
+    respx.get(f"{BASE}/x").respond(503)
+
+    def broken(err: Exception) -> None:
+        raise KeyError("cache")
+
+    with pytest.raises(UnexpectedError) as err:
+        layer.request("svc", "GET", "/x", fallback=broken, retries=0)
+    assert isinstance(err.value.__cause__, KeyError)
+
+
+def test_unserializable_json_is_invalid_input(layer) -> None:
+    from nura.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        layer.request("svc", "POST", "/x", json={"when": object()})

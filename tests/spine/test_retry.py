@@ -59,3 +59,28 @@ def test_retry_after_wins_over_backoff() -> None:
         retry_delay(5, base=0.5, cap=30, retry_after=2.0, retry_after_cap=60, rng=random.Random(1))
         == 2.0
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "²",  # superscript two: str.isdigit() says yes, int() says no
+        "١٢",  # Arabic-Indic digits
+        "１２",  # fullwidth digits
+        "7\u00b2",
+        "\x00",
+        "\ufffd",
+        "Mon, 29 Nov 2026 12:00:00 GMT\u00b2",
+        "Mon, 29 Nov 99999999999 12:00:00 GMT",
+        "Sun, 31 Feb 2026 25:61:61 GMT",
+        "1" * 5000,  # past int()'s 4300-digit limit
+    ],
+)
+def test_any_retry_after_value_is_read_without_raising(value: str) -> None:
+    result = parse_retry_after(value)
+    assert result is None or result >= 0
+
+
+def test_long_delta_seconds_with_leading_zeros_is_its_value() -> None:
+    assert parse_retry_after("0" * 40 + "7") == 7.0
+    assert parse_retry_after(" 12 ") == 12.0

@@ -32,14 +32,23 @@ def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
 
 
 class ReceiverThread:
-    """The receiver app under a real uvicorn server, in a background thread."""
+    """The receiver app under a real uvicorn server, in a background thread.
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    `served=True`: with the settings `nura webhooks serve` uses (`server_config`: the
+    concurrency limit and the rest), from the app's own config.
+    """
+
+    def __init__(self, app: Any, port: int | None = None, *, served: bool = False) -> None:
         self.port = port or free_port()
         self.app = app
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+        if served:
+            from nura.webhooks.app import server_config
+
+            config = server_config(app, app.state.receiver.cfg, "127.0.0.1", self.port)
+        else:
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 

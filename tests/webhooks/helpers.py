@@ -39,10 +39,11 @@ def config(**overrides: Any) -> IntegrationsConfig:
             "rate_limit_per_minute": 1000,
             "scheme": "standard",
         },
-        "confluence_updates": {
+        "confluence_updates": {  # Confluence Data Center: X-Hub-Signature over the body
             "url_path": "/webhooks/confluence",
             "event_types": ["confluence.page.updated"],
             "scheme": "generic",
+            "signature": "legacy-body-only",
             "require_timestamp": False,
             "event_map": {"page_updated": "confluence.page.updated"},
         },
@@ -78,6 +79,11 @@ def github_headers(body: bytes, delivery: str, event: str = "push", secret: str 
     }
 
 
+def generic_sig(body: bytes, delivery: str, ts: str, secret: str = SECRET) -> str:
+    """The generic scheme: `sha256=<hex>` HMAC-SHA256 over `{id}.{timestamp}.{body}`."""
+    return hex_sig(f"{delivery}.{ts}.".encode() + body, secret)
+
+
 def generic_headers(
     body: bytes,
     delivery: str,
@@ -85,12 +91,13 @@ def generic_headers(
     ts: float | None = None,
     secret: str = SECRET,
 ):
+    stamp = str(int(ts if ts is not None else time.time()))
     return {
         "Content-Type": "application/json",
         "X-Event-Type": event,
         "X-Delivery-Id": delivery,
-        "X-Timestamp": str(int(ts if ts is not None else time.time())),
-        "X-Signature": hex_sig(body, secret),
+        "X-Timestamp": stamp,
+        "X-Signature": generic_sig(body, delivery, stamp, secret),
     }
 
 

@@ -21,7 +21,12 @@ def _config(moto: str, git_url: str) -> dict[str, Any]:
     return {
         "external_services": {
             "aws": {"endpoint_url": moto, "s3": {"bucket_name": "kb-test"}},
-            "git": {"base_url": git_url, "branches": ["main"], "max_file_bytes": 64},
+            "git": {
+                "base_url": git_url,
+                "branches": ["main"],
+                "max_file_bytes": 64,
+                "repositories": ["octo/docs"],
+            },
         },
         "webhooks": {
             "incoming": {

@@ -74,7 +74,11 @@ def test_gitlab_push_and_branch_filter_through_the_flow(
         {
             "external_services": {
                 "aws": {"endpoint_url": moto_reset, "s3": {"bucket_name": "kb-gl"}},
-                "git": {"base_url": fake_github.url + "/api/v4", "branches": ["main"]},
+                "git": {
+                    "base_url": fake_github.url + "/api/v4",
+                    "branches": ["main"],
+                    "repositories": ["grp/handbook"],
+                },
             }
         }
     )

@@ -76,3 +76,33 @@ def test_group_commit_dedupe_and_lifecycle(store_url):
 
 def test_empty_inbox_stats(store_url):
     assert inbox_stats(get_engine(store_url)) == {"depth": 0, "oldest_age_s": None}
+
+
+def test_body_digest_dedupe_within_the_replay_window(store_url):
+    """Deliveries whose id is unsigned: the same body under a new id is a duplicate within
+    the window (nothing stored), a new delivery after it; other endpoints are unaffected."""
+    import hashlib
+    import time
+
+    engine = get_engine(store_url)
+    t0 = time.time()  # digests older than the window (by the wall clock) are pruned
+    writer = InboxWriter(engine, replay_window=60).start()
+    body = b'{"ref": "refs/heads/main"}'
+    digest = hashlib.sha256(body).hexdigest()
+
+    def delivery(did: str, ts: float, endpoint: str = "git_updates") -> Delivery:
+        return Delivery(endpoint, did, "git.push", body, "application/json", {}, ts, digest)
+
+    async def write(*items: Delivery) -> list[bool]:
+        return list(await asyncio.gather(*(writer.write(d) for d in items)))
+
+    try:
+        assert asyncio.run(write(delivery("a", t0))) == [True]
+        assert asyncio.run(write(delivery("b", t0 + 30), delivery("c", t0 + 31))) == [False, False]
+        assert asyncio.run(write(delivery("a", t0 + 32))) == [False]  # the same id, as before
+        assert asyncio.run(write(delivery("x", t0 + 33, "other"))) == [True]
+        assert asyncio.run(write(delivery("d", t0 + 100))) == [True]  # past the window
+    finally:
+        writer.stop()
+    assert get_entry(engine, "git_updates", "b") is None
+    assert get_entry(engine, "git_updates", "d") is not None

@@ -141,24 +141,31 @@ def test_expired_previous_secret_rejected(engine, clock):
         previous_expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
     app = create_app(config(), engine=engine, secrets=s, clock=clock, run_dispatcher=False)
-    body = push_payload()
+    # A distinct body each: an identical GitHub body under a new id is a replay (200).
+    bodies = [push_payload(n=i) for i in range(3)]
     with TestClient(app) as c:
         assert (
             c.post(
-                "/webhooks/git", content=body, headers=github_headers(body, "e1", secret=OLD_SECRET)
+                "/webhooks/git",
+                content=bodies[0],
+                headers=github_headers(bodies[0], "e1", secret=OLD_SECRET),
             ).status_code
             == 202
         )
         clock.now += 2 * 3600
         assert (
             c.post(
-                "/webhooks/git", content=body, headers=github_headers(body, "e2", secret=OLD_SECRET)
+                "/webhooks/git",
+                content=bodies[1],
+                headers=github_headers(bodies[1], "e2", secret=OLD_SECRET),
             ).status_code
             == 401
         )
         assert (
             c.post(
-                "/webhooks/git", content=body, headers=github_headers(body, "e3", secret="new")
+                "/webhooks/git",
+                content=bodies[2],
+                headers=github_headers(bodies[2], "e3", secret="new"),
             ).status_code
             == 202
         )
@@ -214,11 +221,16 @@ def test_generic_requires_timestamp_and_rejects_replay(client, engine, clock):
     r = client.post("/webhooks/partner", content=body, headers=no_ts)
     assert r.status_code == 401 and r.json()["error"] == "missing_timestamp"
     assert client.post("/webhooks/partner", content=body, headers=headers).status_code == 202
-    # The captured request replayed 5 minutes and a second later: refused.
+    # A request signed 5 minutes and a second ago: refused.
+    signed_then = clock.now
     clock.now += 301
-    headers2 = {**headers, "X-Delivery-Id": "replay-2"}
+    headers2 = generic_headers(body, "replay-2", ts=signed_then)
     r = client.post("/webhooks/partner", content=body, headers=headers2)
     assert r.status_code == 401 and r.json()["error"] == "stale_timestamp"
+    # Replayed with a fresh timestamp (and a new id): they are signed, so it fails.
+    fresh = {**headers2, "X-Timestamp": str(int(clock.now)), "X-Delivery-Id": "replay-3"}
+    r = client.post("/webhooks/partner", content=body, headers=fresh)
+    assert r.status_code == 401 and r.json()["error"] == "bad_signature"
     garbage = {**headers2, "X-Timestamp": "yesterday"}
     assert client.post("/webhooks/partner", content=body, headers=garbage).status_code == 401
     assert stored(engine) == 1

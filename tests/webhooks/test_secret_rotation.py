@@ -36,11 +36,12 @@ def test_block_secret_and_rotation(prefect_server, nura_config):
         }
     )
     receiver = ReceiverThread(create_app(cfg)).start()
-    body = json.dumps({"ref": "refs/heads/main"}).encode()
     ids = count()
 
     def post(secret: str) -> int:
-        headers = github_headers(body, f"d-{next(ids)}", secret=secret)
+        n = next(ids)  # a distinct body each: the same body under a new id is a replay
+        body = json.dumps({"ref": "refs/heads/main", "n": n}).encode()
+        headers = github_headers(body, f"d-{n}", secret=secret)
         return httpx.post(f"{receiver.url}/webhooks/rot", content=body, headers=headers).status_code
 
     try:
@@ -54,5 +55,12 @@ def test_block_secret_and_rotation(prefect_server, nura_config):
         wait_for(lambda: post("second") == 202, timeout=30, interval=0.2)
         assert post("first") == 202  # the previous secret verifies during the rotation
         assert post("nope") == 401
+        # The block deleted: within the cache TTL (0 here) nothing verifies any more.
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name("wh-rot-test", "nura-webhook-secret")
+            client.delete_block_document(doc.id)
+        wait_for(lambda: post("second") == 503, timeout=30, interval=0.2)
     finally:
         receiver.stop()

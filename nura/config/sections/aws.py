@@ -1,4 +1,4 @@
-"""`external_services.aws`: region, S3 (knowledge base), SES, CloudWatch."""
+"""`external_services.aws`: region, S3 (knowledge base), SES, CloudWatch, SNS certificates."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ class CloudWatchSettings(ServiceSettings):
     endpoint_url: str | None = None
 
 
+class SnsCertificateSettings(ServiceSettings):
+    """SNS signing-certificate downloads for POST /webhooks/ses-events, which anyone can
+    cause: a service of their own (their failures never open `ses`, which sends alert
+    email), a few per minute, a short timeout, no retries."""
+
+    rate_limit_per_minute: int | None = Field(default=6, gt=0)
+    timeout_seconds: float | None = Field(default=5, gt=0)
+    circuit_breaker_threshold: int | None = Field(default=3, gt=0)
+    retry_attempts: int | None = Field(default=0, ge=0, le=20)
+
+
 class AwsSettings(Section):
     region: str = "us-east-1"
     # One endpoint for every AWS service (the sandbox's moto server); per-service
@@ -38,3 +49,8 @@ class AwsSettings(Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     ses: SesSettings = Field(default_factory=SesSettings)
     cloudwatch: CloudWatchSettings = Field(default_factory=CloudWatchSettings)
+    sns_certificates: SnsCertificateSettings = Field(
+        default_factory=SnsCertificateSettings,
+        description="Call-layer service of the SNS signing-certificate downloads "
+        "(POST /webhooks/ses-events): its own rate limit and breaker, apart from `ses`.",
+    )

@@ -21,3 +21,15 @@ class ServiceSettings(Section):
     retry_attempts: int | None = Field(default=None, ge=0, le=20)
     fallback_enabled: bool = False
     health_check_endpoint: str | None = None
+    max_response_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Largest response body read from the service; past it the call fails "
+        "with ResponseTooLarge (not retried). Default 16 MiB.",
+    )
+    deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Total time for one call: every attempt, backoff wait and body read. "
+        "A slow or dripping answer is cut there with DeadlineExceeded. Default 4x the timeout.",
+    )

@@ -70,5 +70,11 @@ class NotificationSettings(Section):
     ses_feedback_topics: list[str] = Field(
         default_factory=list,
         description="SNS topic ARNs whose SES bounce/complaint messages are accepted at "
-        "POST /webhooks/ses-events; empty = any topic whose AWS signature verifies.",
+        "POST /webhooks/ses-events (checked before any certificate download); empty = none, "
+        "unless `ses_feedback_allow_any_topic`.",
+    )
+    ses_feedback_allow_any_topic: bool = Field(
+        default=False,
+        description="With no `ses_feedback_topics`, accept any topic whose AWS signature "
+        "verifies. The local sandbox sets it; production lists its topics instead.",
     )

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from nura.config.sections.common import Section
 from nura.config.sections.outgoing import OutgoingSettings
 
 Scheme = Literal["github", "generic", "standard"]
+# What the generic scheme's `X-Signature` covers: `{X-Delivery-Id}.{X-Timestamp}.{body}`
+# (as Standard Webhooks), or, for senders that cannot do better (Confluence Data Center,
+# Bitbucket), the body alone: then the id and timestamp are unsigned, a captured request
+# can be replayed with new ones, and only the body-digest dedupe stands in the way.
+Signature = Literal["id-timestamp-body", "legacy-body-only"]
 
 # Where each event type goes unless an endpoint says otherwise: "flow-name/deployment-name".
 DEFAULT_ROUTING = {
@@ -33,7 +38,16 @@ class IncomingEndpoint(Section):
     # Alternative for the sandbox/benchmarks: an environment variable holding the secret.
     secret_env: str | None = None
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
-    # Generic scheme: reject requests without `X-Timestamp` (Confluence DC sends none).
+    # Generic scheme: what `X-Signature` covers. `legacy-body-only` is logged as a warning
+    # when the receiver starts (replays are then only caught by the body-digest dedupe).
+    signature: Signature = Field(
+        default="id-timestamp-body",
+        description="Generic scheme: X-Signature over `{X-Delivery-Id}.{X-Timestamp}.{body}`; "
+        "`legacy-body-only` = over the body alone (Confluence DC; warned at start, replays "
+        "deduped on the body's digest only).",
+    )
+    # Generic `legacy-body-only` only: reject requests without `X-Timestamp` (Confluence DC
+    # sends none). The signed form always requires it: it is part of what is signed.
     require_timestamp: bool = True
     # Sender event names -> our event types (e.g. Confluence DC "page_updated").
     event_map: dict[str, str] = Field(default_factory=dict)
@@ -47,6 +61,12 @@ class IncomingEndpoint(Section):
             raise ValueError("url_path must look like /webhooks/<name>")
         return v.rstrip("/")
 
+    @model_validator(mode="after")
+    def _legacy_is_generic(self) -> IncomingEndpoint:
+        if self.signature == "legacy-body-only" and self.scheme not in (None, "generic"):
+            raise ValueError("signature: legacy-body-only applies to the generic scheme only")
+        return self
+
     def block_name(self, endpoint: str) -> str:
         return self.secret_block or endpoint.replace("_", "-")
 
@@ -54,11 +74,61 @@ class IncomingEndpoint(Section):
 class ReceiverSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8780, gt=0, lt=65536)
-    # Required for /metrics (and anything but webhooks and /healthz) off loopback.
+    # Required for /metrics (and anything but webhooks and /healthz) off loopback, behind a
+    # proxy (`trusted_proxies` set), or whenever a request carries X-Forwarded-For/Forwarded.
     bearer_token: SecretStr | None = None
+    # Addresses of the reverse proxies in front of the receiver; any entry means /metrics
+    # is reachable from elsewhere even though the receiver listens on loopback.
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies in front of the receiver; set: /metrics needs the bearer "
+        "token even when listening on loopback.",
+    )
     # How long a loaded WebhookSecret block is reused: rotation applies within this time.
     secret_cache_seconds: float = Field(default=30, ge=0)
     timestamp_tolerance_seconds: float = Field(default=300, gt=0)
+    # Schemes whose delivery id is not signed (github, generic legacy-body-only): a body
+    # already stored for the endpoint within this window is a duplicate (200, no run).
+    replay_window_seconds: float = Field(
+        default=86400,
+        gt=0,
+        description="Unsigned delivery ids (github, legacy-body-only): the same body within "
+        "this window is a duplicate (200, no run).",
+    )
+    # Aggregate limits (all answered before a byte of the body is verified):
+    # open connections + requests in progress (uvicorn `limit_concurrency`; over it: 503).
+    max_concurrency: int = Field(
+        default=256,
+        gt=0,
+        description="Open connections plus requests in progress (uvicorn limit_concurrency); "
+        "over it uvicorn answers 503.",
+    )
+    # Request bodies held in memory at once, across all requests (over it: 503 Retry-After).
+    max_buffered_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="Request bodies held in memory at once across all requests; over it: "
+        "503 over_capacity with Retry-After.",
+    )
+    # The whole body must arrive within this time from the headers (else 408): slowloris.
+    body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="The whole body must arrive within this time after the headers (else 408).",
+    )
+    # Request headers: how many, and their total size in bytes (over either: 431).
+    max_header_count: int = Field(
+        default=100, gt=0, description="Most request headers accepted (else 431)."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Total size of the request headers (else 431)."
+    )
+    # Bodies at least this large are verified off the event loop (HMAC in a thread).
+    hmac_thread_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="Bodies at least this large are verified in a thread, off the event loop.",
+    )
 
     @field_validator("bearer_token", mode="before")
     @classmethod

@@ -3,6 +3,10 @@
 Life of an entry: `accepted` (stored, 202 sent) -> `dispatched` (flow run created, id kept)
 -> `done` / `failed` (the run's final state, or no route: event only). The unique key
 (endpoint, delivery_id) is the dedupe: a repeated delivery inserts nothing and gets 200.
+Where the sender's delivery id is not covered by its signature (GitHub, the generic
+scheme's legacy body-only form) a captured request could be replayed under a new id, so
+such deliveries are also deduped on the body's SHA-256 within a replay window
+(`nura_webhook_body_seen`, one small row per body, in the same transaction as the insert).
 
 Writes come from the receiver through `InboxWriter`: one thread owns one connection and
 commits whatever requests arrived meanwhile in one transaction (group commit), then
@@ -20,6 +24,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +78,15 @@ inbox = Table(
     Index("ix_nura_webhook_inbox_status", "status", "next_attempt_at"),
 )
 
+# Bodies seen per endpoint, for deliveries whose id is unsigned (the replay dedupe).
+body_seen = Table(
+    "nura_webhook_body_seen",
+    metadata,
+    Column("endpoint", String(100), primary_key=True),
+    Column("body_sha256", String(64), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+)
+
 _COLUMNS = (
     "endpoint",
     "delivery_id",
@@ -98,6 +112,9 @@ class Delivery:
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
     received_at: float = 0.0
+    # Set where the delivery id is unsigned: the body's SHA-256 hex, deduped within the
+    # writer's replay window (an earlier delivery with this body: a duplicate).
+    body_digest: str | None = None
 
     def row(self) -> tuple[Any, ...]:
         ts = self.received_at or utcnow_ts()
@@ -132,7 +149,19 @@ def _insert_sql(dialect: str) -> str:
     )
 
 
-_Pending = tuple[tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+def _seen_sql(dialect: str) -> str:
+    """Record a body; a row counts (rowcount 1) only if new or last seen before the cutoff."""
+    m = "?" if dialect == "sqlite" else "%s"
+    return (
+        "INSERT INTO nura_webhook_body_seen (endpoint, body_sha256, seen_at) "  # noqa: S608
+        f"VALUES ({m}, {m}, {m}) ON CONFLICT (endpoint, body_sha256) "
+        "DO UPDATE SET seen_at = excluded.seen_at "
+        f"WHERE nura_webhook_body_seen.seen_at < {m}"
+    )
+
+
+# (row, body digest or None, loop, future)
+_Pending = tuple[tuple[Any, ...], str | None, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
 
 
 class InboxWriter:
@@ -153,8 +182,19 @@ class InboxWriter:
     checkpoint_bytes = 8 * 1024 * 1024
     wal_valve_pages = 10_000
 
-    def __init__(self, engine: Engine, *, batch_max: int = 512, synchronous: str = "FULL"):
+    prune_interval = 300.0  # seconds between deletions of body digests past the window
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_max: int = 512,
+        synchronous: str = "FULL",
+        replay_window: float = 86400.0,
+    ):
         self.engine = engine
+        self.replay_window = replay_window
+        self._pruned_at = 0.0
         self.dialect = engine.dialect.name
         self.batch_max = batch_max
         self.synchronous = synchronous if synchronous in ("FULL", "NORMAL") else "FULL"
@@ -201,7 +241,7 @@ class InboxWriter:
     async def write(self, delivery: Delivery) -> bool:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
-        self._queue.put((delivery.row(), loop, fut))
+        self._queue.put((delivery.row(), delivery.body_digest, loop, fut))
         return await fut
 
     # -- thread side ---------------------------------------------------------------------
@@ -226,7 +266,7 @@ class InboxWriter:
             self._conn = None
 
     def _run(self) -> None:
-        sql = _insert_sql(self.dialect)
+        sql = (_insert_sql(self.dialect), _seen_sql(self.dialect))
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -244,14 +284,38 @@ class InboxWriter:
                 batch.append(item)
             self._commit(sql, batch)
 
-    def _commit(self, sql: str, batch: list[_Pending]) -> None:
+    def _commit(self, sql: tuple[str, str], batch: list[_Pending]) -> None:
         self._committing = True
         try:
             self._write(sql, batch)
+            self._prune()
         finally:
             self._committing = False
 
-    def _write(self, sql: str, batch: list[_Pending]) -> None:
+    def _prune(self) -> None:
+        """Forget body digests older than the replay window (every `prune_interval` s)."""
+        now = time.time()
+        if self._conn is None or now - self._pruned_at < self.prune_interval:
+            return
+        self._pruned_at = now
+        m = "?" if self.dialect == "sqlite" else "%s"
+        try:
+            cur = self._conn.cursor()
+            try:
+                cur.execute(
+                    f"DELETE FROM nura_webhook_body_seen WHERE seen_at < {m}",  # noqa: S608
+                    (now - self.replay_window,),
+                )
+                self._conn.commit()
+            finally:
+                cur.close()
+        except Exception as exc:  # retried at the next interval; the dedupe is unaffected
+            logger.warning("pruning body digests failed: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                self._conn.rollback()
+
+    def _write(self, sql: tuple[str, str], batch: list[_Pending]) -> None:
+        insert_sql, seen_sql = sql
         results: list[bool] | None = None
         error: BaseException | None = None
         try:
@@ -259,15 +323,21 @@ class InboxWriter:
             cur = conn.cursor()
             try:
                 results = []
-                for row, _, _ in batch:
-                    cur.execute(sql, row)
+                for row, digest, _, _ in batch:
+                    if digest is not None:
+                        # endpoint, digest, received_at; cutoff = received_at - window
+                        cur.execute(seen_sql, (row[0], digest, row[4], row[4] - self.replay_window))
+                        if cur.rowcount != 1:  # this body was stored within the window
+                            results.append(False)
+                            continue
+                    cur.execute(insert_sql, row)
                     results.append(cur.rowcount == 1)
                 conn.commit()
             finally:
                 cur.close()
             self.batches += 1
             self.rows += len(batch)
-            self.bytes += sum(len(row[5]) + 512 for row, _, _ in batch)
+            self.bytes += sum(len(row[5]) + 512 for row, *_ in batch)
             self._committed.set()
         except Exception as exc:  # any driver error: nothing of this batch is stored
             logger.error("inbox commit failed: %s", type(exc).__name__)
@@ -281,7 +351,7 @@ class InboxWriter:
             self._close()
         # Wake each waiting request once, on its own loop.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], Any]]] = {}
-        for i, (_, loop, fut) in enumerate(batch):
+        for i, (_, _, loop, fut) in enumerate(batch):
             outcome: Any = StoreUnavailable(type(error).__name__) if results is None else results[i]
             by_loop.setdefault(loop, []).append((fut, outcome))
         for loop, items in by_loop.items():

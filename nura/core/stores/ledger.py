@@ -10,21 +10,39 @@ the ledger, and every process sees the same totals. `nura_bedrock_budget_alerts`
 unique key per (scope, period, threshold): a threshold alerts exactly once per period even
 when several workers cross it at the same moment.
 
+Hard budgets: before a model is called, `reserve` holds the call's maximum cost on every
+budgeted (scope, period) row with one conditional statement per row,
+
+    UPDATE nura_bedrock_spend SET reserved_pusd = reserved_pusd + :amount
+    WHERE scope = :scope AND period = :period
+      AND cost_pusd + reserved_pusd + :amount <= :limit AND cost_pusd + reserved_pusd < :limit
+
+and checks its rowcount: the row lock (PostgreSQL) or the database write lock (SQLite)
+makes check and hold one step, so concurrent calls in any process can never together
+hold more than the limit. `record` settles in the ledger row's transaction (reserved -=
+held, cost += real); `release` hands the hold back when no model answered. Each hold is
+also a row of `nura_bedrock_budget_reservations` (token, scope, period, amount,
+reserved_at, expires_at): a process killed mid-call leaves its hold there, and `sweep`
+subtracts expired holds from the totals exactly once (the transaction that deletes the row
+does it), so they stop counting. Every transaction touches spend rows in (scope, period)
+order, so PostgreSQL writers never wait on each other in a cycle.
+
 Durability: `record` commits the call's row and its totals in one transaction before it
 returns, and the invoker returns a result only after `record` did, so spend that a caller
 has seen is never lost by a crash. Not batched on purpose: a group commit after the call
 returns would open a window (the batch interval) in which answered, charged calls exist
-only in memory, and budgets are enforced from these totals. What stays open is the
-sub-millisecond gap between Bedrock answering and this commit, which only a reservation
-before the call could close. On SQLite the store runs WAL with `synchronous=NORMAL`
-(`nura.core.stores.db`): a commit survives a crash of the process, while a power loss can
-drop the last commits before a checkpoint; PostgreSQL commits are fsynced.
+only in memory, and budgets are enforced from these totals (the reservation covers the
+gap between Bedrock answering and this commit). On SQLite the store runs WAL with
+`synchronous=NORMAL` (`nura.core.stores.db`): a commit survives a crash of the process,
+while a power loss can drop the last commits before a checkpoint; PostgreSQL commits are
+fsynced.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -42,11 +60,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
+    delete,
     func,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from nura.core.stores.db import metadata, utcnow_ts
 
@@ -84,6 +107,20 @@ spend = Table(
     Column("cost_pusd", BigInteger, nullable=False, default=0),
     Column("calls", Integer, nullable=False, default=0),
     Column("updated_at", Float, nullable=False),
+    # Maximum cost of the calls in flight (held by `reserve`, settled by `record`).
+    Column("reserved_pusd", BigInteger, nullable=False, default=0, server_default="0"),
+)
+
+reservations = Table(
+    "nura_bedrock_budget_reservations",
+    metadata,
+    Column("token", String(32), primary_key=True),
+    Column("scope", String(100), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("amount_pusd", BigInteger, nullable=False),
+    Column("reserved_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_nura_bedrock_reservations_expiry", "expires_at"),
 )
 
 budget_alerts = Table(
@@ -140,15 +177,39 @@ class LedgerEntry:
     ts: float | None = None
 
 
-def _spend_upsert(dialect: str) -> Any:
-    """`INSERT INTO spend .. ON CONFLICT (scope, period) DO UPDATE` adding the new row's
-    cost and call to the running totals, returning the new total: an atomic increment in
-    one statement, so concurrent writers never lose an addition."""
+@dataclass(frozen=True)
+class Hold:
+    """One (scope, period) row a reservation holds; `limit_pusd` None = hold unconditionally."""
+
+    scope: str
+    period: str  # period key, "day:2026-11-29"
+    limit_pusd: int | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The first row whose limit could not take a reservation, as it stood then."""
+
+    scope: str
+    period: str
+    spent_pusd: int
+    reserved_pusd: int
+    limit_pusd: int
+
+
+def _upsert(dialect: str) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-    stmt = upsert(spend)
+    return upsert
+
+
+def _spend_upsert(dialect: str) -> Any:
+    """`INSERT INTO spend .. ON CONFLICT (scope, period) DO UPDATE` adding the new row's
+    cost and call to the running totals, returning the new total: an atomic increment in
+    one statement, so concurrent writers never lose an addition."""
+    stmt = _upsert(dialect)(spend)
     return stmt.on_conflict_do_update(
         index_elements=[spend.c.scope, spend.c.period],
         set_={
@@ -172,7 +233,58 @@ class _Compiled:
 
 
 _LEDGER_COLUMNS = [c.name for c in ledger.columns if c.name != "id"]
-_SPEND_COLUMNS = ["scope", "period", "cost_pusd", "calls", "updated_at"]
+_SPEND_COLUMNS = ["scope", "period", "cost_pusd", "calls", "reserved_pusd", "updated_at"]
+_RESERVATION_COLUMNS = [c.name for c in reservations.columns]
+_ROW = (spend.c.scope == bindparam("k_scope")) & (spend.c.period == bindparam("k_period"))
+_HELD = spend.c.cost_pusd + spend.c.reserved_pusd
+
+
+def _hold(conditional: bool) -> Any:
+    """Add `amount` to a row's reservations; conditional: only while it fits the limit."""
+    stmt = update(spend).where(_ROW)
+    if conditional:
+        # The second term refuses even a zero-cost (unpriced) call once the budget is spent.
+        stmt = stmt.where(
+            _HELD + bindparam("amount") <= bindparam("limit"), _HELD < bindparam("limit")
+        )
+    return stmt.values(reserved_pusd=spend.c.reserved_pusd + bindparam("amount"))
+
+
+def _row_order(row: tuple[Any, Any]) -> tuple[str, str]:
+    return (str(row[0]), str(row[1]))
+
+
+def _sorted_holds(holds: Iterable[Hold]) -> list[Hold]:
+    return sorted(holds, key=lambda h: _row_order((h.scope, h.period)))
+
+
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+
+def _add_reserved_column(engine: Engine) -> None:
+    """Stores created before reservations lack `nura_bedrock_spend.reserved_pusd` (the
+    table exists, so `create_all` skips it): add the column once, tolerating another
+    process adding it at the same moment."""
+    key = str(engine.url)
+    with _upgrade_lock:
+        if key in _upgraded:
+            return
+        columns = {c["name"] for c in inspect(engine).get_columns(spend.name)}
+        if "reserved_pusd" not in columns:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            f"ALTER TABLE {spend.name} "
+                            "ADD COLUMN reserved_pusd BIGINT NOT NULL DEFAULT 0"
+                        )
+                    )
+            except DatabaseError:
+                columns = {c["name"] for c in inspect(engine).get_columns(spend.name)}
+                if "reserved_pusd" not in columns:
+                    raise
+        _upgraded.add(key)
 
 
 class CostLedger:
@@ -185,16 +297,173 @@ class CostLedger:
         # DBAPI connection: SQLAlchemy's per-execute work (building `.values(**row)`,
         # cache keys, result wrapping) cost ~1 ms a call, several times the database's
         # own insert and commit (~0.1 ms on SQLite in WAL mode).
-        self._insert = _Compiled(insert(ledger), engine.dialect, _LEDGER_COLUMNS)
-        self._upsert = _Compiled(_spend_upsert(engine.dialect.name), engine.dialect, _SPEND_COLUMNS)
+        _add_reserved_column(engine)
+        dialect = engine.dialect
+        self._insert = _Compiled(insert(ledger), dialect, _LEDGER_COLUMNS)
+        self._upsert = _Compiled(_spend_upsert(dialect.name), dialect, _SPEND_COLUMNS)
+        self._ensure = _Compiled(
+            _upsert(dialect.name)(spend).on_conflict_do_nothing(), dialect, _SPEND_COLUMNS
+        )
+        self._hold_if_fits = _Compiled(_hold(conditional=True), dialect, [])
+        self._hold_always = _Compiled(_hold(conditional=False), dialect, [])
+        self._unhold = _Compiled(
+            update(spend)
+            .where(_ROW)
+            .values(reserved_pusd=spend.c.reserved_pusd - bindparam("amount")),
+            dialect,
+            [],
+        )
+        self._insert_reservation = _Compiled(insert(reservations), dialect, _RESERVATION_COLUMNS)
+        returned = (reservations.c.scope, reservations.c.period, reservations.c.amount_pusd)
+        self._take_reservation = _Compiled(
+            delete(reservations)
+            .where(reservations.c.token == bindparam("k_token"))
+            .returning(*returned),
+            dialect,
+            [],
+        )
+        self._take_expired = _Compiled(
+            delete(reservations)
+            .where(reservations.c.expires_at <= bindparam("k_now"))
+            .returning(*returned),
+            dialect,
+            [],
+        )
 
-    def record(self, entry: LedgerEntry, scopes: Iterable[str]) -> dict[tuple[str, str], int]:
+    # -- reservations ------------------------------------------------------------------
+    def reserve(
+        self,
+        token: str,
+        amount_pusd: int,
+        holds: Sequence[Hold],
+        *,
+        ttl_seconds: float,
+        now: float | None = None,
+    ) -> Refusal | None:
+        """Hold `amount_pusd` on every row of `holds` in one transaction: all or nothing.
+
+        None when held (committed); else the Refusal of the first row whose limit it did
+        not fit (nothing held). `token` names the reservation for `record` / `release`.
+        """
+        ts = now if now is not None else utcnow_ts()
+        refused: Hold | None = None
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            for hold in _sorted_holds(holds):
+                row = {"scope": hold.scope, "period": hold.period, "cost_pusd": 0, "calls": 0}
+                row |= {"reserved_pusd": 0, "updated_at": ts}
+                # A write first: SQLite takes its write lock here (waiting on busy_timeout),
+                # never by upgrading a read lock later, which would fail instead of wait.
+                cursor.execute(self._ensure.sql, self._ensure.params(row))
+                values = {"k_scope": hold.scope, "k_period": hold.period, "amount": amount_pusd}
+                stmt = self._hold_always
+                if hold.limit_pusd is not None:
+                    stmt = self._hold_if_fits
+                    values["limit"] = hold.limit_pusd
+                cursor.execute(stmt.sql, stmt.params(values))
+                if cursor.rowcount != 1:
+                    refused = hold
+                    break
+                reservation = {
+                    "token": token,
+                    "scope": hold.scope,
+                    "period": hold.period,
+                    "amount_pusd": amount_pusd,
+                    "reserved_at": ts,
+                    "expires_at": ts + ttl_seconds,
+                }
+                cursor.execute(
+                    self._insert_reservation.sql, self._insert_reservation.params(reservation)
+                )
+            cursor.close()
+            if refused is None:
+                raw.commit()
+            else:
+                raw.rollback()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        if refused is None:
+            return None
+        spent, reserved = self.held([(refused.scope, refused.period)])[
+            (refused.scope, refused.period)
+        ]
+        assert refused.limit_pusd is not None  # only conditional holds refuse
+        return Refusal(refused.scope, refused.period, spent, reserved, refused.limit_pusd)
+
+    def release(self, token: str) -> int:
+        """Hand back a reservation no call will settle; the pico-dollars released."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            released = self._take(cursor, self._take_reservation, {"k_token": token})
+            cursor.close()
+            raw.commit()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        return released
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop expired reservations (left by killed processes) from the totals; how many
+        rows. The DELETE's RETURNING hands each row to exactly one sweeper or settler."""
+        ts = now if now is not None else utcnow_ts()
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(self._take_expired.sql, self._take_expired.params({"k_now": ts}))
+            taken = cursor.fetchall()
+            self._unhold_rows(cursor, taken)
+            cursor.close()
+            raw.commit()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        return len(taken)
+
+    def _take(self, cursor: Any, stmt: _Compiled, values: dict[str, Any]) -> int:
+        cursor.execute(stmt.sql, stmt.params(values))
+        taken = cursor.fetchall()
+        self._unhold_rows(cursor, taken)
+        return sum(int(amount) for _, _, amount in taken)
+
+    def _unhold_rows(self, cursor: Any, taken: Sequence[Any]) -> None:
+        for scope, period, amount in sorted(taken, key=_row_order):
+            values = {"k_scope": scope, "k_period": period, "amount": int(amount)}
+            cursor.execute(self._unhold.sql, self._unhold.params(values))
+
+    def held(self, rows: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """{(scope, period_key): (spent, reserved)} in pico-dollars, zeros for absent rows."""
+        wanted = list(dict.fromkeys(rows))
+        out = {w: (0, 0) for w in wanted}
+        scopes = {s for s, _ in wanted}
+        keys = {k for _, k in wanted}
+        query = select(spend.c.scope, spend.c.period, spend.c.cost_pusd, spend.c.reserved_pusd)
+        with self.engine.connect() as conn:
+            for scope, key, pusd, reserved in conn.execute(
+                query.where(spend.c.scope.in_(scopes), spend.c.period.in_(keys))
+            ):
+                if (scope, key) in out:
+                    out[(scope, key)] = (int(pusd), int(reserved))
+        return out
+
+    def record(
+        self, entry: LedgerEntry, scopes: Iterable[str], *, settle: str | None = None
+    ) -> dict[tuple[str, str], int]:
         """Insert the call and add its cost to every scope's day and month totals.
 
         One transaction, committed before this returns: the row and the totals are durable
         together or not at all (a budget check never sees spend without its ledger row,
-        nor the reverse). Returns the new totals {(scope, period_key): pusd}, read in the
-        same transaction.
+        nor the reverse). `settle`: the token of the call's reservation, released in the
+        same transaction (reserved -= held, cost += real). Returns the new totals
+        {(scope, period_key): pusd}, read in the same transaction.
         """
         ts = entry.ts if entry.ts is not None else utcnow_ts()
         row = {**vars(entry), "ts": ts}
@@ -205,19 +474,23 @@ class CostLedger:
             cursor = raw.cursor()
             # Both drivers open the transaction implicitly at the first INSERT.
             cursor.execute(self._insert.sql, self._insert.params(row))
-            for scope in dict.fromkeys(scopes):
-                for key in keys:
-                    values = {
-                        "scope": scope,
-                        "period": key,
-                        "cost_pusd": entry.cost_pusd,
-                        "calls": 1,
-                        "updated_at": ts,
-                    }
-                    cursor.execute(self._upsert.sql, self._upsert.params(values))
-                    returned = cursor.fetchone()
-                    assert returned is not None  # RETURNING answers one row per upsert
-                    totals[(scope, key)] = int(returned[0])
+            if settle is not None:
+                self._take(cursor, self._take_reservation, {"k_token": settle})
+            # (scope, period) order, as every writer of these rows (see the module docstring).
+            rows = sorted(((s, k) for s in dict.fromkeys(scopes) for k in keys), key=_row_order)
+            for scope, key in rows:
+                values = {
+                    "scope": scope,
+                    "period": key,
+                    "cost_pusd": entry.cost_pusd,
+                    "calls": 1,
+                    "reserved_pusd": 0,
+                    "updated_at": ts,
+                }
+                cursor.execute(self._upsert.sql, self._upsert.params(values))
+                returned = cursor.fetchone()
+                assert returned is not None  # RETURNING answers one row per upsert
+                totals[(scope, key)] = int(returned[0])
             cursor.close()
             raw.commit()
         except BaseException:

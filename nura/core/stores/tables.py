@@ -25,6 +25,9 @@ breakers = Table(
     Column("probe_token", String(64), nullable=True),
     Column("probe_started", Float, nullable=True),
     Column("updated_at", Float, nullable=False),
+    # Bumped on every open and close: results of calls admitted under an older generation
+    # are stale. Tables created before it gain it in nura.core.breaker (create_all cannot).
+    Column("generation", Integer, nullable=False, default=0, server_default="0"),
 )
 
 call_records = Table(

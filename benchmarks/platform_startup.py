@@ -45,12 +45,14 @@ def measure(database: str) -> dict[str, object]:
     stack.config.write_text(yaml.safe_dump(raw))
     t0 = time.monotonic()
     try:
+        # `nura up --detach` returns once it has reported the first runs: "up" is the
+        # stack's own figure (start to every component healthy), recorded in stack.json.
         state = stack.up()
-        up_s = time.monotonic() - t0
-        wait_s, counts = _first_runs_done(
+        up_s = float(state.get("timings", {}).get("up") or time.monotonic() - t0)
+        _, counts = _first_runs_done(
             state["api_url"], len(FIRST_RUNS) + 2, 300
         )  # + the two webhook-started runs
-        done_s = up_s + wait_s
+        done_s = time.monotonic() - t0
         log = Path(stack.state_dir / "logs" / "prefect-server.log").read_text(errors="replace")
         locked = log.count("database is locked")
     finally:

@@ -159,3 +159,15 @@ def flaky_service():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[tuple[Any, dict[str, Any]]]:
+    """One sandbox stack (`nura up --detach --no-runs`) shared by the whole-stack tests."""
+    from tests.platform.stack_support import TempStack
+
+    s = TempStack()
+    try:
+        yield s, s.up("--no-runs")
+    finally:
+        s.down()

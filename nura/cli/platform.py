@@ -48,8 +48,7 @@ def up(
     cfg = load_config_or_exit()  # a broken integrations.yaml stops here, naming the key
     running = running_stack(_state_dir())
     if running is not None:
-        console.print("[bold green]Nura Integrations is already running[/] (left untouched)")
-        _print_ready(running, None, detached=True)
+        _print_ready(running, None, detached=True, already=True)
         return
     if detach:
         return _detach(sandbox, no_runs)
@@ -127,7 +126,9 @@ def _report_first_runs(state) -> bool:  # type: ignore[no-untyped-def]
     return all(r["state"] == "COMPLETED" for r in rows)
 
 
-def _print_ready(state, seconds: float | None, *, detached: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _print_ready(  # type: ignore[no-untyped-def]
+    state, seconds: float | None, *, detached: bool = False, already: bool = False
+) -> None:
     from nura import get_config
 
     table = Table(show_header=False, box=None)
@@ -146,7 +147,10 @@ def _print_ready(state, seconds: float | None, *, detached: bool = False) -> Non
     table.add_row("stop", "`nura down`" if detached else "Ctrl-C here, or `nura down`")
     table.add_row("other terminals", 'nura commands attach to it; `eval "$(nura env)"` for prefect')
     took = f" in {seconds:.1f}s" if seconds is not None else ""
-    console.print(f"[bold green]Nura Integrations is up{took}[/]")
+    if already:
+        console.print("[bold green]Nura Integrations is already running[/] (left untouched)")
+    else:
+        console.print(f"[bold green]Nura Integrations is up{took}[/]")
     console.print(table)
 
 

@@ -87,3 +87,18 @@ def fake_github() -> Iterator[Any]:
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll a real external process's progress (no clock to inject there)."""
     return wait_until(predicate, timeout, "condition not met", interval=interval)
+
+
+@pytest.fixture
+def engine(tmp_path):  # type: ignore[no-untyped-def]
+    """A fresh SQLite inbox store for this test."""
+    from nura.core.stores.db import get_engine
+
+    return get_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
+
+
+@pytest.fixture
+def clock() -> Any:
+    from tests.webhooks.helpers import Clock
+
+    return Clock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -111,3 +112,68 @@ def push_payload(**extra: Any) -> bytes:
     }
     data.update(extra)
     return json.dumps(data).encode()
+
+
+class Clock:
+    """A clock the receiver reads; tests move `now`."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stored(engine: Any) -> int:
+    """Inbox entries of every status."""
+    from nura.core.stores.inbox import status_counts
+
+    return sum(status_counts(engine).values())
+
+
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+
+def asgi_post(
+    app: Any,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    chunks: list[dict[str, Any]],
+) -> tuple[int, dict[bytes, bytes], bytes, int]:
+    """Drive the ASGI app with raw header bytes; (status, headers, body, receive calls)."""
+    sent: list[dict[str, Any]] = []
+    calls = 0
+
+    async def run() -> None:
+        nonlocal calls
+        messages = list(chunks)
+
+        async def receive() -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body, calls

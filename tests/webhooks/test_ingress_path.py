@@ -8,7 +8,6 @@ import selectors
 import threading
 from typing import Any
 
-import pytest
 from starlette.testclient import TestClient
 
 from nura.core.stores.db import get_engine
@@ -24,47 +23,14 @@ from nura.core.stores.inbox import (
     status_counts,
 )
 from nura.webhooks.app import create_app
-from tests.webhooks.helpers import config, github_headers, push_payload, secrets
-
-
-@pytest.fixture
-def engine(tmp_path):
-    return get_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-
-
-def _asgi_post(app: Any, path: str, headers: dict[str, str], chunks: list[dict[str, Any]]):
-    """Drive the ASGI app with these `receive` messages; (status, headers, body) back."""
-    sent: list[dict[str, Any]] = []
-
-    async def run() -> None:
-        messages = list(chunks)
-
-        async def receive() -> dict[str, Any]:
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 1234),
-            "server": ("127.0.0.1", 80),
-        }
-        await app(scope, receive, send)
-
-    asyncio.run(run())
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+from tests.webhooks.helpers import (
+    asgi_post,
+    config,
+    github_headers,
+    push_payload,
+    raw_headers,
+    secrets,
+)
 
 
 def test_fast_path_answers_like_the_contract(engine):
@@ -97,20 +63,20 @@ def test_body_in_chunks_and_cut_off(engine):
 
     with TestClient(app):  # runs the lifespan (the inbox writer) around the direct calls
         half = len(body) // 2
-        status, _, answer = _asgi_post(
+        status, _, answer, _ = asgi_post(
             app,
             "/webhooks/git",
-            headers,
+            raw_headers(headers),
             [
                 {"type": "http.request", "body": body[:half], "more_body": True},
                 {"type": "http.request", "body": body[half:], "more_body": False},
             ],
         )
         assert status == 202, answer
-        status, _, answer = _asgi_post(
+        status, _, answer, _ = asgi_post(
             app,
             "/webhooks/git",
-            github_headers(body, "c-2"),
+            raw_headers(github_headers(body, "c-2")),
             [{"type": "http.request", "body": body[:10], "more_body": True}],
         )  # then http.disconnect
         assert status == 400 and b"client_disconnected" in answer

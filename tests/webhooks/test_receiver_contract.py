@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import urlencode
 
 import pytest
 from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
-from nura.core.stores.db import get_engine
-from nura.core.stores.inbox import get_entry, status_counts
+from nura.core.stores.inbox import get_entry
 from nura.webhooks.app import create_app
 from tests.webhooks.helpers import (
     OLD_SECRET,
@@ -22,25 +20,8 @@ from tests.webhooks.helpers import (
     hex_sig,
     push_payload,
     secrets,
+    stored,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def engine(tmp_path):
-    return get_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
@@ -48,10 +29,6 @@ def client(engine, clock):
     app = create_app(config(), engine=engine, secrets=secrets(), clock=clock, run_dispatcher=False)
     with TestClient(app) as c:
         yield c
-
-
-def stored(engine) -> int:
-    return sum(status_counts(engine).values())
 
 
 def test_github_push_accepted_then_duplicate(client, engine):

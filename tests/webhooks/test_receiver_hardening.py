@@ -7,8 +7,6 @@ The same limits over real sockets are in test_receiver_served_limits.py.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -18,85 +16,21 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from starlette.testclient import TestClient
 
-from nura.core.stores.db import get_engine
-from nura.core.stores.inbox import get_entry, status_counts
+from nura.core.stores.inbox import get_entry
 from nura.webhooks.app import create_app
 from nura.webhooks.blocks import WebhookSecret, WebhookSigner
-from tests.webhooks.helpers import SECRET, config, github_headers, hex_sig, push_payload, secrets
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def engine(tmp_path):
-    return get_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-def stored(engine) -> int:
-    return sum(status_counts(engine).values())
-
-
-def signed_generic(body: bytes, delivery: str, ts: int, secret: str = SECRET) -> str:
-    """The generic scheme's signature: HMAC-SHA256 over `{id}.{timestamp}.{body}`."""
-    msg = f"{delivery}.{ts}.".encode() + body
-    return "sha256=" + hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
-
-
-def asgi_post(
-    app: Any,
-    path: str,
-    headers: list[tuple[bytes, bytes]],
-    chunks: list[dict[str, Any]],
-    *,
-    lifespan: bool = False,
-) -> tuple[int, dict[bytes, bytes], bytes, int]:
-    """Drive the ASGI app with raw header bytes; (status, headers, body, receive calls)."""
-    sent: list[dict[str, Any]] = []
-    calls = 0
-
-    async def run() -> None:
-        nonlocal calls
-        messages = list(chunks)
-
-        async def receive() -> dict[str, Any]:
-            nonlocal calls
-            calls += 1
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1234),
-            "server": ("127.0.0.1", 80),
-        }
-        await app(scope, receive, send)
-
-    asyncio.run(run())
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body, calls
+from tests.webhooks.helpers import (
+    SECRET,
+    Clock,
+    asgi_post,
+    config,
+    generic_sig,
+    github_headers,
+    hex_sig,
+    push_payload,
+    secrets,
+    stored,
+)
 
 
 # -- item 3: a non-ASCII byte in a signature header is a 401, never a 503 ----------------
@@ -151,7 +85,7 @@ def test_generic_signature_covers_id_and_timestamp(engine, clock):
         "X-Event-Type": "external.integration",
         "X-Delivery-Id": "gen-1",
         "X-Timestamp": str(ts),
-        "X-Signature": signed_generic(body, "gen-1", ts),
+        "X-Signature": generic_sig(body, "gen-1", str(ts)),
     }
     with TestClient(app) as c:
         assert c.post("/webhooks/partner", content=body, headers=headers).status_code == 202
@@ -265,7 +199,7 @@ def test_unsigned_event_header_never_overrides_the_body_type(engine, clock):
         "X-Event-Type": "external.integration",  # not covered by the signature
         "X-Delivery-Id": "ev-1",
         "X-Timestamp": str(ts),
-        "X-Signature": signed_generic(body, "ev-1", ts),
+        "X-Signature": generic_sig(body, "ev-1", str(ts)),
     }
     with TestClient(app) as c:
         assert c.post("/webhooks/partner", content=body, headers=headers).status_code == 202

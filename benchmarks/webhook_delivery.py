@@ -13,11 +13,20 @@ Baseline, in the same run: the same number of events, signed, posted once each o
 pooled httpx client with the same concurrency, no store, no retries, no call layer (what
 a naive sender does); its `lost` is every failed first attempt.
 
+Outage phase (`--outage-events`, 0 to skip): a second batch is submitted and the partner
+goes down mid-batch for `--outage-seconds` (every request dropped unanswered, as while it
+restarts); redrive passes run every 0.2 s (each as if a day had passed, so every dead
+letter is due; the breaker keeps real time) until the store is empty. The target's breaker opens; entries it refuses wait for
+its probes. Reported: lost, duplicates at the partner, exhausted (all must be 0), per_s
+of the phase and how many requests the outage cost. The phase's breaker cool-down is
+`--cooldown` seconds (the default 300 s would make the phase last five minutes).
+
 Rate limits: with `PREFECT_API_URL` set, the call layer leases from Prefect global
 concurrency limits as in production; without it, the limiter is off (printed).
 
 Last line: {"bench": "webhook_delivery", "events": N, "delivered": N, "lost": 0,
-"per_s": ..., "p50_ms": ..., "p99_ms": ...}
+"per_s": ..., "p50_ms": ..., "p99_ms": ..., "outage": {"events", "lost", "duplicates",
+"exhausted", "per_s", "requests", "redrive_passes"}}
 """
 
 from __future__ import annotations
@@ -103,11 +112,67 @@ def baseline(url: str, secret: str, events: int, concurrency: int) -> dict[str, 
     }
 
 
+def outage_phase(
+    sink_url: str, events: int, down_seconds: float, fail_after: int
+) -> dict[str, float]:
+    """Submit `events`; after `fail_after` arrive the partner drops everything for
+    `down_seconds`; redrive until the store is empty."""
+    import threading
+
+    from nura import store_url
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.dead_letters import dead_letter_stats
+    from nura.webhooks.delivery import OutgoingEvent, redrive_due, submit_events
+
+    engine = get_engine(store_url())
+    httpx.post(f"{sink_url}/reset")
+    batch = [
+        OutgoingEvent(type="bench.outage", data={"n": i}, id=f"msg_outage_{i}")
+        for i in range(events)
+    ]
+    summaries: list[object] = []
+    started = time.perf_counter()
+    sender = threading.Thread(target=lambda: summaries.append(submit_events("bench", batch)))
+    sender.start()
+    while httpx.get(f"{sink_url}/received", timeout=30).json()["attempts"] < fail_after:
+        time.sleep(0.01)
+    httpx.post(f"{sink_url}/control", json={"down": True})
+    went_down = time.perf_counter()
+    sender.join()
+    passes = 0
+    while True:
+        if went_down and time.perf_counter() - went_down >= down_seconds:
+            httpx.post(f"{sink_url}/control", json={"down": False})
+            went_down = 0.0
+        stats = dead_letter_stats(engine)
+        if not went_down and stats["count"] == stats["in_flight"] == 0:
+            break
+        passes += 1
+        redrive_due(now=time.time() + passes * 86400)  # each pass a day later: all due
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    received = httpx.get(f"{sink_url}/received", timeout=30).json()
+    accepted = {a["id"] for a in received["accepted"] if a["id"].startswith("msg_outage_")}
+    return {
+        "events": events,
+        "lost": events - len(accepted),
+        "duplicates": received["duplicates"],
+        "exhausted": dead_letter_stats(engine)["exhausted"],
+        "per_s": round(events / elapsed, 1),
+        "requests": received["attempts"],
+        "redrive_passes": passes,
+        "seconds": round(elapsed, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--fail-percent", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--outage-events", type=int, default=1000)
+    parser.add_argument("--outage-seconds", type=float, default=3.0)
+    parser.add_argument("--cooldown", type=float, default=2.0)
     args = parser.parse_args(argv)
 
     port = _free_port()
@@ -117,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     from deployments.sandbox.webhook_sink import SANDBOX_SECRET
 
     config = {
+        "api_gateway": {"circuit_breaker_cooldown_seconds": args.cooldown},
         "webhooks": {
             "outgoing": {
                 "retry_attempts": 3,
@@ -128,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                     "bench": {"url": f"{sink_url}/hooks/sandbox", "secret": SANDBOX_SECRET}
                 },
             }
-        }
+        },
     }
     (workdir / "integrations.yaml").write_text(yaml.safe_dump(config))
     os.environ["NURA_CONFIG"] = str(workdir / "integrations.yaml")
@@ -168,6 +234,11 @@ def main(argv: list[str] | None = None) -> None:
             redrive_due(now=time.time() + 10**7)
         elapsed = time.perf_counter() - started
         received = httpx.get(f"{sink_url}/received", timeout=30).json()
+        outage = (
+            outage_phase(sink_url, args.outage_events, args.outage_seconds, args.outage_events // 5)
+            if args.outage_events
+            else None
+        )
     finally:
         sink.terminate()
         sink.wait(10)
@@ -189,6 +260,15 @@ def main(argv: list[str] | None = None) -> None:
         f"baseline (signed, no store, no retries): {base['per_s']:.0f} events/s, lost "
         f"{base['lost']:.0f}, p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms"
     )
+    if outage:
+        print(
+            f"outage ({args.outage_events} events, partner down {args.outage_seconds:g} s "
+            f"mid-batch, breaker cool-down {args.cooldown:g} s): lost {outage['lost']}, "
+            f"duplicates {outage['duplicates']}, exhausted {outage['exhausted']}, "
+            f"{outage['per_s']:.0f} events/s over {outage['seconds']} s, "
+            f"{outage['requests']} requests at the partner, "
+            f"{outage['redrive_passes']} redrive passes"
+        )
     print(
         json.dumps(
             {
@@ -199,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
                 "per_s": round(per_s, 1),
                 "p50_ms": summary.p50_ms,
                 "p99_ms": summary.p99_ms,
+                "outage": outage,
             }
         )
     )

@@ -101,7 +101,11 @@ def retry_cmd(
         bool, typer.Option("--all-exhausted", help="Every exhausted entry.")
     ] = False,
 ) -> None:
-    """Replay dead letters now (same webhook-id, fresh signature) and print the outcome."""
+    """Replay dead letters now (same webhook-id, fresh signature) and print the outcome.
+
+    Exit 0 when every replayed entry was delivered, 1 otherwise (the others are listed by
+    `nura deliveries list`). Only the entries this command requeued are sent.
+    """
     from nura.core.stores import dead_letters as dl
     from nura.webhooks.delivery import redrive_due
 
@@ -110,24 +114,29 @@ def retry_cmd(
         err_console.print("say which: webhook-ids, --target NAME or --all-exhausted")
         raise typer.Exit(2)
     statuses = ["exhausted"] if all_exhausted else []
-    count = dl.requeue(engine, ids=ids or [], statuses=statuses, target=target)
-    if count == 0:
+    keys = dl.requeue(engine, ids=ids or [], statuses=statuses, target=target)
+    if not keys:
         console.print("nothing to retry (only pending or exhausted entries can be replayed)")
         raise typer.Exit(1)
-    selected = ids or [
-        r["id"] for r in dl.list_entries(engine, statuses=["pending"], target=target, limit=100_000)
-    ]
-    summary = redrive_due(ids=selected, engine=engine)
+    summary = redrive_due(keys=keys, engine=engine)
     console.print(
-        f"requeued {count}: delivered {summary.delivered}, dead-lettered again "
+        f"requeued {len(keys)}: delivered {summary.delivered}, dead-lettered again "
         f"{summary.pending}, exhausted {summary.exhausted}, parked {summary.parked}"
+        + (f", waiting for an open breaker {summary.deferred}" if summary.deferred else "")
+        + (f", sent by another process {summary.taken}" if summary.taken else "")
         + (
             f" (disabled targets skipped: {', '.join(summary.skipped_targets)})"
             if summary.skipped_targets
             else ""
         )
     )
-    if summary.pending or summary.exhausted:
+    for name, result in summary.targets.items():
+        if result.deferred:
+            console.print(
+                f"the breaker of webhooks.{name} is open: once the partner is back, "
+                f"`nura breakers reset webhooks.{name}` and retry"
+            )
+    if summary.delivered + summary.taken < len(keys):
         raise typer.Exit(1)
 
 

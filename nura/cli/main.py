@@ -136,6 +136,7 @@ def breakers_show(ctx: typer.Context) -> None:
 
     load_config_or_exit()
     layer = get_call_layer()
+    _register_target_services()
     known = {s.service: s for s in layer.breakers.all()}
     table = Table(title="circuit breakers")
     for col in ("service", "state", "consecutive failures", "open for"):
@@ -156,9 +157,22 @@ def breakers_reset(service: str) -> None:
 
     load_config_or_exit()
     layer = get_call_layer()
-    layer.policy(service)
+    _register_target_services()
+    known = set(layer.policies) | {s.service for s in layer.breakers.all()}
+    if service not in known:
+        err_console.print(
+            f"[red]unknown service[/] {service!r} (known: {', '.join(sorted(known))})"
+        )
+        raise typer.Exit(2)
     layer.breakers.reset(service)
     console.print(f"breaker of {service} closed")
+
+
+def _register_target_services() -> None:
+    """Outgoing-webhook targets are services of their own (`webhooks.<target>`)."""
+    from nura.webhooks.delivery import register_targets
+
+    register_targets()
 
 
 def _register_extensions() -> None:

@@ -24,6 +24,7 @@ for a minute during an outage, and it has no method for the bulk endpoint.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import statistics
@@ -46,6 +47,7 @@ from nura.core.stores.inbox import (
     fail_entries,
     mark_dispatched,
     mark_finished,
+    release,
     reschedule,
 )
 from nura.webhooks.errors import ApiDown, InvalidPayload
@@ -75,7 +77,12 @@ def _confluence_params(payload: dict[str, Any]) -> dict[str, Any]:
     page_id = payload.get("page_id") or page.get("id") or content.get("id") or payload.get("id")
     if page_id in (None, ""):
         raise InvalidPayload("confluence.page.updated payload has no page id")
-    space = payload.get("space") or page.get("spaceKey") or content.get("spaceKey")
+    space = (
+        payload.get("space")
+        or page.get("spaceKey")
+        or content.get("spaceKey")
+        or content.get("space")  # Forge: content.space.key
+    )
     if isinstance(space, dict):
         space = space.get("key")
     if space is None and isinstance(page.get("space"), dict):
@@ -85,7 +92,7 @@ def _confluence_params(payload: dict[str, Any]) -> dict[str, Any]:
 
 def flow_parameters(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The parameters of the routed flow run: the page for Confluence, else the payload."""
-    if event_type == "confluence.page.updated":
+    if event_type.startswith("confluence.page."):  # every page event: the page ingest
         return _confluence_params(payload)
     return {"payload": payload}
 
@@ -143,6 +150,7 @@ class Dispatcher:
         self.clock = clock
         self.monotonic = monotonic  # pokes and the burst hold (tests: a virtual clock)
         self.rng = rng or random.Random()
+        self.owner = uuid.uuid4().hex  # this dispatcher's claims on inbox entries
         self._client: httpx.AsyncClient | None = None
         self._deployments: dict[str, str] = {}
         self._wake = asyncio.Event()
@@ -294,10 +302,27 @@ class Dispatcher:
         """Dispatch one batch of due entries; returns how many entries were handled."""
         s = self.settings
         entries = await anyio.to_thread.run_sync(
-            claim_due, self.engine, self.chunk * s.concurrency, self.clock()
+            functools.partial(
+                claim_due,
+                self.engine,
+                self.chunk * s.concurrency,
+                self.clock(),
+                owner=self.owner,
+                lease_seconds=s.claim_lease_seconds,
+            )
         )
         if not entries:
             return 0
+        try:
+            return await self._dispatch(entries)
+        finally:
+            # whatever this cycle did not settle (the API went down) is due again at once
+            await anyio.to_thread.run_sync(
+                release, self.engine, [e["id"] for e in entries], self.owner, self.clock()
+            )
+
+    async def _dispatch(self, entries: list[dict[str, Any]]) -> int:
+        s = self.settings
         by_route: dict[str | None, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
         bad: list[tuple[int, str]] = []
         for entry in entries:
@@ -343,12 +368,13 @@ class Dispatcher:
                 self.engine,
                 [(e["id"], route, run_id) for e, _, route, run_id in created],
                 now,
+                self.owner,
             )
             lags = [now - e["received_at"] for e, *_ in created]
             self.last_lag = statistics.median(lags)
             self.dispatched += len(created)
         if bad:
-            await anyio.to_thread.run_sync(fail_entries, self.engine, bad)
+            await anyio.to_thread.run_sync(fail_entries, self.engine, bad, self.owner)
         if retry:
             self.errors += len(retry)
             await anyio.to_thread.run_sync(self._reschedule, retry)
@@ -367,7 +393,7 @@ class Dispatcher:
             attempts = int(entry["attempts"]) + 1
             delay = min(s.backoff_max_seconds, s.backoff_base_seconds * 2 ** (attempts - 1))
             rows.append((entry["id"], attempts, now + delay * self.rng.uniform(0.5, 1.0), error))
-        reschedule(self.engine, rows, max_attempts=s.max_attempts)
+        reschedule(self.engine, rows, max_attempts=s.max_attempts, owner=self.owner)
 
     async def _create_runs(
         self, route: str, chunk: list[tuple[dict[str, Any], dict[str, Any]]]

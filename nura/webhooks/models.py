@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Status = Literal["delivered", "pending", "exhausted", "parked", "duplicate"]
+# deferred: refused by the target's open breaker, waits for its next probe (no attempt
+# used); taken: another process holds the entry's lease (it sends it, not this run).
+Status = Literal["delivered", "pending", "exhausted", "parked", "duplicate", "deferred", "taken"]
 
 
 class OutgoingEvent(BaseModel):
@@ -34,6 +36,10 @@ class DeliverySummary(BaseModel):
     exhausted: int = 0
     parked: int = Field(default=0, description="Waiting for a disabled target.")
     duplicate: int = Field(default=0, description="Already stored earlier; not sent again.")
+    deferred: int = Field(
+        default=0, description="Refused by the open breaker; due at its next probe."
+    )
+    taken: int = Field(default=0, description="Held by another process, which sends them.")
     disabled: bool = False
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -51,5 +57,7 @@ class RedriveSummary(BaseModel):
     pending: int = 0
     exhausted: int = 0
     parked: int = 0
+    deferred: int = 0
+    taken: int = 0
     skipped_targets: list[str] = Field(default_factory=list)
     targets: dict[str, DeliverySummary] = Field(default_factory=dict)

@@ -55,7 +55,7 @@ def test_group_commit_dedupe_and_lifecycle(store_url):
     assert stats == {"depth": 151, "oldest_age_s": 1000.0}
     assert recent_count(engine, "git_updates", since=1100.0) == 50
 
-    due = claim_due(engine, 10, now=5000.0)
+    due = claim_due(engine, 10, now=5000.0, owner="me", lease_seconds=30)
     assert [e["delivery_id"] for e in due][:3] == ["d-0", "d-1", "d-2"]
     assert due[0]["body"] == b'{"n": 0}'
     mark_dispatched(
@@ -67,7 +67,9 @@ def test_group_commit_dedupe_and_lifecycle(store_url):
     assert get_entry(engine, "git_updates", "d-1")["status"] == "done"  # no route: event only
     assert get_entry(engine, "git_updates", "d-2")["next_attempt_at"] == 9000.0
     assert get_entry(engine, "git_updates", "d-3")["status"] == "failed"
-    assert "d-2" not in [e["delivery_id"] for e in claim_due(engine, 500, now=5000.0)]
+    again = claim_due(engine, 500, now=5000.0, owner="other", lease_seconds=30)
+    assert [e["delivery_id"] for e in again][:2] == ["d-10", "d-11"]  # d-4..d-9 are claimed
+    assert "d-2" not in [e["delivery_id"] for e in again]
     assert dispatched_runs(engine) == [(due[0]["id"], "run-0")]
     mark_finished(engine, [(due[0]["id"], "done", None)])
     counts = status_counts(engine)

@@ -154,7 +154,7 @@ def test_state_changes_are_per_entry_in_one_statement(store_url):
         asyncio.run(fill())
     finally:
         writer.stop()
-    ids = [e["id"] for e in claim_due(engine, 200, now=10.0)]
+    ids = [e["id"] for e in claim_due(engine, 200, now=10.0, owner="me", lease_seconds=30)]
     assert len(ids) == 120
     # 100 with their own run ids, 10 without a route, 5 retried, 5 failed outright.
     mark_dispatched(

@@ -20,9 +20,26 @@ webhooks:
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import ipaddress
+import re
+
+import httpx
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from nura.config.sections.common import Section
+
+_NUMERIC_HOST = re.compile(r"^(0x)?[0-9a-f.]*[0-9][0-9a-fx.]*$", re.IGNORECASE)
+_HOSTNAME = re.compile(
+    r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*\.?$", re.I
+)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class OutgoingTarget(Section):
@@ -47,6 +64,32 @@ class OutgoingTarget(Section):
     rate_limit_per_minute: int | None = Field(default=None, gt=0)
     timeout_seconds: float | None = Field(default=None, gt=0)
     circuit_breaker_threshold: int | None = Field(default=None, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def deliverable_url(cls, url: str) -> str:
+        """Everything a delivery would find wrong with the URL, found at config load (the
+        messages name the fault, never the URL, which may carry a token)."""
+        try:
+            parts = httpx.URL(url)
+            port = parts.port
+            host = parts.host
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid URL ({type(exc).__name__})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the scheme must be http or https")
+        if not host:
+            raise ValueError("the URL has no host")
+        if parts.userinfo:
+            raise ValueError("credentials in the URL: put them in the target's secret")
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is outside 1-65535")
+        if _NUMERIC_HOST.match(host) and not _is_ip(host):
+            raise ValueError(
+                "a numeric host that is not a dotted-quad IPv4 address (octal, hex or "
+                "integer forms are read differently by different clients)"
+            )
+        return url
 
     @model_validator(mode="after")
     def _one_secret(self) -> OutgoingTarget:
@@ -92,6 +135,21 @@ class OutgoingSettings(Section):
         default_factory=list,
         description="Hosts, IPs or CIDRs allowed although private/loopback (SSRF guard).",
     )
+
+    @field_validator("allow_list")
+    @classmethod
+    def _hosts_or_networks(cls, items: list[str]) -> list[str]:
+        for n, item in enumerate(items):
+            entry = item.strip()
+            try:
+                ipaddress.ip_network(entry, strict=False)
+                continue
+            except ValueError:
+                pass
+            if _NUMERIC_HOST.match(entry) or not _HOSTNAME.match(entry):
+                raise ValueError(f"entry {n} is neither a host name, an IP address nor a CIDR")
+        return items
+
     auto_disable_after_hours: float = Field(
         default=24, gt=0, description="A target failing without success this long is disabled."
     )

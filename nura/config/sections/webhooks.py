@@ -20,9 +20,17 @@ Scheme = Literal["github", "generic", "standard"]
 Signature = Literal["id-timestamp-body", "legacy-body-only"]
 
 # Where each event type goes unless an endpoint says otherwise: "flow-name/deployment-name".
+PAGE_INGEST = "confluence-sync/confluence-page-ingest"
 DEFAULT_ROUTING = {
     "git.push": "git-ingest/git-ingest",
-    "confluence.page.updated": "confluence-sync/confluence-page-ingest",
+    # every Confluence page event (nura.webhooks.schemes.CONFLUENCE_PAGE_EVENTS)
+    **{
+        f"confluence.page.{action}": PAGE_INGEST
+        for action in (
+            "created", "updated", "trashed", "removed", "restored", "moved", "archived",
+            "unarchived",
+        )
+    },  # fmt: skip
 }
 
 
@@ -154,6 +162,9 @@ class DispatcherSettings(Section):
     # after this many attempts; an unreachable Prefect API never fails them.
     max_attempts: int = Field(default=10, gt=0)
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    # A cycle claims its entries this long: another dispatcher (another receiver on the same
+    # store) skips them meanwhile; a dispatcher that died frees them when it ends.
+    claim_lease_seconds: float = Field(default=30.0, gt=0)
     # While the Prefect API is down the loop probes /health, doubling up to this delay.
     outage_probe_max_seconds: float = Field(default=5.0, gt=0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,30 @@ from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, create_eng
 metadata = MetaData()
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# Schema changes create_all cannot make on a store created by an older version (a new
+# column, a new key): each store module registers its step; all run once per engine.
+MIGRATIONS: list[Callable[[Engine], None]] = []
+
+
+def add_missing_column(engine: Engine, table: str, column: str, ddl: str) -> None:
+    """`ALTER TABLE table ADD COLUMN column ddl` unless the column exists (many processes)."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DatabaseError
+
+    def present() -> bool:
+        found = inspect(engine)
+        if not found.has_table(table):
+            return True  # create_all made (or will make) it as declared
+        return column in {c["name"] for c in found.get_columns(table)}
+
+    if present():
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    except DatabaseError:
+        if not present():  # otherwise another process added it first
+            raise
 
 
 def id_column() -> Column[int]:
@@ -86,6 +111,8 @@ def get_engine(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
         _import_store_modules()
         _create_tables(engine)
+        for migrate in MIGRATIONS:
+            migrate(engine)
         _engines[url] = engine
         return engine
 

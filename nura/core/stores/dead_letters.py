@@ -1,13 +1,18 @@
 """Outgoing deliveries that must not be lost: an outbox whose failures are dead letters.
 
-Every delivery is written here *before* its first attempt (`in_flight`, leased until
-`next_attempt_at`), so a process that dies mid-delivery loses nothing: once the lease
-expires, the redrive picks the entry up again (the receiver dedupes by `webhook-id`,
-which is this table's primary key). Life of an entry:
+An entry is identified by (target, webhook-id): one event id sent to two targets is two
+deliveries. Every delivery is written here *before* its first attempt, so a process that
+dies mid-delivery loses nothing. Sending needs a lease: `claim` makes the caller the
+entry's `lease_owner` until `next_attempt_at`, taken per entry just before it is sent and
+sized to outlive that one delivery, and only the lease holder can record its outcome
+(`mark_*` match the owner). A lease that expires (the process died) lets the redrive claim
+the entry again; the receiver dedupes by `webhook-id`. Life of an entry:
 
     in_flight --2xx--> delivered
     in_flight --retryable failure after the attempts--> pending (a dead letter;
               redrive n is due base * 2**n minutes later) --redrive--> in_flight ...
+    in_flight --refused by the target's open breaker--> pending until the breaker's next
+              probe time: no request left, so neither an attempt nor a redrive is used
     pending after max_redrives failures, or a non-retryable failure --> exhausted
     pending/exhausted --operator `nura deliveries purge`--> purged
 
@@ -17,8 +22,9 @@ Entries of a disabled target stay `pending` and are not redriven until it is ena
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -35,25 +41,34 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
+    or_,
     select,
+    text,
+    tuple_,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from nura.core.stores.db import metadata, utcnow_ts
+from nura.core.stores.db import MIGRATIONS, metadata, utcnow_ts
+
+logger = logging.getLogger("nura.stores.dead_letters")
 
 STATUSES = ("in_flight", "pending", "delivered", "exhausted", "purged")
 
+Key = tuple[str, str]  # (target, webhook-id)
+_T = TypeVar("_T")
+
 dead_letters = Table(
-    "nura_dead_letters",
+    "nura_deliveries",
     metadata,
+    Column("target", String(100), primary_key=True),
     Column("id", String(100), primary_key=True),  # the webhook-id, stable across retries
-    Column("target", String(100), nullable=False),
     Column("event_type", String(200), nullable=False),
     Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
     Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),  # HTTP attempts, all runs
+    Column("attempts", Integer, nullable=False, default=0),  # requests that left, all runs
     Column("redrives", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
     Column("last_status", Integer, nullable=True),
@@ -61,8 +76,10 @@ dead_letters = Table(
     Column("updated_at", Float, nullable=False),
     Column("next_attempt_at", Float, nullable=True),  # due time (pending) / lease (in_flight)
     Column("delivered_at", Float, nullable=True),
-    Index("ix_nura_dead_letters_status_next", "status", "next_attempt_at"),
-    Index("ix_nura_dead_letters_target", "target"),
+    Column("lease_owner", String(64), nullable=True),  # who may record the in-flight outcome
+    Index("ix_nura_deliveries_status_next", "status", "next_attempt_at"),
+    Index("ix_nura_deliveries_id", "id"),
+    Index("ix_nura_deliveries_lease_owner", "lease_owner"),
 )
 
 endpoints = Table(
@@ -78,6 +95,42 @@ endpoints = Table(
     Column("last_failure_at", Float, nullable=True),
 )
 
+_LEGACY = "nura_dead_letters"  # keyed by webhook-id alone (before (target, id))
+
+
+def _migrate_legacy(engine: Engine) -> None:
+    """Move the rows of the id-keyed table of older versions into this one, once."""
+    if not inspect(engine).has_table(_LEGACY):
+        return
+    cols = [c.name for c in dead_letters.columns if c.name != "lease_owner"]
+    names = ", ".join(cols)
+    # table and column names are this module's constants, nothing comes from input
+    sql = (
+        f"INSERT INTO {dead_letters.name} ({names}) SELECT {names} FROM {_LEGACY} "  # noqa: S608
+        f"WHERE NOT EXISTS (SELECT 1 FROM {dead_letters.name} d "
+        f"WHERE d.target = {_LEGACY}.target AND d.id = {_LEGACY}.id)"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+            conn.execute(text(f"DROP TABLE {_LEGACY}"))
+    except DatabaseError:
+        if inspect(engine).has_table(_LEGACY):  # otherwise another process moved them
+            raise
+    logger.info("dead letters moved from %s to %s", _LEGACY, dead_letters.name)
+
+
+MIGRATIONS.append(_migrate_legacy)
+
+_d = dead_letters.c
+# Fewest redrives first: the first entry of a pass is the probe of a recovering partner's
+# breaker, and a failed probe costs that entry a redrive; rotating it spreads the cost.
+_FAIR = (_d.redrives, _d.next_attempt_at)
+
+
+def _key(target: str, msg_id: str) -> ColumnElement[bool]:
+    return and_(_d.target == target, _d.id == msg_id)
+
 
 # -- the outbox ----------------------------------------------------------------------------
 def enqueue(
@@ -86,12 +139,14 @@ def enqueue(
     entries: Sequence[tuple[str, str, str]],
     *,
     lease_seconds: float,
+    owner: str | None = None,
     now: float | None = None,
 ) -> list[str]:
-    """Store (id, event_type, payload) entries as `in_flight`; returns the ids that are new.
+    """Store (id, event_type, payload) entries of `target` as `in_flight`, leased to
+    `owner`; returns the ids that are new.
 
-    An id already stored (the same event submitted again) is not stored twice nor sent
-    again: the caller delivers only the returned ids.
+    An id already stored for this target (the same event submitted again) is not stored
+    twice nor sent again: the caller delivers only the returned ids.
     """
     now = now if now is not None else utcnow_ts()
     ids = [e[0] for e in entries]
@@ -99,7 +154,7 @@ def enqueue(
         existing = set()
         for chunk in _chunks(ids, 500):
             existing |= set(
-                conn.execute(select(dead_letters.c.id).where(dead_letters.c.id.in_(chunk)))
+                conn.execute(select(_d.id).where(_d.target == target, _d.id.in_(chunk)))
                 .scalars()
                 .all()
             )
@@ -115,6 +170,7 @@ def enqueue(
             "created_at": now,
             "updated_at": now,
             "next_attempt_at": now + lease_seconds,
+            "lease_owner": owner,
         }
         for i, t, p in entries
         if i not in existing
@@ -138,35 +194,97 @@ def enqueue(
         return fresh
 
 
-def mark_delivered(
-    engine: Engine, results: Iterable[tuple[str, int, int]], now: float | None = None
-) -> None:
-    """Batch: (id, attempts made in this run, status code) of successful deliveries."""
+def claim(
+    engine: Engine,
+    target: str,
+    msg_id: str,
+    *,
+    owner: str,
+    lease_seconds: float,
+    now: float | None = None,
+) -> bool:
+    """Lease one entry to `owner` for a send: an entry it holds already (renewed), or a
+    due one (pending, or in flight with an expired lease). False: someone else has it."""
     now = now if now is not None else utcnow_ts()
-    params = [{"b_id": i, "b_attempts": a, "b_status": s, "b_now": now} for i, a, s in results]
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(dead_letters)
+            .where(
+                _key(target, msg_id),
+                or_(
+                    and_(_d.status == "in_flight", _d.lease_owner == owner),
+                    and_(_d.status.in_(("pending", "in_flight")), _d.next_attempt_at <= now),
+                ),
+            )
+            .values(
+                status="in_flight",
+                lease_owner=owner,
+                next_attempt_at=now + lease_seconds,
+                updated_at=now,
+            )
+        )
+        return result.rowcount == 1
+
+
+def renew(engine: Engine, owner: str, *, lease_seconds: float, now: float | None = None) -> int:
+    """Extend every lease `owner` holds (its heartbeat while a batch is being sent)."""
+    now = now if now is not None else utcnow_ts()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(dead_letters).where(_held(owner)).values(next_attempt_at=now + lease_seconds)
+        )
+        return int(result.rowcount)
+
+
+def _held(owner: str) -> ColumnElement[bool]:
+    return and_(_d.status == "in_flight", _d.lease_owner == owner)
+
+
+def mark_delivered(
+    engine: Engine,
+    results: Iterable[tuple[str, str, int, int]],
+    *,
+    owner: str,
+    now: float | None = None,
+) -> int:
+    """Batch: (target, id, attempts made in this run, status code) of successful
+    deliveries by `owner`; returns how many it still held (the rest were not its to mark)."""
+    now = now if now is not None else utcnow_ts()
+    params = [
+        {"b_target": t, "b_id": i, "b_attempts": a, "b_status": s, "b_now": now}
+        for t, i, a, s in results
+    ]
     if not params:
-        return
+        return 0
     stmt = (
         update(dead_letters)
-        .where(dead_letters.c.id == bindparam("b_id"))
+        .where(
+            _d.target == bindparam("b_target"),
+            _d.id == bindparam("b_id"),
+            _held(owner),
+        )
         .values(
             status="delivered",
-            attempts=dead_letters.c.attempts + bindparam("b_attempts"),
+            attempts=_d.attempts + bindparam("b_attempts"),
             last_status=bindparam("b_status"),
             last_error=None,
             delivered_at=bindparam("b_now"),
             updated_at=bindparam("b_now"),
             next_attempt_at=None,
+            lease_owner=None,
         )
     )
     with engine.begin() as conn:
-        conn.execute(stmt, params)
+        result = conn.execute(stmt, params)
+    return max(0, int(result.rowcount))
 
 
 def mark_failed(
     engine: Engine,
+    target: str,
     msg_id: str,
     *,
+    owner: str,
     attempts: int,
     error: str,
     status_code: int | None,
@@ -174,63 +292,100 @@ def mark_failed(
     redrive: bool,
     base_minutes: float,
     max_redrives: int,
+    not_before: float | None = None,
     now: float | None = None,
-) -> str:
-    """Record a failed run of a delivery; returns the new status (pending or exhausted).
+) -> str | None:
+    """Record a failed run of a delivery; returns the new status (pending or exhausted),
+    or None when `owner` no longer holds the entry (its outcome is not recorded).
 
     The seed's schedule: redrive n (n = 0, 1, ...) is due `base * 2**n` minutes after the
-    failure that preceded it, and after `max_redrives` redrives the entry is exhausted.
+    failure that preceded it (not before `not_before`, e.g. the breaker's next probe), and
+    after `max_redrives` redrives the entry is exhausted.
     """
     now = now if now is not None else utcnow_ts()
     with engine.begin() as conn:
-        row = conn.execute(
-            select(dead_letters.c.redrives).where(dead_letters.c.id == msg_id)
-        ).first()
+        row = conn.execute(select(_d.redrives).where(_key(target, msg_id), _held(owner))).first()
         if row is None:
-            raise KeyError(msg_id)
+            return None
         redrives = row.redrives + (1 if redrive else 0)
         exhausted = not retryable or redrives >= max_redrives
         status = "exhausted" if exhausted else "pending"
-        conn.execute(
+        due_at = now + base_minutes * 60 * 2**redrives
+        result = conn.execute(
             update(dead_letters)
-            .where(dead_letters.c.id == msg_id)
+            .where(_key(target, msg_id), _held(owner))
             .values(
                 status=status,
-                attempts=dead_letters.c.attempts + attempts,
+                attempts=_d.attempts + attempts,
                 redrives=redrives,
                 last_error=error[:2000],
                 last_status=status_code,
                 updated_at=now,
-                next_attempt_at=None if exhausted else now + base_minutes * 60 * 2**redrives,
+                next_attempt_at=None if exhausted else max(due_at, not_before or 0.0),
+                lease_owner=None,
             )
         )
-    return status
+        return status if result.rowcount == 1 else None
+
+
+def defer(
+    engine: Engine,
+    target: str,
+    msg_id: str,
+    *,
+    owner: str,
+    until: float,
+    reason: str,
+    attempts: int = 0,
+    status_code: int | None = None,
+    now: float | None = None,
+) -> bool:
+    """Put a held entry back to `pending`, due at `until`, without spending a redrive (its
+    target refused it: an open breaker, a disabled target). `attempts` counts requests
+    that did leave in this run. False when `owner` no longer held it."""
+    now = now if now is not None else utcnow_ts()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(dead_letters)
+            .where(_key(target, msg_id), _held(owner))
+            .values(
+                status="pending",
+                attempts=_d.attempts + attempts,
+                last_error=reason[:2000],
+                last_status=status_code,
+                updated_at=now,
+                next_attempt_at=until,
+                lease_owner=None,
+            )
+        )
+        return result.rowcount == 1
 
 
 def park(
     engine: Engine,
+    target: str,
     msg_id: str,
     reason: str,
     *,
+    owner: str,
     attempts: int = 0,
     status_code: int | None = None,
     now: float | None = None,
-) -> None:
-    """Keep an entry `pending` without spending a redrive (its target is disabled)."""
+) -> bool:
+    """Keep a held entry `pending` without spending a redrive (its target is disabled:
+    the redrive skips disabled targets, so it waits for `nura deliveries enable`)."""
     now = now if now is not None else utcnow_ts()
-    with engine.begin() as conn:
-        conn.execute(
-            update(dead_letters)
-            .where(dead_letters.c.id == msg_id)
-            .values(
-                status="pending",
-                attempts=dead_letters.c.attempts + attempts,
-                last_error=reason[:2000],
-                last_status=status_code,
-                updated_at=now,
-                next_attempt_at=now,
-            )
-        )
+    return defer(
+        engine,
+        target,
+        msg_id,
+        owner=owner,
+        until=now,
+        reason=reason,
+        attempts=attempts,
+        status_code=status_code,
+        now=now,
+    )
 
 
 def due(
@@ -239,44 +394,39 @@ def due(
     now: float | None = None,
     limit: int = 200,
     exclude_targets: Iterable[str] = (),
+    target: str | None = None,
+    keys: Sequence[Key] | None = None,
 ) -> list[dict[str, Any]]:
-    """Pending entries whose time has come, and in-flight ones whose lease expired."""
+    """Pending entries whose time has come, and in-flight ones whose lease expired
+    (of one target, or of the given keys, when asked)."""
     now = now if now is not None else utcnow_ts()
-    query = (
-        select(dead_letters)
-        .where(
-            dead_letters.c.status.in_(("pending", "in_flight")),
-            dead_letters.c.next_attempt_at <= now,
-        )
-        .order_by(dead_letters.c.next_attempt_at)
-        .limit(limit)
-    )
+    conds: list[ColumnElement[bool]] = [
+        _d.status.in_(("pending", "in_flight")),
+        _d.next_attempt_at <= now,
+    ]
     excluded = list(exclude_targets)
     if excluded:
-        query = query.where(dead_letters.c.target.notin_(excluded))
+        conds.append(_d.target.notin_(excluded))
+    if target:
+        conds.append(_d.target == target)
+    rows: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query).all()]
+        if keys is None:
+            query = select(dead_letters).where(*conds).order_by(*_FAIR).limit(limit)
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+        for chunk in _chunks(keys, 400):
+            query = select(dead_letters).where(*conds, tuple_(_d.target, _d.id).in_(chunk))
+            rows.extend(dict(r._mapping) for r in conn.execute(query).all())
+    return sorted(rows, key=lambda r: (r["redrives"], r["next_attempt_at"]))[:limit]
 
 
-def claim(engine: Engine, msg_id: str, *, lease_seconds: float, now: float | None = None) -> bool:
-    """Take one due entry for an attempt; False when another process took it first."""
-    now = now if now is not None else utcnow_ts()
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(dead_letters)
-            .where(
-                dead_letters.c.id == msg_id,
-                dead_letters.c.status.in_(("pending", "in_flight")),
-                dead_letters.c.next_attempt_at <= now,
-            )
-            .values(status="in_flight", next_attempt_at=now + lease_seconds, updated_at=now)
-        )
-        return result.rowcount == 1
-
-
-def get(engine: Engine, msg_id: str) -> dict[str, Any] | None:
+def get(engine: Engine, msg_id: str, target: str | None = None) -> dict[str, Any] | None:
+    """The entry `msg_id` of `target` (of any target when none is named: the first)."""
+    query = select(dead_letters).where(_d.id == msg_id).order_by(_d.target)
+    if target is not None:
+        query = query.where(_d.target == target)
     with engine.connect() as conn:
-        row = conn.execute(select(dead_letters).where(dead_letters.c.id == msg_id)).first()
+        row = conn.execute(query).first()
     return dict(row._mapping) if row else None
 
 
@@ -287,10 +437,10 @@ def list_entries(
     target: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    query = select(dead_letters).where(dead_letters.c.status.in_(list(statuses)))
+    query = select(dead_letters).where(_d.status.in_(list(statuses)))
     if target:
-        query = query.where(dead_letters.c.target == target)
-    query = query.order_by(dead_letters.c.created_at).limit(limit)
+        query = query.where(_d.target == target)
+    query = query.order_by(_d.created_at).limit(limit)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query).all()]
 
@@ -302,33 +452,40 @@ def requeue(
     statuses: Sequence[str] = (),
     target: str | None = None,
     now: float | None = None,
-) -> int:
-    """Operator replay: make entries due now (exhausted ones get one more redrive)."""
+) -> list[Key]:
+    """Operator replay: make entries due now (exhausted ones get one more redrive);
+    returns the (target, id) keys it requeued."""
     now = now if now is not None else utcnow_ts()
-    conds: list[ColumnElement[bool]] = [dead_letters.c.status.in_(("pending", "exhausted"))]
+    conds: list[ColumnElement[bool]] = [_d.status.in_(("pending", "exhausted"))]
     if ids:
-        conds.append(dead_letters.c.id.in_(list(ids)))
+        conds.append(_d.id.in_(list(ids)))
     if statuses:
-        conds.append(dead_letters.c.status.in_(list(statuses)))
+        conds.append(_d.status.in_(list(statuses)))
     if target:
-        conds.append(dead_letters.c.target == target)
+        conds.append(_d.target == target)
     if not ids and not statuses and not target:
         raise ValueError("say which entries: ids, statuses or a target")
     with engine.begin() as conn:
-        result = conn.execute(
-            update(dead_letters)
-            .where(and_(*conds))
-            .values(
-                status="pending",
-                # an exhausted entry keeps its history but may try once more
-                redrives=func.max(dead_letters.c.redrives - 1, 0)
-                if engine.dialect.name == "sqlite"
-                else func.greatest(dead_letters.c.redrives - 1, 0),
-                next_attempt_at=now,
-                updated_at=now,
+        keys = [
+            (str(t), str(i))
+            for t, i in conn.execute(select(_d.target, _d.id).where(and_(*conds))).all()
+        ]
+        for chunk in _chunks(keys, 400):
+            conn.execute(
+                update(dead_letters)
+                .where(and_(*conds), tuple_(_d.target, _d.id).in_(chunk))
+                .values(
+                    status="pending",
+                    # an exhausted entry keeps its history but may try once more
+                    redrives=func.max(_d.redrives - 1, 0)
+                    if engine.dialect.name == "sqlite"
+                    else func.greatest(_d.redrives - 1, 0),
+                    next_attempt_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                )
             )
-        )
-        return int(result.rowcount)
+    return keys
 
 
 def purge(
@@ -343,16 +500,18 @@ def purge(
     """Give up on entries (status `purged`, kept for audit until `delete_old`)."""
     now = now if now is not None else utcnow_ts()
     allowed = [s for s in statuses if s in ("pending", "exhausted")]
-    conds: list[ColumnElement[bool]] = [dead_letters.c.status.in_(allowed)]
+    conds: list[ColumnElement[bool]] = [_d.status.in_(allowed)]
     if ids:
-        conds.append(dead_letters.c.id.in_(list(ids)))
+        conds.append(_d.id.in_(list(ids)))
     if target:
-        conds.append(dead_letters.c.target == target)
+        conds.append(_d.target == target)
     if older_than is not None:
-        conds.append(dead_letters.c.created_at <= now - older_than)
+        conds.append(_d.created_at <= now - older_than)
     with engine.begin() as conn:
         result = conn.execute(
-            update(dead_letters).where(and_(*conds)).values(status="purged", updated_at=now)
+            update(dead_letters)
+            .where(and_(*conds))
+            .values(status="purged", updated_at=now, lease_owner=None)
         )
         return int(result.rowcount)
 
@@ -362,8 +521,8 @@ def delete_old(engine: Engine, *, before: float) -> int:
     with engine.begin() as conn:
         result = conn.execute(
             delete(dead_letters).where(
-                dead_letters.c.status.in_(("delivered", "purged")),
-                dead_letters.c.updated_at < before,
+                _d.status.in_(("delivered", "purged")),
+                _d.updated_at < before,
             )
         )
         return int(result.rowcount)
@@ -374,11 +533,7 @@ def dead_letter_stats(engine: Engine, now: float | None = None) -> dict[str, Any
     now = now if now is not None else utcnow_ts()
     with engine.connect() as conn:
         rows = conn.execute(
-            select(
-                dead_letters.c.status,
-                func.count(),
-                func.min(dead_letters.c.created_at),
-            ).group_by(dead_letters.c.status)
+            select(_d.status, func.count(), func.min(_d.created_at)).group_by(_d.status)
         ).all()
     by_status = {r[0]: (int(r[1]), r[2]) for r in rows}
     pending, oldest = by_status.get("pending", (0, None))
@@ -479,15 +634,17 @@ def endpoint_states(engine: Engine) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(select(endpoints)).all()]
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
 __all__ = [
     "STATUSES",
+    "Key",
     "claim",
     "dead_letter_stats",
+    "defer",
     "dead_letters",
     "delete_old",
     "disable_endpoint",
@@ -505,5 +662,6 @@ __all__ = [
     "purge",
     "record_endpoint_failure",
     "record_endpoint_success",
+    "renew",
     "requeue",
 ]

@@ -48,7 +48,7 @@ from sqlalchemy import (
     update,
 )
 
-from nura.core.stores.db import id_column, metadata, utcnow_ts
+from nura.core.stores.db import MIGRATIONS, add_missing_column, id_column, metadata, utcnow_ts
 from nura.errors import NuraError
 
 logger = logging.getLogger("nura.inbox")
@@ -74,8 +74,14 @@ inbox = Table(
     Column("dispatched_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
     Column("last_error", Text, nullable=True),
+    # the dispatcher whose claim holds an accepted entry until next_attempt_at
+    Column("claimed_by", String(64), nullable=True),
     UniqueConstraint("endpoint", "delivery_id", name="uq_nura_webhook_inbox_delivery"),
     Index("ix_nura_webhook_inbox_status", "status", "next_attempt_at"),
+)
+
+MIGRATIONS.append(
+    lambda engine: add_missing_column(engine, inbox.name, "claimed_by", "VARCHAR(64)")
 )
 
 # Bodies seen per endpoint, for deliveries whose id is unsigned (the replay dedupe).
@@ -434,17 +440,58 @@ def status_counts(engine: Engine) -> dict[str, int]:
     return counts
 
 
-def claim_due(engine: Engine, limit: int, now: float | None = None) -> list[dict[str, Any]]:
-    """Accepted entries due for a dispatch attempt, oldest first."""
+def claim_due(
+    engine: Engine,
+    limit: int,
+    now: float | None = None,
+    *,
+    owner: str,
+    lease_seconds: float,
+) -> list[dict[str, Any]]:
+    """Claim accepted entries due for a dispatch attempt, oldest first, for `owner` until
+    `now + lease_seconds`: another dispatcher does not get them meanwhile.
+
+    One statement: `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`
+    on PostgreSQL (two dispatchers take disjoint rows without waiting for each other); on
+    SQLite the UPDATE holds the database's write lock, which makes it atomic as well.
+    """
     now = utcnow_ts() if now is None else now
-    with engine.connect() as conn:
+    c = inbox.c
+    due = (
+        select(c.id)
+        .where(and_(c.status == "accepted", c.next_attempt_at <= now))
+        .order_by(c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if engine.dialect.name == "postgresql":
+        # A CTE is evaluated once; `IN (SELECT ... LIMIT ... FOR UPDATE SKIP LOCKED)` may be
+        # rescanned by the plan and then take more rows than the limit.
+        picked = due.cte("due")
+        chosen = c.id == picked.c.id
+    else:
+        chosen = c.id.in_(due.scalar_subquery())
+    with engine.begin() as conn:
         rows = conn.execute(
-            select(inbox)
-            .where(and_(inbox.c.status == "accepted", inbox.c.next_attempt_at <= now))
-            .order_by(inbox.c.id)
-            .limit(limit)
+            update(inbox)
+            .where(chosen, c.status == "accepted")
+            .values(claimed_by=owner, next_attempt_at=now + lease_seconds)
+            .returning(*inbox.c)
         ).mappings()
-        return [dict(r) for r in rows]
+        return sorted((dict(r) for r in rows), key=lambda r: int(r["id"]))
+
+
+def release(engine: Engine, ids: list[int], owner: str, now: float | None = None) -> None:
+    """Give back claimed entries that are still accepted (due again now)."""
+    if not ids:
+        return
+    c = inbox.c
+    with engine.begin() as conn:
+        conn.execute(
+            update(inbox)
+            .where(c.id.in_(ids), c.status == "accepted", c.claimed_by == owner)
+            .values(claimed_by=None, next_attempt_at=utcnow_ts() if now is None else now)
+        )
 
 
 def get_entry(engine: Engine, endpoint: str, delivery_id: str) -> dict[str, Any] | None:
@@ -485,18 +532,23 @@ def _per_entry(values: dict[int, Any], column: Any) -> Any:
     return case(values, value=inbox.c.id, else_=column)
 
 
-def _update_entries(engine: Engine, ids: list[int], in_status: str, /, **values: Any) -> None:
-    """One UPDATE of the entries `ids` that are still `in_status` (a concurrent change wins)."""
+def _update_entries(
+    engine: Engine, ids: list[int], in_status: str, owner: str | None, /, **values: Any
+) -> None:
+    """One UPDATE of the entries `ids` that are still `in_status` (a concurrent change wins)
+    and, with an `owner`, still claimed by it (a claim that expired is someone else's)."""
+    cond = and_(inbox.c.id.in_(ids), inbox.c.status == in_status)
+    if owner is not None:
+        cond = and_(cond, inbox.c.claimed_by == owner)
     with engine.begin() as conn:
-        conn.execute(
-            update(inbox)
-            .where(and_(inbox.c.id.in_(ids), inbox.c.status == in_status))
-            .values(**values)
-        )
+        conn.execute(update(inbox).where(cond).values(**values))
 
 
 def mark_dispatched(
-    engine: Engine, items: Iterable[tuple[int, str | None, str | None]], now: float | None = None
+    engine: Engine,
+    items: Iterable[tuple[int, str | None, str | None]],
+    now: float | None = None,
+    owner: str | None = None,
 ) -> None:
     """(id, deployment, flow_run_id) -> dispatched; entries without a run (no route) -> done."""
     now = utcnow_ts() if now is None else now
@@ -508,12 +560,14 @@ def mark_dispatched(
         engine,
         [r[0] for r in rows],
         "accepted",
+        owner,
         status=_per_entry({i: "dispatched" if run else "done" for i, _, run in rows}, c.status),
         deployment=_per_entry({i: dep for i, dep, _ in rows}, c.deployment),
         flow_run_id=_per_entry({i: run for i, _, run in rows}, c.flow_run_id),
         dispatched_at=now,
         finished_at=_per_entry({i: None if run else now for i, _, run in rows}, c.finished_at),
         last_error=None,
+        claimed_by=None,
     )
 
 
@@ -521,6 +575,7 @@ def reschedule(
     engine: Engine,
     items: Iterable[tuple[int, int, float, str]],
     max_attempts: int | None = None,
+    owner: str | None = None,
 ) -> None:
     """(id, attempts, next_attempt_at, error): try later, or fail past `max_attempts`."""
     rows = list(items)
@@ -533,15 +588,19 @@ def reschedule(
         engine,
         [r[0] for r in rows],
         "accepted",
+        owner,
         status=_per_entry({i: "failed" if i in gone else "accepted" for i, *_ in rows}, c.status),
         attempts=_per_entry({i: n for i, n, _, _ in rows}, c.attempts),
         next_attempt_at=_per_entry({i: at for i, _, at, _ in rows}, c.next_attempt_at),
         last_error=_per_entry({i: err[:1000] for i, _, _, err in rows}, c.last_error),
         finished_at=_per_entry({i: now if i in gone else None for i, *_ in rows}, c.finished_at),
+        claimed_by=None,
     )
 
 
-def fail_entries(engine: Engine, items: Iterable[tuple[int, str]]) -> None:
+def fail_entries(
+    engine: Engine, items: Iterable[tuple[int, str]], owner: str | None = None
+) -> None:
     rows = list(items)
     if not rows:
         return
@@ -549,6 +608,7 @@ def fail_entries(engine: Engine, items: Iterable[tuple[int, str]]) -> None:
         engine,
         [r[0] for r in rows],
         "accepted",
+        owner,
         status="failed",
         last_error=_per_entry({i: err[:1000] for i, err in rows}, inbox.c.last_error),
         finished_at=utcnow_ts(),
@@ -577,6 +637,7 @@ def mark_finished(engine: Engine, items: Iterable[tuple[int, str, str | None]]) 
         engine,
         [r[0] for r in rows],
         "dispatched",
+        None,
         status=_per_entry({i: status for i, status, _ in rows}, c.status),
         finished_at=utcnow_ts(),
         last_error=_per_entry({i: error for i, _, error in rows}, c.last_error),

@@ -32,11 +32,12 @@ EXTENSIONS = (
     "nura.cli.deliveries",  # deliveries list/retry/purge, notify
     "nura.cli.bedrock",  # invoke, costs, budgets
     "nura.cli.health",  # health, metrics serve
+    "nura.cli.ha",  # ha up/status/down
 )
 
 
 # Commands that work without a running platform (they manage it, or only read config).
-LOCAL_COMMANDS = frozenset({"up", "down", "status", "env", "config"})
+LOCAL_COMMANDS = frozenset({"up", "down", "status", "env", "config", "ha"})
 NO_STACK = (
     "no running stack: run `nura up` from the project directory (or pass --project DIR), "
     "or set PREFECT_API_URL (and NURA_CONFIG) for another Prefect server"

@@ -48,6 +48,7 @@ class BootstrapReport:
     limits: list[str] = field(default_factory=list)
     work_pool: str = ""
     deployments: list[str] = field(default_factory=list)
+    automations: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
 
@@ -217,6 +218,74 @@ async def ensure_work_pool(cfg: IntegrationsConfig, flow_run_command: str | None
                 if existing.base_job_template != template:
                     await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
     return pool
+
+
+PENDING_RECOVERY = "nura-pending-recovery"
+
+
+async def ensure_pending_recovery(cfg: IntegrationsConfig) -> str | None:
+    """A Prefect automation that reschedules a flow run left Pending: its worker took it
+    and died before the run started (nothing else moves such a run on; seen in the HA
+    fault test). Proactive: `Pending` not followed by any other state of that run within
+    `platform.pending_recovery_seconds` -> Scheduled, so a live worker takes it. Created
+    or updated by name; 0 removes it."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    seconds = cfg.platform.pending_recovery_seconds
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(PENDING_RECOVERY)
+        if not seconds:
+            for automation in existing:
+                await client.delete_automation(automation.id)
+            return None
+        wanted = AutomationCore(
+            name=PENDING_RECOVERY,
+            description="Reschedules flow runs left Pending by a worker that died.",
+            trigger=EventTrigger(
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                after={"prefect.flow-run.Pending"},
+                expect={
+                    f"prefect.flow-run.{state}"
+                    for state in (
+                        "Running",
+                        "Completed",
+                        "Failed",
+                        "Crashed",
+                        "Cancelled",
+                        "Cancelling",
+                        "Scheduled",
+                        "Late",
+                        "AwaitingRetry",
+                        "Paused",
+                    )
+                },  # fmt: skip
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=seconds),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.SCHEDULED,
+                    name="Rescheduled",
+                    message=f"Pending for {seconds:g} s: its worker stopped before the run "
+                    "started (nura-pending-recovery)",
+                    force=True,
+                )
+            ],
+        )
+        if existing:
+            await client.update_automation(existing[0].id, wanted)
+            for extra in existing[1:]:
+                await client.delete_automation(extra.id)
+        else:
+            await client.create_automation(wanted)
+    return PENDING_RECOVERY
 
 
 async def apply_deployments(
@@ -392,6 +461,10 @@ def bootstrap(
         step("wait for the API")
     report.work_pool = asyncio.run(ensure_work_pool(cfg, flow_run_command))
     step("work pool")
+    recovery = asyncio.run(ensure_pending_recovery(cfg))
+    if recovery:
+        report.automations.append(recovery)
+    step("automations")
     to_save = list(extra_blocks(cfg)) if extra_blocks is not None else []
     if save_env:
         to_save += env_blocks()
@@ -399,6 +472,10 @@ def bootstrap(
     step("blocks")
     report.limits = create_limits(cfg)
     step("limits")
+    from nura.bedrock.chain_check import bootstrap_lines  # LEGACY/missing models: skipped
+
+    report.skipped += bootstrap_lines()
+    step("bedrock models")
     asyncio.run(apply_deployments(cfg, flows, report))
     step("deployments")
     return report

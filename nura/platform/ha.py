@@ -106,6 +106,24 @@ def drop_database(server: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def detach_flow_output(api_url: str, pool: str) -> None:
+    """Flow runs of `pool` write their output to their own stdout, not through a pipe to
+    the worker (the process worker's `stream_output`, on by default): a worker that dies
+    then leaves its runs running to completion instead of crashing them on a broken pipe
+    (seen in the fault test). Their logs still reach the API and the UI."""
+    import httpx
+
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        found = client.get(f"/work_pools/{pool}")
+        found.raise_for_status()
+        template = found.json()["base_job_template"]
+        props = template.get("variables", {}).get("properties", {})
+        if "stream_output" not in props or props["stream_output"].get("default") is False:
+            return
+        props["stream_output"]["default"] = False
+        client.patch(f"/work_pools/{pool}", json={"base_job_template": template}).raise_for_status()
+
+
 class HaStack:
     """Start, kill, restart and stop the processes of the HA layout (see the module doc)."""
 
@@ -178,11 +196,16 @@ class HaStack:
         self.state.save(self.s.state_dir)
         return child
 
-    def kill(self, name: str) -> None:
-        """SIGKILL the process and everything it started (its process group)."""
+    def kill(self, name: str, *, group: bool = True) -> None:
+        """SIGKILL the process and, with `group`, everything it started (its process group:
+        `prefect server start` serves from a child). A worker killed alone leaves its flow
+        run processes running, as when its machine's agent dies but not the machine."""
         pid = self.state.pids[name]
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            if group:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
         child = self.children.get(name)
         if child is not None and child.proc is not None:
             child.proc.wait(10)
@@ -227,6 +250,8 @@ class HaStack:
                 PREFECT_SERVER_API_PORT=str(port),
                 PREFECT_UI_API_URL=f"http://127.0.0.1:{s.api_port or port}/api",
             )
+            if i > 1:  # servers starting together race to insert the same block schemas
+                env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
             args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
             self._spec(f"api-{i}", [*args, "--port", str(port), "--no-services"], env)
         self._spec(
@@ -258,6 +283,11 @@ class HaStack:
         if boot.returncode != 0:
             raise StackError(f"nura bootstrap failed:\n{boot.stdout[-1500:]}{boot.stderr[-2000:]}")
 
+        from nura.config import load_config
+
+        pool = load_config(Path(self.state.config_path)).platform.work_pool
+        detach_flow_output(self.state.api_url, pool)
+
         receiver_ports = [free_port() for _ in range(s.receivers)]
         for i, port in enumerate(receiver_ports, 1):
             self._spec(
@@ -284,9 +314,6 @@ class HaStack:
                 [sys.executable, "-m", "nura.cli.main", "webhooks", "dispatch"],
                 nura_env,
             )
-        from nura.config import load_config
-
-        pool = load_config(Path(self.state.config_path)).platform.work_pool
         for i in range(1, s.workers + 1):
             self._spec(
                 f"worker-{i}",

@@ -14,6 +14,12 @@ class PlatformSettings(Section):
     store_url: str = ""
     prefect_port: int = Field(default=4200, gt=0, lt=65536)
     work_pool: str = "nura-process"
+    pending_recovery_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="A flow run Pending this long (its worker died before starting it) is "
+        "rescheduled by the `nura-pending-recovery` automation; 0 = no automation.",
+    )
     # Flow runs `nura up`'s worker runs at once (each one is a process); the sandbox's
     # first runs (9) all start together under the default.
     worker_limit: int = Field(default=12, gt=0, le=256)

@@ -99,10 +99,20 @@ async def register_and_save_blocks(blocks_to_save: list[tuple[str, Any]]) -> lis
     import asyncio
 
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
 
     types = block_types()
     async with get_client() as client:
-        await asyncio.gather(*(t.aregister_type_and_schema(client=client) for t in types))
+        results = await asyncio.gather(
+            *(t.aregister_type_and_schema(client=client) for t in types), return_exceptions=True
+        )
+        for block_type, result in zip(types, results, strict=True):
+            if isinstance(result, ObjectAlreadyExists):
+                # two registrations (ours, or a server starting beside us) created the same
+                # nested block type at once: now it exists, once more reads it
+                await block_type.aregister_type_and_schema(client=client)
+            elif isinstance(result, BaseException):
+                raise result
     for name, block in blocks_to_save:
         await block.asave(name, overwrite=True)
     return [t.get_block_type_slug() for t in types] + [f"saved:{n}" for n, _ in blocks_to_save]

@@ -164,7 +164,8 @@ def test_sigkill_one_of_each_loses_and_doubles_nothing(tmp_path: Path) -> None:
     for _, run_id in calls:
         by_run[run_id] = by_run.get(run_id, 0) + 1
     ran = {r["id"] for r in from_webhooks + due}
-    assert set(by_run) == ran and set(by_run.values()) == {1}
+    assert all(by_run.get(run_id) == 1 for run_id in ran)  # (later scheduled runs also call)
+    assert set(by_run.values()) == {1}, "a run ran twice"
 
     times = sorted(t for t, _ in calls)
     spec = LimitSpec(limit_name("probe"), RATE_PER_MIN, PrefectSlotLeaser.burst_seconds)

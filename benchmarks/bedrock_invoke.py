@@ -3,8 +3,9 @@
     python -m benchmarks.bedrock_invoke [--calls 1000]
 
 Both paths call the same local stand-in (zero added latency) over real HTTP in the same
-run, interleaved in blocks so machine noise hits both alike. The nura path is the body of
-the `invoke_bedrock` task (`await invoke_bedrock.fn(request)`): validation, budget check,
+run, interleaved in blocks so machine noise hits both alike. The nura path is the function
+the `invoke_bedrock` task wraps (`await nura.bedrock.invoke.invoke_bedrock(request)`):
+validation, the model-lifecycle gate (cached), budget reservation,
 tokens-per-minute reservation, the call layer (breaker, requests-per-minute lease, call
 record), the Converse call off the event loop, cost, ledger write. Prefect's own per-task
 orchestration (~4-7 ms a task run, PREFECT-FACTS.md) is not part of it. Rate limits are
@@ -31,9 +32,10 @@ from pathlib import Path
 
 import yaml
 
-SONNET = "anthropic.claude-3-sonnet-20240229-v1:0"
-HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
-TITAN = "amazon.titan-text-express-v1"
+# The shipped chain (live models): two Claude inference profiles and Nova Pro.
+SONNET = "global.anthropic.claude-sonnet-4-6"
+HAIKU = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+NOVA = "amazon.nova-pro-v1:0"
 BLOCKS = 10
 
 
@@ -64,7 +66,7 @@ def write_config(workdir: Path, endpoint: str) -> Path:
                     "endpoint_url": endpoint,
                     "rate_limit_per_minute": 1_000_000,
                     "timeout_seconds": 10,
-                    "model_limits": {SONNET: high, HAIKU: high, TITAN: high},
+                    "model_limits": {SONNET: high, HAIKU: high, NOVA: high},
                     "budgets": {"scopes": {"global": {"daily_usd": "100000"}}},
                 }
             }
@@ -122,7 +124,7 @@ async def run(calls: int) -> dict[str, object]:
         # Warm both paths (connections, limits created and leased, tables, imports).
         for i in range(30):
             bare_call(prompts[i])
-            await invoke_bedrock.fn(requests[i])
+            await invoke_bedrock(requests[i])
         ledger = CostLedger(get_engine(store_url()))
         warm_ids = {row["id"] for row in ledger.calls(limit=100)}
 
@@ -139,7 +141,7 @@ async def run(calls: int) -> dict[str, object]:
                 bare_ms.append((time.perf_counter() - t) * 1000)
             for i in block:
                 t = time.perf_counter()
-                results.append(await invoke_bedrock.fn(requests[i]))
+                results.append(await invoke_bedrock(requests[i]))
                 nura_ms.append((time.perf_counter() - t) * 1000)
         get_call_layer()  # the call records are flushed by reset_runtime below
 

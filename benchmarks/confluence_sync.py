@@ -1,6 +1,7 @@
 """Benchmark: Confluence -> S3 sync (full + incremental) against LangChain's ConfluenceLoader.
 
     python -m benchmarks.confluence_sync [--pages 3000] [--latency-ms 20] [--skip-baseline]
+        [--rate-pages 750] [--rate-per-minute 30]
 
 Starts the Confluence test server (3 spaces, ~10 KB of storage XHTML a page, 20 ms per
 request) and moto, each in its own process (they must not share our GIL); uses
@@ -8,8 +9,12 @@ PREFECT_API_URL if set, else a temporary Prefect server on PostgreSQL. Runs a fu
 through the `confluence-sync` flow (S3 writes included), touches 1 % of the pages, runs an
 incremental sync, and loads the same spaces with LangChain's `ConfluenceLoader`
 (`keep_markdown_format=True`, `max_pages` >= the page count) as the baseline.
-The benchmark configures its own Confluence rate limit (the sync's own speed is measured;
-the default config keeps the seed's 30/min). Last line: one JSON object.
+The main runs configure a Confluence rate limit of 600,000/min, so the sync's own speed
+is measured. A second run then syncs a `--rate-pages` site (a new test server and
+bucket) at the seed's default limit, 30 requests a minute: there the calls are the time.
+LangChain's loader has no rate limiter, so its time at that limit is computed from the
+requests it made to the same site (calls / limit), not measured. Last line: one JSON
+object.
 """
 
 from __future__ import annotations
@@ -144,33 +149,98 @@ def cpu_now(servers: dict[str, int]) -> dict[str, float]:
     }
 
 
+def write_config(
+    work: Path, cf_url: str, moto_url: str, bucket: str, rate: float, conc: int
+) -> None:
+    config = {
+        "external_services": {
+            "aws": {
+                "endpoint_url": moto_url,
+                "s3": {"bucket_name": bucket, "rate_limit_per_minute": 600000},
+            },
+            "confluence": {
+                "base_url": cf_url,
+                "rate_limit_per_minute": rate,
+                "spaces": SPACES,
+                "credentials_block": "nura-bench-none",
+                "concurrency": conc,
+            },
+        }
+    }
+    (work / "integrations.yaml").write_text(yaml.safe_dump(config))
+
+
+def baseline_calls(url: str, pages: int) -> int:
+    """Requests LangChain's loader makes to load `url`'s spaces."""
+    before = stats(url)
+    baseline(url, pages)
+    return stats(url) - before
+
+
+def rate_limited_run(
+    args: argparse.Namespace, work: Path, moto_url: str
+) -> dict[str, float | int | None]:
+    """A full sync of a `--rate-pages` site at `--rate-per-minute` (see the docstring)."""
+    from flows.confluence_sync import confluence_sync
+    from nura.core.runtime import reset_runtime
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "deployments.sandbox.confluence_server", "--port", str(port),
+        "--pages", str(args.rate_pages), "--spaces", ",".join(SPACES),
+        "--latency-ms", str(args.latency_ms),
+    ]  # fmt: skip
+    with process(cmd, f"{url}/_stats"):
+        write_config(work, url, moto_url, "nura-bench-kb-rate", args.rate_per_minute, 8)
+        reset_runtime()
+        calls0 = stats(url)
+        started = time.perf_counter()
+        result = confluence_sync(spaces=SPACES)
+        seconds = time.perf_counter() - started
+        calls = stats(url) - calls0
+        stored = sum(r["created"] + r["updated"] + r["unchanged"] for r in result.values())
+        print(
+            f"at {args.rate_per_minute:g}/min: full sync of {stored} pages in {seconds:.1f} s, "
+            f"{calls} API calls",
+            flush=True,
+        )
+        theirs = None if args.skip_baseline else baseline_calls(url, args.rate_pages)
+    out: dict[str, float | int | None] = {
+        "rate_per_minute": args.rate_per_minute,
+        "rate_pages": stored,
+        "rate_full_api_calls": calls,
+        "rate_full_s": round(seconds, 1),
+        "rate_baseline_api_calls": theirs,
+        "rate_baseline_s_computed": None,
+    }
+    if theirs is not None:
+        computed = theirs / args.rate_per_minute * 60
+        out["rate_baseline_s_computed"] = round(computed, 1)
+        print(
+            f"at {args.rate_per_minute:g}/min: LangChain ConfluenceLoader makes {theirs} calls "
+            f"for the same site: {computed / 60:.1f} min at that limit (computed from its "
+            "call count: it has no rate limiter of its own)",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=3000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--rate-pages", type=int, default=750, help="pages of the 30/min run")
+    parser.add_argument("--rate-per-minute", type=float, default=30.0)
+    parser.add_argument("--skip-rate-run", action="store_true")
     args = parser.parse_args()
 
     cf_port, moto_port = free_port(), free_port()
     cf_url, moto_url = f"http://127.0.0.1:{cf_port}", f"http://127.0.0.1:{moto_port}"
     work = Path(tempfile.mkdtemp(prefix="nura-bench-cf-"))
-    config = {
-        "external_services": {
-            "aws": {
-                "endpoint_url": moto_url,
-                "s3": {"bucket_name": "nura-bench-kb", "rate_limit_per_minute": 600000},
-            },
-            "confluence": {
-                "base_url": cf_url,
-                "rate_limit_per_minute": 600000,
-                "spaces": SPACES,
-                "credentials_block": "nura-bench-none",
-                "concurrency": args.concurrency,
-            },
-        }
-    }
-    (work / "integrations.yaml").write_text(yaml.safe_dump(config))
+    write_config(work, cf_url, moto_url, "nura-bench-kb", 600000, args.concurrency)
     os.environ.update(
         NURA_CONFIG=str(work / "integrations.yaml"),
         NURA_STORE_URL=f"sqlite:///{work / 'nura.db'}",
@@ -238,12 +308,18 @@ def main() -> None:
         )
 
         if args.skip_baseline:
-            base_s, docs = float("nan"), 0
+            base_s, docs, base_calls = float("nan"), 0, 0
         else:
             cpu0 = cpu_now(servers)
+            calls0 = stats(cf_url)
             base_s, docs = baseline(cf_url, args.pages)
+            base_calls = stats(cf_url) - calls0
             cpu1 = cpu_now(servers)
-            print(f"baseline ConfluenceLoader: {docs} documents in {base_s:.1f} s", flush=True)
+            print(
+                f"baseline ConfluenceLoader: {docs} documents in {base_s:.1f} s, "
+                f"{base_calls} API calls",
+                flush=True,
+            )
             print(
                 "baseline CPU, ms/page: "
                 + ", ".join(
@@ -252,6 +328,9 @@ def main() -> None:
                 ),
                 flush=True,
             )
+        rate: dict[str, float | int | None] = {}
+        if not args.skip_rate_run:
+            rate = rate_limited_run(args, work, moto_url)
         load_after = os.getloadavg()[0]
         print(
             f"conditions: {os.cpu_count()} CPUs, load average {load:.1f} before / "
@@ -270,7 +349,9 @@ def main() -> None:
         "incremental_api_calls": incr_calls,
         "baseline": "langchain ConfluenceLoader",
         "baseline_s": round(base_s, 2),
+        "baseline_api_calls": base_calls,
         "speedup": round(base_s / full_s, 1),
+        **rate,
     }
     print(json.dumps(result))
 

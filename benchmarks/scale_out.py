@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from deployments.sandbox.ha_probe import (
     SECRET,
     SECRET_ENV,
@@ -45,6 +47,7 @@ from deployments.sandbox.ha_probe import (
     send,
 )
 from nura.platform.ha import HaSettings, HaStack
+from nura.platform.processes import wait_http
 
 
 def _stack(root: Path, project: Path, receivers: int, dispatchers: int, workers: int) -> HaStack:
@@ -87,7 +90,11 @@ def _wait_completed(api: str, acknowledged: list[str], limit_s: float = 1200) ->
     expected = {f"nura-webhook:probe:{d}" for d in acknowledged}
     deadline = time.monotonic() + limit_s
     while True:
-        runs = [r for r in probe_runs(api) if r["idempotency_key"] in expected]
+        try:
+            runs = [r for r in probe_runs(api) if r["idempotency_key"] in expected]
+        except httpx.HTTPError:  # an API server still starting behind the balancer
+            time.sleep(1)
+            continue
         done = [r for r in runs if r["state_type"] == "COMPLETED"]
         final = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
         if len({r["idempotency_key"] for r in final}) >= len(expected):
@@ -124,6 +131,7 @@ def _phase(
             time.sleep(max(0.0, outage - (time.perf_counter() - started)))
             for api in apis:
                 stack.start(api)
+            wait_http(f"{state.api_url}/health", 300)
             back = time.perf_counter()
             result = _wait_completed(state.api_url, acknowledged)
             drain_s = time.perf_counter() - back
@@ -156,22 +164,38 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webhooks", type=int, default=30)
     parser.add_argument("--outage", type=float, default=30.0)
+    parser.add_argument(
+        "--phases", default="single,scaled,outage", help="Which runs, comma-separated."
+    )
     args = parser.parse_args(argv)
+    phases = set(args.phases.split(","))
+    skipped = {"acknowledged": 0, "lost": 0, "duplicates": 0, "per_s": None, "drain_s": None}
     root = Path(tempfile.mkdtemp(prefix="nura-bench-scale-"))
     recorder = Recorder().start()
     project = make_project(root / "project", recorder.url, rate_per_min=6000, schedule_seconds=None)
     try:
-        single = _phase(root, project, recorder, "single", args.webhooks, (1, 1, 1))
-        scaled = _phase(root, project, recorder, "scaled", args.webhooks, (2, 2, 3))
-        outage = _phase(
-            root, project, recorder, "outage", args.webhooks, (2, 2, 3), outage=args.outage
+        single = (
+            _phase(root, project, recorder, "single", args.webhooks, (1, 1, 1))
+            if "single" in phases
+            else skipped
+        )
+        scaled = (
+            _phase(root, project, recorder, "scaled", args.webhooks, (2, 2, 3))
+            if "scaled" in phases
+            else skipped
+        )
+        outage = (
+            _phase(root, project, recorder, "outage", args.webhooks, (2, 2, 3), outage=args.outage)
+            if "outage" in phases
+            else skipped
         )
     finally:
         recorder.stop()
     load = [round(x, 2) for x in os.getloadavg()]
     print(
         f"single {single['per_s']} runs/s, scaled {scaled['per_s']} runs/s "
-        f"({scaled['per_s'] / max(single['per_s'], 1e-9):.2f}x); API down {args.outage:g} s: "
+        f"({(scaled['per_s'] or 0) / max(single['per_s'] or 0, 1e-9):.2f}x); "
+        f"API down {args.outage:g} s: "
         f"drained {outage['drain_s']} s after it returned; load average {load}"
     )
     print(

@@ -32,11 +32,13 @@ from nura.confluence.sync import (
     publish_report,
     shutdown_pool,
 )
+from nura.core.errors import IntegrationError
 from tasks.confluence import sync_page, sync_space
 
 
-class ConfluenceSyncFailed(Exception):
-    """Some spaces or pages could not be synchronised (details in the run's artifacts)."""
+class ConfluenceSyncFailed(ConfluenceError):
+    """Some spaces or pages could not be synchronised: the message names them and what was
+    kept (details in the run's artifacts)."""
 
 
 @flow(name="confluence-sync", log_prints=False)
@@ -71,7 +73,15 @@ def confluence_sync(
             )
             span = 100.0 / max(1, len(keys))
             # Wrong credentials fail here, once, with the clear message: no space starts.
-            space_ids = prepare_spaces(keys)
+            try:
+                space_ids = prepare_spaces(keys)
+            except ConfluenceAuthError:
+                raise
+            except IntegrationError as exc:  # an open breaker, Confluence or S3 down
+                raise ConfluenceSyncFailed(
+                    f"{', '.join(keys)}: not synchronised, nothing changed in the knowledge "
+                    f"base ({type(exc).__name__}: {exc})"
+                ) from exc
             # The spaces sync at the same time: their pages share the fetch and S3 threads
             # and the conversion processes, and their listing and checkpoint round trips
             # overlap. A missing key gets its SpaceNotFound from its own task.
@@ -87,8 +97,8 @@ def confluence_sync(
                 except ConfluenceAuthError as exc:  # revoked while the run worked
                     auth_error = auth_error or exc
                     continue
-                except ConfluenceError as exc:
-                    errors.append(f"{key}: {exc}")
+                except IntegrationError as exc:
+                    errors.append(f"{key}: {type(exc).__name__}: {exc}")
                     report = SpaceReport(key, error=str(exc))
                     publish_report(report)  # the others were published by their task
                 reports.append(report)
@@ -98,6 +108,8 @@ def confluence_sync(
     finally:
         shutdown_pool()
     for report in reports:
+        if report.error and not any(e.startswith(f"{report.space}: ") for e in errors):
+            errors.append(f"{report.space}: {report.error}")
         if report.failures:
             errors.append(
                 f"{report.space}: {report.failed} page(s) failed: "

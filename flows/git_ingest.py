@@ -1,10 +1,12 @@
 """Flow `git-ingest`: a `git.push` webhook -> the pushed files in the S3 knowledge base.
 
-Added and modified files at the pushed revision are stored as `git/{owner}/{repo}/{path}`
-(server-side encrypted, metadata `source-url`, `commit`, `sha256`); removed files are
-deleted; binaries and files over `external_services.git.max_file_bytes` are skipped; only
-branches matching `external_services.git.branches` are ingested. A table artifact lists
-what changed.
+The branch's prefix `git/{owner}/{repo}/{branch}/` is made equal to the pushed revision:
+added and modified files are stored as `git/{owner}/{repo}/{branch}/{path}` (server-side
+encrypted, metadata `source-url`, `commit`, `sha256`), files the new tip lacks are deleted
+(force pushes included), a new branch stores its whole tree, a deleted branch's documents
+are deleted; binaries and files over `external_services.git.max_file_bytes` are skipped;
+only branches matching `external_services.git.branches` are ingested. A table artifact
+lists what changed.
 
 Example:
     ```python
@@ -39,12 +41,14 @@ def git_ingest(
         "repository": f"{push.owner}/{push.repo}",
         "ref": push.ref,
         "commit": push.after,
+        "branch": push.branch,
+        "forced": push.forced,
         "stored": 0,
         "deleted": 0,
         "skipped": 0,
     }
-    if push.deleted or not branch_allowed(push, git.branches):
-        logger.info("push to %s not ingested (branch filter or deletion)", push.ref)
+    if not branch_allowed(push, git.branches):
+        logger.info("push to %s not ingested (branch filter)", push.ref)
         summary["ignored"] = True
         return summary
     changes = changed_files(push)

@@ -7,10 +7,13 @@ Scheduled every `health_monitoring.check_interval_minutes` (deployment `health-m
 
     python -m flows.health_monitor
 
-One run: all checks concurrently (each bounded by its own timeout) -> SLA figures and
-status per service (pandas over check results and call records) -> alert transitions
-(durable; notify + Prefect event per change) -> markdown and table artifacts -> CloudWatch
-metrics. The run's return value is a small summary; the run fails only if the monitor
+One run: all checks concurrently (each bounded by its own timeout; a passing check closes
+its service's open breaker) -> SLA figures and status per service (aggregated in the
+store) -> notifications earlier runs could not deliver, retried -> alert transitions,
+and the Bedrock chain's models checked against ListFoundationModels (LEGACY or missing:
+a medium alert)
+(durable, confirmed; notify + Prefect event per change) -> markdown and table artifacts
+-> CloudWatch metrics. The run's return value is a small summary; the run fails only if the monitor
 itself breaks, never because a service is unhealthy (that is what alerts are for).
 """
 
@@ -29,6 +32,7 @@ from tasks.health import (
     run_health_checks,
     update_alerts,
 )
+from tasks.notify import retry_notifications
 
 
 class HealthMonitorParams(BaseModel):
@@ -46,7 +50,8 @@ class HealthMonitorParams(BaseModel):
 
 @flow(name="health-monitor", log_prints=False)
 def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
-    """One health round; returns {overall, services: {name: status}, alerts: [...]}."""
+    """One health round; returns {overall, services: {name: status}, alerts: [...],
+    undelivered: {"<service>/<kind>/<channel>": why}}."""
     from nura import get_config
 
     params = params or HealthMonitorParams()
@@ -54,10 +59,24 @@ def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
     results = run_health_checks(params.check_timeout_seconds)
     report = evaluate_sla(results)
     changes: list[dict[str, Any]] = []
+    undelivered: dict[str, str] = {}
     if params.alerts:
+        retried = retry_notifications()  # what Slack/SES did not take before, oldest first
         changes = update_alerts(report)
         for change in changes:
-            deliver_alert(change)
+            delivery = deliver_alert(change)
+            for channel, why in delivery["failed"].items():
+                undelivered[f"{change['key']}/{change['kind']}/{channel}"] = why
+        from nura.bedrock.chain_check import bootstrap_lines as bedrock_chain_findings
+
+        for line in bedrock_chain_findings():  # LEGACY/missing chain models: medium alert
+            logger.warning("%s", line)
+        if retried["pending"] or undelivered:
+            logger.warning(
+                "notifications not delivered yet (retried by the next run): %s; queued: %s",
+                undelivered or "-",
+                retried["pending"] or "-",
+            )
     if params.artifacts:
         publish_artifacts(report)
     send_cw = get_config().health_monitoring.publish_cloudwatch
@@ -80,6 +99,7 @@ def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
         "overall": report["overall"],
         "services": {s["service"]: s["status"] for s in report["services"]},
         "alerts": [{k: c[k] for k in ("kind", "key", "level", "severity")} for c in changes],
+        "undelivered": undelivered,
     }
 
 

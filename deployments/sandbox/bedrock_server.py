@@ -1,38 +1,70 @@
-"""A local Bedrock runtime: the bedrock-runtime wire format, deterministic answers.
+"""A local Amazon Bedrock: the runtime (Converse, InvokeModel) and the control plane's
+model catalogue (ListFoundationModels, ListInferenceProfiles), behaving like Bedrock.
 
-moto does not implement Converse/InvokeModel, so this stand-in speaks them for real and a
-boto3 client with `endpoint_url` talks to it unchanged (rest-json; errors as botocore
-reads them: status code, `x-amzn-ErrorType` header, `{"message": ...}` body).
+moto implements neither, so this stand-in speaks them for real; boto3 clients
+(`bedrock-runtime` and `bedrock`) with `endpoint_url` talk to it unchanged (rest-json;
+errors as botocore reads them: status code, `x-amzn-ErrorType` header, `{"message"}`).
+Written from AWS's API reference (Converse request/response, its documented errors and
+status codes) and model catalogue, not from nura's client:
 
-  POST /model/{modelId}/converse   Converse (messages, system, inferenceConfig)
-  POST /model/{modelId}/invoke     InvokeModel: Anthropic Messages body
-                                   (`anthropic_version: bedrock-2023-05-31`) or Titan Text
-                                   (`inputText`, `textGenerationConfig`); the legacy
-                                   "Human:/Assistant:" `prompt` body is refused for Claude 3
-                                   exactly as Bedrock does (ValidationException).
-  POST /_sandbox/control           {"models": {"<id or *>": {"throttle": N, "validation": N,
-                                   "server_error": N, "latency_ms": X}}}; N = next N calls,
-                                   -1 = every call
-  GET  /_sandbox/stats             {"calls": {"<model>": n}, "total": n}
-  POST /_sandbox/reset             clears scripts and stats
+  POST /model/{modelId}/converse   Converse
+  POST /model/{modelId}/converse-stream
+                                   ConverseStream: an `application/vnd.amazon.eventstream`
+                                   of messageStart, contentBlockDelta (a word at a time),
+                                   contentBlockStop, messageStop and metadata (usage)
+  POST /model/{modelId}/invoke     InvokeModel (Anthropic Messages body with
+                                   `anthropic_version: bedrock-2023-05-31`; Amazon Nova
+                                   `messages` + `inferenceConfig`)
+  GET  /foundation-models          ListFoundationModels (modelLifecycle ACTIVE / LEGACY;
+                                   end-of-life models are no longer listed)
+  GET  /inference-profiles         ListInferenceProfiles (system-defined `us.`/`eu.`/
+                                   `global.` profiles of this server's region, paginated)
 
-Answers are a function of the request only; token counts follow the ~4 characters per
-token that English text averages (input counted over system + messages, output over the
-answer, `max_tokens` truncating with stop reason `max_tokens`).
+What it refuses, as Bedrock does (all `ValidationException` 400 unless said otherwise):
+a model id it does not know ("The provided model identifier is invalid."), an
+end-of-life model (`ResourceNotFoundException` 404), a model the account has no access
+to (`AccessDeniedException` 403), an on-demand call to a model offered only through
+inference profiles, a conversation that does not start with a user turn or whose roles
+do not alternate, blank text, a `system` prompt to a model without system prompts, more
+input than the model's context, `maxTokens` over the model's output limit.
 
-    python -m deployments.sandbox.bedrock_server --port 8702
+Token counts are its own tokenizer-like rule (`count_tokens`: a word piece per 4 letters,
+each digit and each punctuation mark a token, 3 tokens of framing per message), not the
+~4 characters a token that nura's client estimates with.
+
+Faults, per model (or `*`), each for the next N calls (-1: every call):
+`throttle` (429 ThrottlingException), `not_ready` (429 ModelNotReadyException),
+`timeout` (408 ModelTimeoutException), `model_error` (424 ModelErrorException),
+`server_error` (500 InternalServerException), `unavailable` (503
+ServiceUnavailableException), `validation` (400), `no_usage` (200 without `usage`),
+`garbled` (200 with a body that is not JSON), `hang` (answer only after `hang_ms`),
+`cut` (a stream that stops after its first deltas, without messageStop or metadata),
+and `latency_ms` on every call. The catalogue can be changed per model
+(`lifecycle`, `system`, `on_demand`, `access`, `max_output`, `context`).
+
+  POST /_sandbox/control  {"models": {"<id or *>": {"throttle": 2, "hang": 1, "hang_ms": 3000}},
+                           "catalog": {"<id>": {"lifecycle": "EOL"}}}
+  GET  /_sandbox/stats    {"calls": {"<model>": n}, "total": n}
+  POST /_sandbox/reset    clears scripts, catalogue changes and stats
+
+    python -m deployments.sandbox.bedrock_server --port 8702 [--region us-east-1]
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import math
+import re
+import struct
 import threading
 import time
 import uuid
+import zlib
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from deployments.sandbox.base import JsonHandler, LocalServer, serve_main
 
@@ -41,50 +73,164 @@ WORDS = (
     "measured tokens and every call is priced recorded budgeted and traced across the "
     "platform so operators see what each answer cost and which model gave it"
 ).split()
-MAX_OUTPUT = {"anthropic": 4096, "titan": 8192, "other": 4096}
-ERRORS = {
+
+# kind -> (HTTP status, error code, message): AWS's documented Converse errors.
+ERRORS: dict[str, tuple[int, str, str]] = {
     "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
-    "validation": (400, "ValidationException", "Malformed input request, please reformat."),
+    "not_ready": (
+        429,
+        "ModelNotReadyException",
+        "The model specified in the request is not ready to serve inference requests.",
+    ),
+    "timeout": (
+        408,
+        "ModelTimeoutException",
+        "The request took too long to process. Processing time exceeded the model timeout length.",
+    ),
+    "model_error": (
+        424,
+        "ModelErrorException",
+        "The request failed due to an error while processing the model.",
+    ),
     "server_error": (500, "InternalServerException", "The server encountered an error."),
+    "unavailable": (503, "ServiceUnavailableException", "The service isn't currently available."),
+    "validation": (400, "ValidationException", "Malformed input request, please reformat."),
+    "not_found": (404, "ResourceNotFoundException", "The specified resource was not found."),
+    "access_denied": (
+        403,
+        "AccessDeniedException",
+        "You don't have access to the model with the specified model ID.",
+    ),
 }
+SCRIPTED: tuple[str, ...] = (
+    "validation",
+    "throttle",
+    "not_ready",
+    "timeout",
+    "model_error",
+    "server_error",
+)
+SCRIPTED += ("unavailable", "no_usage", "garbled", "hang", "cut")
+PROFILE_GEOS = {
+    "us": ("us-east-1", "us-east-2", "us-west-2"),
+    "eu": ("eu-central-1", "eu-west-1", "eu-west-3", "eu-north-1"),
+    "apac": ("ap-northeast-1", "ap-southeast-1", "ap-southeast-2", "ap-south-1"),
+}
+_GEO_PREFIXES = ("us-gov", "us", "eu", "apac", "jp", "au", "ca", "global")
 
 
-def tokens_of(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4)) if text else 0
+@dataclasses.dataclass
+class CatalogModel:
+    """One foundation model as the control plane describes it, and what the runtime enforces."""
+
+    name: str
+    provider: str
+    lifecycle: str = "ACTIVE"  # ACTIVE | LEGACY | EOL (end of life: no longer listed or served)
+    on_demand: bool = True  # False: only through an inference profile
+    profiles: tuple[str, ...] = ()  # profile prefixes offered: "us", "eu", "apac", "global"
+    system: bool = True  # accepts a system prompt
+    max_output: int = 4096
+    context: int = 200_000
+    access: bool = True  # the account has access to the model
 
 
-def family(model_id: str) -> str:
-    base = model_id.split(".", 1)[1] if model_id.split(".", 1)[0] in _GEOS else model_id
-    if base.startswith("anthropic."):
-        return "anthropic"
-    if base.startswith("amazon.titan-text"):
-        return "titan"
-    return "other"
+def default_catalog() -> dict[str, CatalogModel]:
+    """Models as AWS's model cards and lifecycle page list them (late 2026)."""
+    claude: dict[str, Any] = {"provider": "Anthropic", "on_demand": False, "max_output": 64_000}
+    nova: dict[str, Any] = {"provider": "Amazon", "profiles": ("us", "eu", "apac")}
+    nova["context"] = 300_000
+    retired_claude: dict[str, Any] = {"provider": "Anthropic", "lifecycle": "EOL"}
+    return {
+        "anthropic.claude-sonnet-4-6": CatalogModel(
+            "Claude Sonnet 4.6", profiles=("us", "eu", "global"), **claude
+        ),
+        "anthropic.claude-sonnet-4-5-20250929-v1:0": CatalogModel(
+            "Claude Sonnet 4.5", profiles=("us", "eu", "global"), **claude
+        ),
+        "anthropic.claude-haiku-4-5-20251001-v1:0": CatalogModel(
+            "Claude Haiku 4.5", profiles=("us", "eu", "global"), **claude
+        ),
+        "amazon.nova-pro-v1:0": CatalogModel("Nova Pro", max_output=10_000, **nova),
+        "amazon.nova-lite-v1:0": CatalogModel("Nova Lite", max_output=10_000, **nova),
+        "amazon.nova-micro-v1:0": CatalogModel(
+            "Nova Micro", max_output=10_000, **{**nova, "context": 128_000}
+        ),
+        # AWS's "supported models and model features" table: no system prompts.
+        "mistral.mistral-7b-instruct-v0:2": CatalogModel(
+            "Mistral 7B Instruct", "Mistral AI", system=False, max_output=8192, context=32_000
+        ),
+        # End of life on Bedrock (model lifecycle page): refused, no longer listed.
+        "anthropic.claude-3-sonnet-20240229-v1:0": CatalogModel(
+            "Claude 3 Sonnet", **retired_claude
+        ),
+        "anthropic.claude-3-haiku-20240307-v1:0": CatalogModel("Claude 3 Haiku", **retired_claude),
+        "anthropic.claude-3-5-haiku-20241022-v1:0": CatalogModel(
+            "Claude 3.5 Haiku", **retired_claude
+        ),
+        "anthropic.claude-3-7-sonnet-20250219-v1:0": CatalogModel(
+            "Claude 3.7 Sonnet", **retired_claude
+        ),
+        "amazon.titan-text-express-v1": CatalogModel(
+            "Titan Text G1 - Express", "Amazon", lifecycle="EOL"
+        ),
+        "amazon.titan-text-lite-v1": CatalogModel(
+            "Titan Text G1 - Lite", "Amazon", lifecycle="EOL"
+        ),
+    }
 
 
-_GEOS = {"us", "eu", "apac", "us-gov", "jp", "au", "ca", "global"}
+_PIECE = re.compile(r"[^\W\d_]+|\d|[^\w\s]|_")
 
 
-def answer_for(model_id: str, prompt: str) -> str:
-    """A deterministic answer of 12-60 words for (model, prompt)."""
+def count_tokens(text: str) -> int:
+    """The stand-in's tokenizer-like rule: letters in pieces of up to 4, each digit and
+    punctuation mark one token. Never more tokens than characters."""
+    total = 0
+    for piece in _PIECE.findall(text):
+        total += math.ceil(len(piece) / 4) if piece[0].isalpha() else 1
+    return total
+
+
+def split_model(model_id: str) -> tuple[str | None, str]:
+    """`us.anthropic.x` -> ("us", "anthropic.x"); a plain id -> (None, id)."""
+    head, _, rest = model_id.partition(".")
+    if head in _GEO_PREFIXES and rest:
+        return head, rest
+    return None, model_id
+
+
+def answer_for(model_id: str, prompt: str, max_tokens: int) -> tuple[str, bool]:
+    """A deterministic answer of 12-60 words for (model, prompt), cut at `max_tokens`."""
     digest = hashlib.sha256(f"{model_id}\n{prompt}".encode()).digest()
     count = 12 + digest[0] % 49
-    return " ".join(WORDS[(digest[i % 32] + i) % len(WORDS)] for i in range(count)) + "."
+    words: list[str] = []
+    used = 0
+    for i in range(count):
+        word = WORDS[(digest[i % 32] + i) % len(WORDS)]
+        cost = count_tokens(word)
+        if used + cost > max_tokens:
+            return " ".join(words), True
+        words.append(word)
+        used += cost
+    if used + 1 > max_tokens:
+        return " ".join(words), True
+    return " ".join(words) + ".", False
 
 
-def truncate(text: str, max_tokens: int) -> tuple[str, bool]:
-    if tokens_of(text) <= max_tokens:
-        return text, False
-    return text[: max_tokens * 4], True
+class _Refused(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _ModelScript:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.latency_ms = 0.0
+        self.hang_ms = 0.0
 
     def take(self) -> str | None:
-        for kind in ("validation", "throttle", "server_error"):
+        for kind in SCRIPTED:
             n = self.counts.get(kind, 0)
             if n == 0:
                 continue
@@ -102,6 +248,7 @@ class _State:
     def reset(self) -> None:
         self.scripts: dict[str, _ModelScript] = {}
         self.calls: dict[str, int] = {}
+        self.catalog = default_catalog()
 
     def script(self, model_id: str) -> _ModelScript | None:
         return self.scripts.get(model_id) or self.scripts.get("*")
@@ -112,8 +259,9 @@ class BedrockStandIn(LocalServer):
 
     request_queue_size = 128
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1") -> None:
         self.state = _State()
+        self.region = region
         super().__init__((host, port), _Handler)
 
     # In-process control for tests (the same as POST /_sandbox/control).
@@ -123,10 +271,24 @@ class BedrockStandIn(LocalServer):
             for kind, value in counts.items():
                 if kind == "latency_ms":
                     script.latency_ms = float(value)
-                elif kind in ERRORS:
+                elif kind == "hang_ms":
+                    script.hang_ms = float(value)
+                elif kind in SCRIPTED:
                     script.counts[kind] = int(value)
                 else:
                     raise ValueError(f"unknown script key {kind!r}")
+
+    def catalog(self, model_id: str, **attrs: Any) -> None:
+        """Change (or add) a model of the catalogue: lifecycle, system, on_demand, ..."""
+        with self.state.lock:
+            model = self.state.catalog.get(model_id) or CatalogModel(model_id, "Test")
+            fields = {f.name for f in dataclasses.fields(CatalogModel)}
+            unknown = set(attrs) - fields
+            if unknown:
+                raise ValueError(f"unknown catalogue keys {sorted(unknown)}")
+            if "profiles" in attrs:
+                attrs["profiles"] = tuple(attrs["profiles"])
+            self.state.catalog[model_id] = dataclasses.replace(model, **attrs)
 
     def reset(self) -> None:
         with self.state.lock:
@@ -138,35 +300,142 @@ class BedrockStandIn(LocalServer):
                 return sum(self.state.calls.values())
             return self.state.calls.get(model_id, 0)
 
+    def resolve(self, model_id: str) -> tuple[str, CatalogModel]:
+        """The catalogue entry a runtime call to `model_id` reaches, or `_Refused`."""
+        with self.state.lock:
+            catalog = copy.copy(self.state.catalog)
+        geo, base = split_model(model_id)
+        model = catalog.get(base)
+        if model is None:
+            raise _Refused("validation", "The provided model identifier is invalid.")
+        if model.lifecycle == "EOL":
+            raise _Refused(
+                "not_found",
+                "This model version has reached the end of its life. "
+                "Please refer to the AWS documentation for more details.",
+            )
+        if geo is not None and not self._profile_offered(geo, model):
+            raise _Refused("validation", "The provided model identifier is invalid.")
+        if geo is None and not model.on_demand:
+            raise _Refused(
+                "validation",
+                f"Invocation of model ID {base} with on-demand throughput isn\u2019t supported. "
+                "Retry your request with the ID or ARN of an inference profile that contains "
+                "this model.",
+            )
+        if not model.access:
+            raise _Refused("access_denied", ERRORS["access_denied"][2])
+        return base, model
 
-class _Invalid(Exception):
-    pass
+    def _profile_offered(self, geo: str, model: CatalogModel) -> bool:
+        if geo not in model.profiles:
+            return False
+        return geo == "global" or self.region in PROFILE_GEOS.get(geo, ())
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """ListInferenceProfiles' summaries for this region (system-defined only)."""
+        with self.state.lock:
+            catalog = copy.copy(self.state.catalog)
+        out = []
+        for base, model in sorted(catalog.items()):
+            if model.lifecycle == "EOL":
+                continue
+            for geo in model.profiles:
+                if not self._profile_offered(geo, model):
+                    continue
+                regions = PROFILE_GEOS.get(geo, (self.region, "us-west-2", "eu-west-1"))
+                out.append(
+                    {
+                        "inferenceProfileName": f"{geo.upper()} {model.name}",
+                        "inferenceProfileId": f"{geo}.{base}",
+                        "inferenceProfileArn": (
+                            f"arn:aws:bedrock:{self.region}:123456789012:"
+                            f"inference-profile/{geo}.{base}"
+                        ),
+                        "models": [
+                            {"modelArn": f"arn:aws:bedrock:{r}::foundation-model/{base}"}
+                            for r in regions
+                        ],
+                        "status": "ACTIVE",
+                        "type": "SYSTEM_DEFINED",
+                    }
+                )
+        return out
+
+    def foundation_models(self) -> list[dict[str, Any]]:
+        """ListFoundationModels' summaries (end-of-life models are not listed)."""
+        with self.state.lock:
+            catalog = copy.copy(self.state.catalog)
+        out = []
+        for base, model in sorted(catalog.items()):
+            if model.lifecycle == "EOL":
+                continue
+            kinds = (["ON_DEMAND"] if model.on_demand else []) + (
+                ["INFERENCE_PROFILE"] if model.profiles else []
+            )
+            out.append(
+                {
+                    "modelArn": f"arn:aws:bedrock:{self.region}::foundation-model/{base}",
+                    "modelId": base,
+                    "modelName": model.name,
+                    "providerName": model.provider,
+                    "inputModalities": ["TEXT"],
+                    "outputModalities": ["TEXT"],
+                    "responseStreamingSupported": True,
+                    "customizationsSupported": [],
+                    "inferenceTypesSupported": kinds,
+                    "modelLifecycle": {"status": model.lifecycle},
+                }
+            )
+        return out
 
 
 class _Handler(JsonHandler):
     server: BedrockStandIn
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        super()._send(status, body, {"x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})})
+        try:
+            super()._send(status, body, {"x-amzn-RequestId": str(uuid.uuid4()), **(headers or {})})
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            self.close_connection = True
 
-    def _error(self, kind: str, message: str | None = None) -> None:
+    def _error(self, kind: str, message: str | None = None, **extra: Any) -> None:
         status, code, default = ERRORS[kind]
-        self._send(status, {"message": message or default}, {"x-amzn-ErrorType": f"{code}:"})
+        body = {"message": message or default, **extra}
+        self._send(status, body, {"x-amzn-ErrorType": f"{code}:"})
 
     def do_GET(self) -> None:
-        if urlparse(self.path).path == "/_sandbox/stats":
+        url = urlparse(self.path)
+        if url.path == "/_sandbox/stats":
             with self.server.state.lock:
                 calls = dict(self.server.state.calls)
             return self._send(200, {"calls": calls, "total": sum(calls.values())})
+        if url.path == "/foundation-models":
+            return self._send(200, {"modelSummaries": self.server.foundation_models()})
+        if url.path == "/inference-profiles":
+            return self._list_profiles(parse_qs(url.query))
         return self._send(404, {"message": "not found"}, {"x-amzn-ErrorType": "UnknownOperation:"})
+
+    def _list_profiles(self, query: dict[str, list[str]]) -> None:
+        profiles = self.server.profiles()
+        start = int(query.get("nextToken", ["0"])[0] or 0)
+        size = int(query.get("maxResults", ["1000"])[0] or 1000)
+        page = profiles[start : start + size]
+        body: dict[str, Any] = {"inferenceProfileSummaries": page}
+        if start + size < len(profiles):
+            body["nextToken"] = str(start + size)
+        return self._send(200, body)
 
     def do_POST(self) -> None:
         raw = self._read_body()
         path = urlparse(self.path).path
         if path == "/_sandbox/control":
             try:
-                for model_id, counts in (json.loads(raw or b"{}").get("models") or {}).items():
+                control = json.loads(raw or b"{}")
+                for model_id, counts in (control.get("models") or {}).items():
                     self.server.script(model_id, **counts)
+                for model_id, attrs in (control.get("catalog") or {}).items():
+                    self.server.catalog(model_id, **attrs)
             except (ValueError, TypeError, AttributeError) as exc:
                 return self._send(400, {"message": str(exc)})
             return self._send(200, {"ok": True})
@@ -174,7 +443,8 @@ class _Handler(JsonHandler):
             self.server.reset()
             return self._send(200, {"ok": True})
         parts = path.split("/")
-        if len(parts) != 4 or parts[1] != "model" or parts[3] not in ("converse", "invoke"):
+        operations = ("converse", "invoke", "converse-stream")
+        if len(parts) != 4 or parts[1] != "model" or parts[3] not in operations:
             return self._send(
                 404, {"message": "unknown operation"}, {"x-amzn-ErrorType": "UnknownOperation:"}
             )
@@ -185,65 +455,127 @@ class _Handler(JsonHandler):
             script = st.script(model_id)
             scripted = script.take() if script else None
             latency = script.latency_ms if script else 0.0
+            hang = script.hang_ms if script else 0.0
         if latency:
             time.sleep(latency / 1000)  # the injected model latency (a server, not a test)
-        if scripted:
+        if scripted == "hang":
+            time.sleep(hang / 1000)
+        elif scripted in ERRORS:
+            if scripted == "model_error":
+                return self._error(scripted, originalStatusCode=500, resourceName=model_id)
             return self._error(scripted)
         try:
+            base, model = self.server.resolve(model_id)
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
-                raise _Invalid("request body must be a JSON object")
+                raise _Refused("validation", "request body must be a JSON object")
+            answer: tuple[Any, ...]
+            if parts[3] == "converse-stream":
+                status, full = self._converse(model_id, model, body, scripted)
+                return self._stream(full, cut=scripted == "cut")
             if parts[3] == "converse":
-                return self._converse(model_id, body)
-            return self._invoke(model_id, body)
-        except (_Invalid, ValueError, KeyError, TypeError) as exc:
+                answer = self._converse(model_id, model, body, scripted)
+            else:
+                answer = self._invoke(model_id, base, model, body)
+        except _Refused as exc:
+            return self._error(exc.kind, str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
             return self._error("validation", str(exc) or "Malformed input request.")
+        if scripted == "garbled":
+            return self._send(200, b'{"output": {"message": ')
+        return self._send(*answer)
 
     # -- Converse ----------------------------------------------------------------------
-    def _converse(self, model_id: str, body: dict[str, Any]) -> None:
+    def _converse(
+        self, model_id: str, model: CatalogModel, body: dict[str, Any], scripted: str | None
+    ) -> tuple[int, Any]:
         started = time.perf_counter()
-        messages = body.get("messages") or []
-        if not messages:
-            raise _Invalid("A conversation must start with a user message.")
-        texts = [b.get("text", "") for m in messages for b in m.get("content", [])]
-        system = " ".join(s.get("text", "") for s in body.get("system") or [])
-        prompt = "\n".join(texts)
-        if not prompt.strip():
-            raise _Invalid("The text field in the ContentBlock object is blank.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _Refused("validation", "The messages field is required.")
+        texts = _check_turns(messages)
+        system = _system_text(body.get("system"))
+        if system and not model.system:
+            raise _Refused(
+                "validation", "This model doesn't support system messages. Try again without them."
+            )
+        usage_in = count_tokens(system) + sum(count_tokens(t) for t in texts) + 3 * len(messages)
+        if usage_in > model.context:
+            raise _Refused("validation", "Input is too long for requested model.")
         config = body.get("inferenceConfig") or {}
-        max_tokens = self._max_tokens(model_id, config.get("maxTokens"))
-        text, cut = truncate(answer_for(model_id, prompt), max_tokens)
-        usage_in = tokens_of(system) + sum(tokens_of(t) for t in texts) + 3 * len(messages)
-        usage_out = tokens_of(text)
-        self._send(
-            200,
-            {
-                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-                "stopReason": "max_tokens" if cut else "end_turn",
-                "usage": {
-                    "inputTokens": usage_in,
-                    "outputTokens": usage_out,
-                    "totalTokens": usage_in + usage_out,
-                },
-                "metrics": {"latencyMs": int((time.perf_counter() - started) * 1000) + 1},
+        max_tokens = self._max_tokens(model, config.get("maxTokens"))
+        text, cut = answer_for(model_id, "\n".join(texts), max_tokens)
+        usage_out = count_tokens(text)
+        answer: dict[str, Any] = {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "max_tokens" if cut else "end_turn",
+            "usage": {
+                "inputTokens": usage_in,
+                "outputTokens": usage_out,
+                "totalTokens": usage_in + usage_out,
             },
-        )
+            "metrics": {"latencyMs": int((time.perf_counter() - started) * 1000) + 1},
+        }
+        if scripted == "no_usage":
+            del answer["usage"]
+        return 200, answer
 
-    def _max_tokens(self, model_id: str, requested: Any) -> int:
-        limit = MAX_OUTPUT[family(model_id)]
-        value = limit if requested is None else int(requested)
-        if value < 1 or value > limit:
-            raise _Invalid(f"max_tokens: {value} is outside 1..{limit} for model {model_id}")
+    def _stream(self, full: dict[str, Any], *, cut: bool) -> None:
+        """The Converse answer as ConverseStream events (AWS event stream framing)."""
+        text = full["output"]["message"]["content"][0]["text"]
+        pieces = re.findall(r"\S+\s*", text) or [""]
+        events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+        events += [
+            ("contentBlockDelta", {"delta": {"text": piece}, "contentBlockIndex": 0})
+            for piece in pieces
+        ]
+        if cut:
+            events = events[: 1 + max(1, len(pieces) // 2)]
+        else:
+            events += [
+                ("contentBlockStop", {"contentBlockIndex": 0}),
+                ("messageStop", {"stopReason": full["stopReason"]}),
+            ]
+            if "usage" in full:
+                events.append(("metadata", {"usage": full["usage"], "metrics": full["metrics"]}))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.send_header("Connection", "close")  # the body ends when the stream does
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for name, payload in events:
+                self.wfile.write(event_message(name, payload))
+                self.wfile.flush()
+            if cut:
+                self.wfile.write(event_message("contentBlockDelta", {"x": 1})[:7])  # torn
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _max_tokens(self, model: CatalogModel, requested: Any) -> int:
+        limit = model.max_output
+        value = min(limit, 4096) if requested is None else int(requested)
+        if value < 1:
+            raise _Refused("validation", "maxTokens must be at least 1.")
+        if value > limit:
+            raise _Refused(
+                "validation",
+                f"The maximum tokens you requested exceeds the model limit of {limit}. "
+                f"Try again with a maximum tokens value that is lower than {limit}.",
+            )
         return value
 
     # -- InvokeModel -------------------------------------------------------------------
-    def _invoke(self, model_id: str, body: dict[str, Any]) -> None:
-        kind = family(model_id)
-        if kind == "anthropic":
-            return self._invoke_anthropic(model_id, body)
-        if kind == "titan":
-            return self._invoke_titan(model_id, body)
-        raise _Invalid(f"the stand-in has no InvokeModel body for {model_id}")
+    def _invoke(
+        self, model_id: str, base: str, model: CatalogModel, body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        if base.startswith("anthropic."):
+            return self._invoke_anthropic(model_id, model, body)
+        if base.startswith("amazon.nova"):
+            return self._invoke_nova(model_id, model, body)
+        raise _Refused("validation", f"the stand-in has no InvokeModel body for {base}")
 
     def _token_headers(self, usage_in: int, usage_out: int) -> dict[str, str]:
         return {
@@ -252,76 +584,150 @@ class _Handler(JsonHandler):
             "X-Amzn-Bedrock-Invocation-Latency": "1",
         }
 
-    def _invoke_anthropic(self, model_id: str, body: dict[str, Any]) -> None:
+    def _invoke_anthropic(
+        self, model_id: str, model: CatalogModel, body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
         if "prompt" in body:
-            raise _Invalid(
-                '"claude-3" models do not support the legacy prompt body; use the Messages API'
+            raise _Refused(
+                "validation",
+                '"claude-3" and later models do not support the legacy prompt body; '
+                "use the Messages API",
             )
         if body.get("anthropic_version") != "bedrock-2023-05-31":
-            raise _Invalid("anthropic_version: bedrock-2023-05-31 is required")
+            raise _Refused("validation", "anthropic_version: bedrock-2023-05-31 is required")
         messages = body.get("messages") or []
         if not messages:
-            raise _Invalid("messages: at least one message is required")
+            raise _Refused("validation", "messages: at least one message is required")
         texts: list[str] = []
+        roles = []
         for m in messages:
+            roles.append(m.get("role"))
             content = m.get("content")
             if isinstance(content, str):
                 texts.append(content)
             else:
                 texts.extend(b.get("text", "") for b in content or [] if b.get("type") == "text")
+        _check_roles(roles)
         system = body.get("system") or ""
         system = system if isinstance(system, str) else " ".join(b["text"] for b in system)
         if "max_tokens" not in body:
-            raise _Invalid("max_tokens: field required")
-        max_tokens = self._max_tokens(model_id, body["max_tokens"])
-        text, cut = truncate(answer_for(model_id, "\n".join(texts)), max_tokens)
-        usage_in = tokens_of(system) + sum(tokens_of(t) for t in texts) + 3 * len(messages)
-        usage_out = tokens_of(text)
-        self._send(
-            200,
-            {
-                "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}",
-                "type": "message",
-                "role": "assistant",
-                "model": model_id,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "max_tokens" if cut else "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
-            },
-            self._token_headers(usage_in, usage_out),
-        )
+            raise _Refused("validation", "max_tokens: field required")
+        max_tokens = self._max_tokens(model, body["max_tokens"])
+        text, cut = answer_for(model_id, "\n".join(texts), max_tokens)
+        usage_in = count_tokens(system) + sum(count_tokens(t) for t in texts) + 3 * len(messages)
+        usage_out = count_tokens(text)
+        answer = {
+            "id": f"msg_bdrk_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model_id,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if cut else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
+        }
+        return 200, answer, self._token_headers(usage_in, usage_out)
 
-    def _invoke_titan(self, model_id: str, body: dict[str, Any]) -> None:
-        prompt = body.get("inputText")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise _Invalid("inputText: must be a non-empty string")
-        config = body.get("textGenerationConfig") or {}
-        max_tokens = self._max_tokens(model_id, config.get("maxTokenCount", 512))
-        text, cut = truncate(answer_for(model_id, prompt), max_tokens)
-        usage_in, usage_out = tokens_of(prompt), tokens_of(text)
-        self._send(
-            200,
-            {
-                "inputTextTokenCount": usage_in,
-                "results": [
-                    {
-                        "tokenCount": usage_out,
-                        "outputText": text,
-                        "completionReason": "LENGTH" if cut else "FINISH",
-                    }
-                ],
-            },
-            self._token_headers(usage_in, usage_out),
+    def _invoke_nova(
+        self, model_id: str, model: CatalogModel, body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        messages = body.get("messages") or []
+        if not messages:
+            raise _Refused("validation", "messages: at least one message is required")
+        texts = _check_turns(messages)
+        system = _system_text(body.get("system"))
+        config = body.get("inferenceConfig") or {}
+        max_tokens = self._max_tokens(model, config.get("maxTokens", config.get("max_new_tokens")))
+        text, cut = answer_for(model_id, "\n".join(texts), max_tokens)
+        usage_in = count_tokens(system) + sum(count_tokens(t) for t in texts) + 3 * len(messages)
+        usage_out = count_tokens(text)
+        answer = {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "max_tokens" if cut else "end_turn",
+            "usage": {"inputTokens": usage_in, "outputTokens": usage_out},
+        }
+        return 200, answer, self._token_headers(usage_in, usage_out)
+
+
+def _header(name: str, value: str) -> bytes:
+    raw_name, raw_value = name.encode(), value.encode()
+    # header: name length, name, type 7 (string), value length, value
+    return (
+        bytes([len(raw_name)]) + raw_name + b"\x07" + struct.pack(">H", len(raw_value)) + raw_value
+    )
+
+
+def event_message(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of the AWS event stream encoding (vnd.amazon.eventstream): prelude
+    (total length, headers length, CRC32 of both), headers, payload, CRC32 of it all."""
+    headers = (
+        _header(":event-type", event_type)
+        + _header(":content-type", "application/json")
+        + _header(":message-type", "event")
+    )
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def _system_text(system: Any) -> str:
+    if not system:
+        return ""
+    if not isinstance(system, list):
+        raise _Refused("validation", "system must be a list of SystemContentBlock")
+    return " ".join(str(block.get("text", "")) for block in system)
+
+
+def _check_roles(roles: list[Any]) -> None:
+    if roles[0] != "user":
+        raise _Refused(
+            "validation",
+            "A conversation must start with a user message. "
+            "Try again with a conversation that starts with a user message.",
         )
+    for before, after in zip(roles, roles[1:], strict=False):
+        if before == after or after not in ("user", "assistant"):
+            raise _Refused(
+                "validation",
+                "A conversation must alternate between user and assistant roles. Make sure "
+                "the conversation alternates between user and assistant roles and try again.",
+            )
+
+
+def _check_turns(messages: list[Any]) -> list[str]:
+    """The texts of a Converse conversation, or the ValidationException Bedrock gives."""
+    _check_roles([m.get("role") for m in messages])
+    texts: list[str] = []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list) or not content:
+            raise _Refused("validation", f"messages.{i}.content must not be empty.")
+        for j, block in enumerate(content):
+            text = block.get("text")
+            if text is not None and not str(text).strip():
+                raise _Refused(
+                    "validation",
+                    f"The text field in the ContentBlock object at messages.{i}.content.{j} "
+                    "is blank. Add text to the text field, and try again.",
+                )
+            texts.append(str(text or ""))
+    return texts
+
+
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--region", default="us-east-1")
 
 
 def main() -> None:
     serve_main(
         __doc__ or "",
         8702,
-        lambda args: BedrockStandIn(args.host, args.port),
-        lambda server: f"Bedrock stand-in (bedrock-runtime wire format) on {server.url}",
+        lambda args: BedrockStandIn(args.host, args.port, args.region),
+        lambda server: f"Bedrock stand-in (bedrock-runtime + catalogue) on {server.url}",
+        _arguments,
     )
 
 

@@ -14,8 +14,20 @@ to `_links.context` = "/wiki"):
   GET    /wiki/rest/api/content/{id}/restriction/byOperation
   GET    /wiki/rest/api/content/{id}/label       POST /wiki/rest/api/content/{id}/label
   POST   /oauth/token   (grant_type=refresh_token; OAuth 2.0 access tokens as Bearer)
+Documented behaviour followed (developer.atlassian.com, REST v2 reference and v1 search):
+  - v2 listings: `limit` 1..250 (default 25; outside the range: 400), `status` repeated or
+    comma-separated (default `current` and `archived`), `body-format=storage` puts each
+    page's body under `body.storage` ({"representation": "storage", "value": ...}),
+    else `body` is `{}`; the next page is `_links.next` (relative to the site, with the
+    cursor) and `Link: <...>; rel="next", <site/wiki>; rel="base"`; an unknown cursor: 400.
+  - GET /pages/{id}: a trashed or archived page is 404 unless its status is asked for.
+  - POST/PUT /pages: 413 over 5 MB; a create under a parent that does not exist: 400.
+  - v1 /content/search: at most 50 results a call with a body expanded, 200 with other
+    expansions, 1000 without (whatever `limit` asks); cursor in `_links.next`.
 Control (tests, benchmark and sandbox; no auth): POST /_control {"latency_ms", "fail_next",
-"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool};
+"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool,
+"listing_omits_body": [ids], "listing_truncates_body": {id: bytes}} (the last two make
+bulk listings leave out or cut bodies: what a client must survive by fetching the page);
 POST /_edit {"ids": [...] | "space": K, "count": N,
 "action": "edit" | "trash" | "purge"}; GET /_stats; POST /_stats/reset.
 
@@ -46,6 +58,7 @@ from deployments.sandbox.confluence_pages import generate_body, page_title
 V2 = "/wiki/api/v2"
 V1 = "/wiki/rest/api"
 TAG = re.compile(r"<[^>]+>")
+MAX_REQUEST_BYTES = 5 * 1024 * 1024  # "413: the request is too large in size (over 5 MB)"
 
 
 def _iso(ts: float) -> str:
@@ -101,7 +114,11 @@ class ConfluenceServer(LocalServer):
         self.refresh_tokens: set[str] = set()
         self.stats: Counter[str] = Counter()
         self.broken_pages: set[str] = set()  # GET of these answers 500 (a page that fails)
+        # Bulk listings (v2 lists, CQL search) that leave out or cut these pages' bodies.
+        self.listing_omits_body: set[str] = set()
+        self.listing_truncates_body: dict[str, int] = {}
         self.race_next_update = False  # someone else saves just before our next PUT
+        self.max_request_bytes = MAX_REQUEST_BYTES  # larger writes: 413 (tests lower it)
         self.clock = time.time
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -235,7 +252,9 @@ class ConfluenceServer(LocalServer):
 # -- representation ----------------------------------------------------------------------
 
 
-def _v2_page(server: ConfluenceServer, page: dict[str, Any], body_format: str | None) -> dict:
+def _v2_page(
+    server: ConfluenceServer, page: dict[str, Any], body_format: str | None, bulk: bool = False
+) -> dict:
     space = server.spaces[page["space_key"]]
     out: dict[str, Any] = {
         "id": page["id"],
@@ -260,11 +279,23 @@ def _v2_page(server: ConfluenceServer, page: dict[str, Any], body_format: str | 
         },
     }
     if body_format == "storage":
-        out["body"] = {"storage": {"representation": "storage", "value": page["body"]}}
+        value = _listed_body(server, page) if bulk else page["body"]
+        if value is not None:
+            out["body"] = {"storage": {"representation": "storage", "value": value}}
     return out
 
 
-def _v1_content(server: ConfluenceServer, page: dict[str, Any], expand: set[str]) -> dict:
+def _listed_body(server: ConfluenceServer, page: dict[str, Any]) -> str | None:
+    """A page's body as a bulk answer gives it: omitted or cut when the test says so."""
+    if page["id"] in server.listing_omits_body:
+        return None
+    cut = server.listing_truncates_body.get(page["id"])
+    return page["body"] if cut is None else page["body"][:cut]
+
+
+def _v1_content(
+    server: ConfluenceServer, page: dict[str, Any], expand: set[str], bulk: bool = False
+) -> dict:
     out: dict[str, Any] = {
         "id": page["id"],
         "type": "page",
@@ -281,12 +312,26 @@ def _v1_content(server: ConfluenceServer, page: dict[str, Any], expand: set[str]
     if "space" in expand:
         out["space"] = {"key": page["space_key"], "id": int(server.spaces[page["space_key"]]["id"])}
     if any(e.startswith("body.storage") for e in expand):
-        out["body"] = {"storage": {"value": page["body"], "representation": "storage"}}
+        value = _listed_body(server, page) if bulk else page["body"]
+        out["body"] = {"storage": {"value": value or "", "representation": "storage"}}
+        if value is None:
+            out["body"] = {}
     if "history" in expand:
         out["history"] = {"latest": True, "createdDate": _iso(page["created_at"])}
     if "metadata.labels" in expand:
         out["metadata"] = {"labels": _labels(page)}
+    if "ancestors" in expand:
+        out["ancestors"] = [{"id": a, "type": "page"} for a in _ancestors(server, page)]
     return out
+
+
+def _ancestors(server: ConfluenceServer, page: dict[str, Any]) -> list[str]:
+    chain: list[str] = []
+    parent = page.get("parent_id")
+    while parent and parent in server.pages and parent not in chain:
+        chain.insert(0, parent)
+        parent = server.pages[parent].get("parent_id")
+    return chain
 
 
 def _labels(page: dict[str, Any]) -> dict[str, Any]:
@@ -329,9 +374,17 @@ class _Handler(JsonHandler):
     def _dispatch(self, method: str) -> None:
         parsed = urlparse(self.path)
         path = parsed.path.rstrip("/") or "/"
-        query = {k: v[-1] for k, v in parse_qs(parsed.query, keep_blank_values=True).items()}
+        multi = parse_qs(parsed.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in multi.items()}
+        # Array parameters (`status`) come repeated or comma-separated.
+        query.update({k: ",".join(v) for k, v in multi.items() if k == "status"})
         srv = self.server
         try:
+            if method in ("POST", "PUT") and int(self.headers.get("Content-Length") or 0) > (
+                srv.max_request_bytes
+            ):
+                self._read_body()
+                raise _HttpError(413, "Request entity too large")
             body = self._body()
             if path.startswith("/_"):
                 return self._control(method, path, body)
@@ -370,6 +423,12 @@ class _Handler(JsonHandler):
                     srv.broken_pages = {str(i) for i in b["broken_pages"]}
                 if "race_next_update" in b:
                     srv.race_next_update = bool(b["race_next_update"])
+                if "listing_omits_body" in b:
+                    srv.listing_omits_body = {str(i) for i in b["listing_omits_body"]}
+                if "listing_truncates_body" in b:
+                    srv.listing_truncates_body = {
+                        str(k): int(v) for k, v in b["listing_truncates_body"].items()
+                    }
             return self._send(200, {"ok": True})
         if path == "/_stats" and method == "GET":
             with srv.lock:
@@ -472,14 +531,19 @@ class _Handler(JsonHandler):
             raise _HttpError(404, f"Page {page_id} not found")
         return page
 
-    def _limit(self, q: dict[str, str], default: int, maximum: int) -> int:
+    def _limit(self, q: dict[str, str], default: int, maximum: int, strict: bool = False) -> int:
+        """`limit`, capped at `maximum` (v1's "fixed system limits"); `strict` (v2, whose
+        reference gives the range 1..maximum): outside the range is a 400."""
         try:
-            return max(1, min(int(q.get("limit") or default), maximum))
+            asked = int(q.get("limit") or default)
         except ValueError as exc:
             raise _HttpError(400, "limit must be an integer") from exc
+        if strict and not 1 <= asked <= maximum:
+            raise _HttpError(400, f"limit must be between 1 and {maximum}")
+        return max(1, min(asked, maximum))
 
     def _paged_v2(self, path: str, q: dict[str, str], items: list[Any]) -> None:
-        limit = self._limit(q, 25, 250)
+        limit = self._limit(q, 25, 250, strict=True)
         offset = _uncursor(q.get("cursor"))
         self._send_v2_window(path, q, items[offset : offset + limit], offset + limit, len(items))
 
@@ -499,7 +563,7 @@ class _Handler(JsonHandler):
 
     def _v2_list(self, path: str, q: dict[str, str], where: Any) -> None:
         srv = self.server
-        statuses = set((q.get("status") or "current").split(","))
+        statuses = set((q.get("status") or "current,archived").split(","))
         title = q.get("title")
         with srv.lock:
             pages = [
@@ -508,11 +572,16 @@ class _Handler(JsonHandler):
                 if where(p) and p["status"] in statuses and (title is None or p["title"] == title)
             ]
             pages.sort(key=lambda p: int(p["id"]))
-            limit = self._limit(q, 25, 250)
-            offset = _uncursor(q.get("cursor"))
+            limit = self._limit(q, 25, 250, strict=True)
+            # Keyset cursor (the last id answered): pages created or deleted meanwhile do
+            # not shift the next window, as Atlassian says of its cursors.
+            after = _uncursor(q.get("cursor"))
+            rest = [p for p in pages if int(p["id"]) > after]
+            window = rest[:limit]
             body_format = q.get("body-format")
-            items = [_v2_page(srv, p, body_format) for p in pages[offset : offset + limit]]
-        self._send_v2_window(path, q, items, offset + limit, len(pages))
+            items = [_v2_page(srv, p, body_format, True) for p in window]
+        last = int(window[-1]["id"]) if window else after
+        self._send_v2_window(path, q, items, last, last + 1 if len(rest) > limit else last)
 
     def _v2_page(self, method: str, page_id: str, q: dict[str, str], body: Any) -> None:
         srv = self.server
@@ -521,7 +590,8 @@ class _Handler(JsonHandler):
                 raise _HttpError(500, "Internal server error")
             with srv.lock:
                 page = self._page(page_id)
-                if page["status"] == "trashed" and q.get("status") not in ("trashed", "any"):
+                asked = set((q.get("status") or "current").split(","))
+                if page["status"] != "current" and page["status"] not in asked | {"any"}:
                     # Confluence answers 404 for a trashed page unless asked for that status
                     raise _HttpError(404, f"Page {page_id} not found")
                 return self._send(200, _v2_page(srv, page, q.get("body-format")))
@@ -553,7 +623,9 @@ class _Handler(JsonHandler):
                 raise _HttpError(404, f"Space {space_id} not found")
             parent = body.get("parentId")
             if parent and parent not in srv.pages:
-                raise _HttpError(404, f"Parent page {parent} not found")
+                # the reference's 404s for a create are about the space: a bad parent
+                # is an invalid request
+                raise _HttpError(400, f"Parent page {parent} does not exist")
             if any(
                 p["title"] == title and p["space_key"] == key and p["status"] == "current"
                 for p in srv.pages.values()
@@ -632,7 +704,7 @@ class _Handler(JsonHandler):
             raise _HttpError(400, str(exc)) from exc
         expand = _expand(q)
         with_body = any(e.startswith("body") for e in expand)
-        limit = self._limit(q, 25, 50 if with_body else 1000)
+        limit = self._limit(q, 25, 50 if with_body else 200 if expand else 1000)
         offset = _uncursor(q.get("cursor"))
         with srv.lock:
             if "_text" in cql or "text" in cql.lower():
@@ -646,7 +718,7 @@ class _Handler(JsonHandler):
                 matches.sort(key=lambda p: (p.get(attr) or 0, int(p["id"])), reverse=desc)
             else:
                 matches.sort(key=lambda p: int(p["id"]))
-            chunk = [_v1_content(srv, p, expand) for p in matches[offset : offset + limit]]
+            chunk = [_v1_content(srv, p, expand, True) for p in matches[offset : offset + limit]]
         links: dict[str, str] = {"base": srv.url + "/wiki", "context": "/wiki"}
         if offset + limit < len(matches):
             nq = {k: v for k, v in q.items() if k != "cursor"}

@@ -17,8 +17,25 @@ One invocation, in order:
    releases its budget reservation on every path (fallback, error, exception);
 3. the first answer is priced, written to the ledger in the transaction that settles its
    budget reservation, alerted on, traced and returned with the outcome of every model
-   tried. ValidationException never falls back (the next model
-   would refuse the same input); throttling, an open breaker, timeouts and 5xx do.
+   tried.
+
+What falls through to the next model: throttling (`ThrottlingException`,
+`ModelNotReadyException`), an open breaker, timeouts (`ModelTimeoutException` 408 included),
+5xx and `ModelErrorException` (424), an unreadable answer, and every *model-specific*
+refusal: a retired or invalid model id, access denied, "on-demand throughput isn't
+supported" (a profile-only model), a system prompt or context the model cannot take. The
+permanent ones (retired, invalid, no access, profile-only) also open the model's breaker
+at once, so it is not called again until its cool-down. A `ValidationException` about the
+request as a whole is `InvalidInvocation` (every model would refuse it); the usual ones
+(roles not alternating, blank text) are caught before anything is sent. Models that
+Bedrock's catalogue lists as LEGACY or not at all are skipped before the call
+(`nura.bedrock.lifecycle`), with the reason in the outcomes and the run log.
+
+Spend: a call abandoned on a timeout, or a 200 whose body cannot be read, is written to
+the ledger as *estimated* spend (input bound + max output at the model's price, flagged
+`estimated`), settling that attempt's budget hold, so budgets stay conservative; a retry
+holds its own budget first. An answer without `usage` is `cost_unknown` and billed at the
+same estimate, never $0. Each model's read timeout grows with `max_tokens`.
 
 Retries: every model but the last is called with `retries=0`, so a throttled model hands
 over to the next one at once instead of sleeping through backoff while a healthy model
@@ -29,17 +46,19 @@ the layer's jittered, Retry-After-honouring backoff), or `last_model_retries`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import anyio
 
-from nura.bedrock.limits import TokenLeaser, token_leaser, tpm_service
+from nura.bedrock.attempt import ModelCall, Plan, classify_refusal, model_service
+from nura.bedrock.lifecycle import LifecycleGate
+from nura.bedrock.limits import TokenLeaser, token_leaser
 from nura.bedrock.models import (
     AllModelsFailed,
     InvalidInvocation,
@@ -47,8 +66,8 @@ from nura.bedrock.models import (
     InvocationResult,
     Message,
     ModelAttempt,
-    Outcome,
 )
+from nura.bedrock.prices import PriceBook
 from nura.bedrock.pricing import (
     BudgetGuard,
     Reservation,
@@ -58,46 +77,24 @@ from nura.bedrock.pricing import (
     max_cost_pusd,
 )
 from nura.bedrock.wire import (
-    converse_kwargs,
+    check_conversation,
     estimate_tokens,
-    invoke_body,
-    parse_converse,
-    parse_invoke,
 )
 from nura.config.sections.bedrock import BedrockSettings
-from nura.core.errors import (
-    CircuitOpen,
-    ClientError,
-    IntegrationError,
-    RateLimited,
-    ServerError,
-    ServiceTimeout,
-)
 from nura.core.layer import CallLayer
-from nura.core.stores.ledger import CostLedger, LedgerEntry, to_pusd
+from nura.core.stores.ledger import CostLedger, LedgerEntry, to_pusd, to_usd
 
 logger = logging.getLogger("nura.bedrock")
-
-# Service errors that mean "this model, not this input": the chain moves on.
-_OUTCOMES: tuple[tuple[type[IntegrationError], Outcome], ...] = (
-    (RateLimited, "throttled"),
-    (CircuitOpen, "circuit_open"),
-    (ServiceTimeout, "timeout"),
-    (ServerError, "server_error"),
-)
-
-
-def model_service(model_id: str) -> str:
-    return f"bedrock:{model_id}"
-
-
-@dataclasses.dataclass
-class _Plan:
-    model_id: str
-    max_tokens: int
-    reserve: int
-    price: Any
-    max_cost_pusd: int = 0  # what the budgets hold while this model is called
+__all__ = [
+    "BedrockInvoker",
+    "classify_refusal",
+    "get_invoker",
+    "invoke_bedrock",
+    "invoke_bedrock_sync",
+    "model_service",
+    "publish_cost_artifact",
+    "reset_invokers",
+]
 
 
 def reservation_ttl(settings: BedrockSettings, policy: Any) -> float:
@@ -111,7 +108,12 @@ def reservation_ttl(settings: BedrockSettings, policy: Any) -> float:
     """
     tries = (settings.last_model_retries or policy.retry_attempts) + 1
     pause = max(policy.backoff_max_seconds, policy.retry_after_max_seconds)
-    attempt = settings.limit_wait_seconds + tries * (policy.timeout_seconds + pause)
+    longest = max(
+        [settings.default_max_tokens]
+        + [m.max_output_tokens for m in settings.model_limits.values()]
+    )
+    timeout = settings.read_timeout(longest, policy.timeout_seconds)
+    attempt = settings.limit_wait_seconds + tries * (timeout + pause)
     return max(900.0, 2 * attempt)
 
 
@@ -127,41 +129,45 @@ class BedrockInvoker:
         ledger: CostLedger,
         region: str,
         tokens: TokenLeaser | None = None,
+        client_for_timeout: Any = None,
+        lifecycle: LifecycleGate | None = None,
     ) -> None:
         self.settings = settings
         self.layer = layer
         self.client = client
+        # timeout seconds -> a runtime client reading that long (None: `client` for all).
+        self.client_for_timeout = client_for_timeout
+        self.lifecycle = lifecycle
         self.region = region
         self.guard = BudgetGuard(
             settings, ledger, reservation_ttl=reservation_ttl(settings, layer.policy("bedrock"))
         )
+        self.prices = PriceBook(settings, ledger)
+        self._clients: dict[float, Any] = {}
         self.tokens = tokens or token_leaser()
 
     # -- validation --------------------------------------------------------------------
     def _conversation(self, request: InvocationRequest) -> list[Message]:
         messages = request.conversation()
-        if not messages:
-            raise InvalidInvocation("empty prompt: give a non-blank prompt or messages")
-        if messages[0].role != "user" or messages[-1].role != "user":
-            raise InvalidInvocation("a conversation must start and end with a user message")
-        if any(not m.text.strip() for m in messages):
-            raise InvalidInvocation("a message is blank")
+        problem = check_conversation(messages)
+        if problem is not None:  # Bedrock would refuse it for every model: nothing is sent
+            raise InvalidInvocation(problem)
         return messages
 
     def _plan(
         self, request: InvocationRequest, messages: list[Message]
-    ) -> tuple[list[_Plan], list[ModelAttempt]]:
+    ) -> tuple[list[Plan], list[ModelAttempt]]:
         chain = [request.model] if request.model else (request.models or self.settings.models)
         estimate = estimate_tokens(messages, request.system)
         bound = input_token_bound(messages, request.system)
-        plans: list[_Plan] = []
+        plans: list[Plan] = []
         skipped: list[ModelAttempt] = []
         for model_id in chain:
-            if not self.settings.is_known(model_id):
+            if not self.settings.is_known(model_id):  # noqa: SIM102 - one rule per check
                 raise InvalidInvocation(
                     f"unknown model id {model_id!r}: not in the price table or model_limits"
                 )
-            price = self.settings.price_for(model_id, self.region)
+            price = self.prices.price_for(model_id, self.region)
             if price is None and not self.settings.allow_unpriced_models:
                 raise InvalidInvocation(f"no price configured for model {model_id!r}")
             limits = self.settings.limits_for(model_id)
@@ -180,7 +186,8 @@ class BedrockInvoker:
                 continue
             # Bedrock refuses more input than the model takes, so that caps the bound.
             most = max_cost_pusd(price, min(bound, limits.max_input_tokens), max_tokens)
-            plans.append(_Plan(model_id, max_tokens, estimate + max_tokens, price, most))
+            reserve = estimate + max_tokens * limits.output_burndown
+            plans.append(Plan(model_id, max_tokens, reserve, price, most))
         if not plans:
             raise InvalidInvocation(
                 "too many tokens for every model: "
@@ -193,15 +200,30 @@ class BedrockInvoker:
         name = model_service(model_id)
         if name not in self.layer.policies:
             base = self.layer.policy("bedrock")
-            rpm = self.settings.limits_for(model_id).requests_per_minute
+            limits = self.settings.limits_for(model_id)
             self.layer.policies[name] = dataclasses.replace(
                 base,
                 name=name,
-                rate_limit_per_minute=rpm or base.rate_limit_per_minute,
+                rate_limit_per_minute=limits.requests_per_minute or base.rate_limit_per_minute,
+                # The longest answer this model may give must fit (the total deadline is
+                # a multiple of this); each call reads for as long as its own max_tokens.
+                timeout_seconds=self.settings.read_timeout(
+                    limits.max_output_tokens, base.timeout_seconds
+                ),
                 # The chain is the fallback; a made-up answer never is.
                 fallback_enabled=False,
             )
         return name
+
+    def _client(self, max_tokens: int) -> Any:
+        if self.client_for_timeout is None:
+            return self.client
+        base = self.layer.policy("bedrock").timeout_seconds
+        timeout = self.settings.read_timeout(max_tokens, base)
+        client = self._clients.get(timeout)
+        if client is None:
+            client = self._clients.setdefault(timeout, self.client_for_timeout(timeout))
+        return client
 
     def validate(self, request: InvocationRequest) -> list[str]:
         """The models that would be tried; InvalidInvocation for input no model can take."""
@@ -210,31 +232,68 @@ class BedrockInvoker:
 
     # -- one invocation ----------------------------------------------------------------
     def invoke(
-        self, request: InvocationRequest, *, flow_run_id: str | None = None
+        self,
+        request: InvocationRequest,
+        *,
+        flow_run_id: str | None = None,
+        on_text: Callable[[str], Any] | None = None,
     ) -> InvocationResult:
+        """Run the chain once; with `api="converse_stream"`, `on_text` gets each piece of
+        the answer as it arrives."""
         started = time.perf_counter()
         messages = self._conversation(request)
         plans, outcomes = self._plan(request, messages)
         invocation_id = uuid.uuid4().hex
-        for index, plan in enumerate(plans):
-            last = index == len(plans) - 1
-            held = self.guard.reserve(request.scope, plan.max_cost_pusd, request.budget_override)
-            try:
-                attempt = self._try(plan, request, messages, last)
-            except BaseException:
-                self._release(held)
-                raise
+        skips = self.lifecycle.skips([p.model_id for p in plans]) if self.lifecycle else {}
+        live = [p for p in plans if p.model_id not in skips]
+        estimated = Decimal(0)
+        for plan in plans:
+            finding = skips.get(plan.model_id)
+            if finding is not None:
+                logger.warning(
+                    "bedrock model %s skipped: %s (%s)",
+                    plan.model_id,
+                    finding.status,
+                    finding.detail,
+                )
+                outcomes.append(
+                    ModelAttempt(
+                        model_id=plan.model_id,
+                        outcome="skipped_lifecycle",
+                        detail=f"{finding.status}: {finding.detail}",
+                    )
+                )
+                continue
+            last = plan is live[-1]
+            call = ModelCall(self, plan, request, messages, last, invocation_id, flow_run_id)
+            call.on_text = on_text
+            attempt = call.run()
+            estimated += call.estimated_usd
             if isinstance(attempt, ModelAttempt):
-                self._release(held)  # before the next model reserves its own
+                logger.warning(
+                    "bedrock model %s: %s (%s); trying the next model",
+                    plan.model_id,
+                    attempt.outcome,
+                    attempt.detail,
+                )
                 outcomes.append(attempt)
                 continue
-            parsed, api, call_ms, tries = attempt
+            parsed, api, call_ms, tries, held = attempt
             outcomes.append(
                 ModelAttempt(
                     model_id=plan.model_id, outcome="ok", latency_ms=call_ms, attempts=tries
                 )
             )
-            cost = cost_of(plan.price, parsed.input_tokens, parsed.output_tokens)
+            if parsed.usage_known:
+                cost = cost_of(plan.price, parsed.input_tokens, parsed.output_tokens)
+            else:  # no usage (or a cut stream): unknown, billed at the estimate (never $0)
+                cost = to_usd(plan.max_cost_pusd)
+                logger.warning(
+                    "bedrock model %s: %s; billed as estimated ($%s)",
+                    plan.model_id,
+                    "stream cut off midway" if parsed.cut else "no usage in the answer",
+                    cost,
+                )
             result = InvocationResult(
                 text=parsed.text,
                 stop_reason=parsed.stop_reason,
@@ -244,7 +303,9 @@ class BedrockInvoker:
                 output_tokens=parsed.output_tokens,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 cost_usd=cost,
-                cost_unknown=plan.price is None,
+                cost_unknown=plan.price is None or not parsed.usage_known,
+                cost_estimated=not parsed.usage_known,
+                estimated_usd=estimated,
                 over_budget=held is not None and held.over_budget,
                 fallback_used=len(outcomes) > 1,  # an earlier choice was skipped or failed
                 attempts=outcomes,
@@ -264,89 +325,6 @@ class BedrockInvoker:
             self.guard.release(held)
         except Exception:
             logger.exception("could not release a budget reservation; it lapses at its TTL")
-
-    def _try(
-        self, plan: _Plan, request: InvocationRequest, messages: list[Message], last: bool
-    ) -> ModelAttempt | tuple[Any, Any, float, int]:
-        model_id = plan.model_id
-        limits = self.settings.limits_for(model_id)
-        policy = self.layer.policy(self._service(model_id))
-        tpm = limits.tokens_per_minute
-        reserved = 0
-        if tpm:
-            try:
-                reserved = self.tokens.reserve(
-                    tpm_service(model_id),
-                    tpm,
-                    plan.reserve,
-                    timeout=self.settings.limit_wait_seconds,
-                )
-            except RateLimited as exc:
-                return ModelAttempt(
-                    model_id=model_id, outcome="rate_limited_locally", detail=str(exc.args[0])
-                )
-        # None on the last model = the service's configured retries (see module docstring).
-        retries = self.settings.last_model_retries if last else 0
-        began = time.perf_counter()
-        try:
-            if request.api == "invoke_model":
-                body = invoke_body(
-                    model_id, messages, request.system, plan.max_tokens, request.temperature
-                )
-                res = self.layer.call(
-                    policy.name,
-                    "invoke_model",
-                    self.client.invoke_model,
-                    payload=body,
-                    retries=retries,
-                    modelId=model_id,
-                    body=body,
-                    contentType="application/json",
-                    accept="application/json",
-                )
-                parsed = parse_invoke(model_id, res.value)
-            else:
-                kwargs = converse_kwargs(
-                    model_id, messages, request.system, plan.max_tokens, request.temperature
-                )
-                res = self.layer.call(
-                    policy.name,
-                    "converse",
-                    self.client.converse,
-                    payload=json.dumps(kwargs["messages"]),
-                    retries=retries,
-                    **kwargs,
-                )
-                parsed = parse_converse(res.value)
-        except IntegrationError as exc:
-            if tpm:
-                self.tokens.settle(tpm_service(model_id), tpm, reserved, 0)
-            if isinstance(exc, InvalidInvocation):
-                raise
-            if isinstance(exc, ClientError) and exc.code == "ValidationException":
-                raise InvalidInvocation(
-                    f"{model_id} refused the request: {exc.args[0]}",
-                    status=exc.status,
-                    code=exc.code,
-                    attempts=exc.attempts,
-                    operation=exc.operation,
-                ) from exc
-            outcome: Outcome = next(
-                (name for kind, name in _OUTCOMES if isinstance(exc, kind)),
-                "rejected" if isinstance(exc, ClientError) else "unavailable",
-            )
-            logger.warning("bedrock model %s: %s; trying the next model", model_id, outcome)
-            return ModelAttempt(
-                model_id=model_id,
-                outcome=outcome,
-                detail=f"{type(exc).__name__}: {exc.code or exc.args[0]}",
-                latency_ms=(time.perf_counter() - began) * 1000,
-                attempts=exc.attempts,
-            )
-        if tpm:
-            used = parsed.input_tokens + parsed.output_tokens
-            self.tokens.settle(tpm_service(model_id), tpm, reserved, used)
-        return parsed, request.api, res.latency_ms, res.attempts
 
     def _account(
         self,
@@ -369,7 +347,21 @@ class BedrockInvoker:
             flow_run_id=flow_run_id,
             conversation_id=result.conversation_id,
             over_budget=result.over_budget,
+            estimated=result.cost_estimated,
+            detail=(
+                ("stream cut off midway" if result.stop_reason == "cut" else "no usage reported")
+                + ": estimated"
+                if result.cost_estimated
+                else None
+            ),
         )
+        self._record(entry, held)
+        if self.settings.langsmith.enabled:
+            from nura.bedrock.tracing import trace_invocation
+
+            trace_invocation(self.settings.langsmith, request, result)
+
+    def _record(self, entry: LedgerEntry, held: Reservation | None) -> None:
         try:
             crossings = self.guard.record(entry, held)
         except BaseException:
@@ -377,16 +369,18 @@ class BedrockInvoker:
             raise
         for crossing in crossings:
             deliver_alert(crossing)
-        if self.settings.langsmith.enabled:
-            from nura.bedrock.tracing import trace_invocation
-
-            trace_invocation(self.settings.langsmith, request, result)
 
     async def ainvoke(
-        self, request: InvocationRequest, *, flow_run_id: str | None = None
+        self,
+        request: InvocationRequest,
+        *,
+        flow_run_id: str | None = None,
+        on_text: Callable[[str], Any] | None = None,
     ) -> InvocationResult:
         """`invoke` off the event loop (boto3 blocks)."""
-        return await anyio.to_thread.run_sync(lambda: self.invoke(request, flow_run_id=flow_run_id))
+        return await anyio.to_thread.run_sync(
+            lambda: self.invoke(request, flow_run_id=flow_run_id, on_text=on_text)
+        )
 
 
 # -- process-wide wiring ---------------------------------------------------------------
@@ -435,17 +429,35 @@ def get_invoker() -> BedrockInvoker:
         settings = cfg.external_services.aws.bedrock
         credentials, region, endpoint = _credentials(settings, settings.endpoint_url or None)
         region = region or settings.region or cfg.external_services.aws.region
-        client = boto_client(
-            "bedrock-runtime",
-            credentials=credentials,
-            region=region,
-            endpoint_url=endpoint,
-            timeout=layer.policy("bedrock").timeout_seconds,
-        )
+        base_timeout = layer.policy("bedrock").timeout_seconds
+
+        def runtime_client(timeout: float) -> Any:
+            return boto_client(
+                "bedrock-runtime",
+                credentials=credentials,
+                region=region,
+                endpoint_url=endpoint,
+                timeout=timeout,
+            )
+
+        gate = None
+        if settings.lifecycle_check:
+            control = boto_client(
+                "bedrock",
+                credentials=credentials,
+                region=region,
+                endpoint_url=endpoint,
+                timeout=base_timeout,
+            )
+            gate = LifecycleGate(
+                control, region=region, ttl=settings.lifecycle_ttl_seconds, layer=layer
+            )
         invoker = BedrockInvoker(
             settings,
             layer=layer,
-            client=client,
+            client=runtime_client(base_timeout),
+            client_for_timeout=runtime_client,
+            lifecycle=gate,
             ledger=CostLedger(get_engine(store_url(cfg))),
             region=region,
         )
@@ -468,14 +480,19 @@ def _flow_run_id() -> str | None:
 
 
 # -- Prefect tasks ---------------------------------------------------------------------
-async def invoke_bedrock(request: InvocationRequest) -> InvocationResult:
-    """Invoke the model chain once (the task other flows use; async, off the event loop)."""
-    return await get_invoker().ainvoke(request, flow_run_id=_flow_run_id())
+async def invoke_bedrock(
+    request: InvocationRequest, on_text: Callable[[str], Any] | None = None
+) -> InvocationResult:
+    """Invoke the model chain once (the task other flows use; async, off the event loop).
+    `on_text`: with `api="converse_stream"`, called with each piece as it arrives."""
+    return await get_invoker().ainvoke(request, flow_run_id=_flow_run_id(), on_text=on_text)
 
 
-def invoke_bedrock_sync(request: InvocationRequest) -> InvocationResult:
+def invoke_bedrock_sync(
+    request: InvocationRequest, on_text: Callable[[str], Any] | None = None
+) -> InvocationResult:
     """The same for synchronous flows."""
-    return get_invoker().invoke(request, flow_run_id=_flow_run_id())
+    return get_invoker().invoke(request, flow_run_id=_flow_run_id(), on_text=on_text)
 
 
 def publish_cost_artifact(
@@ -503,15 +520,23 @@ def publish_cost_artifact(
                     "input_tokens": result.input_tokens if answered else 0,
                     "output_tokens": result.output_tokens if answered else 0,
                     "cost_usd": (
-                        ("unknown" if result.cost_unknown else f"{result.cost_usd:f}")
+                        (
+                            f"{result.cost_usd:f} (estimated)"
+                            if result.cost_estimated
+                            else "unknown"
+                            if result.cost_unknown
+                            else f"{result.cost_usd:f}"
+                        )
                         if answered
+                        else "estimated"
+                        if attempt.outcome in ("timeout", "unreadable")
                         else "0"
                     ),
                     "latency_ms": round(attempt.latency_ms, 1),
                     "detail": attempt.detail,
                 }
             )
-        total += result.cost_usd
+        total += result.cost_usd + result.estimated_usd  # abandoned attempts count too
     for attempt in failed or []:
         rows.append(
             {

@@ -1,11 +1,11 @@
 """Inputs, results and errors of a Bedrock invocation (shared by the task, flow and CLI).
 
 BedrockError (an IntegrationError, service "bedrock")
-├── InvalidInvocation   bad input, refused before any call (or the model's ValidationException:
-│                       never falls back - the next model would refuse it too)
+├── InvalidInvocation   bad input, refused before any call (or a ValidationException about
+│                       the request as a whole: never falls back - every model refuses it)
 ├── BudgetExceeded      a scope's daily/monthly budget is spent; pass `budget_override`
-└── AllModelsFailed     every model of the chain was throttled / open / failing;
-                        `.outcomes` says what happened to each
+└── AllModelsFailed     no model of the chain answered; `.outcomes` says what happened to
+                        each, `.retryable` is true only when one of them was retryable
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nura.core.errors import IntegrationError
 
-Api = Literal["converse", "invoke_model"]
+Api = Literal["converse", "invoke_model", "converse_stream"]
 Outcome = Literal[
     "ok",
     "throttled",
@@ -27,8 +27,16 @@ Outcome = Literal[
     "timeout",
     "unavailable",
     "rejected",
+    "model_rejected",
+    "model_unavailable",
+    "unreadable",
+    "skipped_lifecycle",
     "skipped_too_many_tokens",
 ]
+# Outcomes after which the same invocation may succeed later (AllModelsFailed.retryable).
+RETRYABLE_OUTCOMES = frozenset(
+    {"throttled", "rate_limited_locally", "circuit_open", "server_error", "timeout", "unavailable"}
+)
 
 
 class Message(BaseModel):
@@ -53,7 +61,10 @@ class InvocationRequest(BaseModel):
     models: list[str] | None = Field(default=None, min_length=1, max_length=10)
     max_tokens: int | None = Field(default=None, ge=1, le=100_000)
     temperature: float = Field(default=0.5, ge=0.0, le=1.0)
-    api: Api = Field(default="converse", description="converse, or invoke_model bodies.")
+    api: Api = Field(
+        default="converse",
+        description="converse, converse_stream (tokens as they arrive), or invoke_model bodies.",
+    )
     conversation_id: str | None = Field(default=None, max_length=200)
     scope: str = Field(default="default", min_length=1, max_length=100, pattern=r"^[\w.:-]+$")
     budget_override: bool = Field(default=False, description="Call even over budget.")
@@ -93,6 +104,10 @@ class InvocationResult(BaseModel):
     latency_ms: float
     cost_usd: Decimal
     cost_unknown: bool = False
+    # Spend recorded as an estimate for attempts abandoned on the way (timeouts, unreadable
+    # answers) before this answer, and whether the answer's own cost is an estimate.
+    estimated_usd: Decimal = Decimal(0)
+    cost_estimated: bool = False
     over_budget: bool = False
     fallback_used: bool = False
     attempts: list[ModelAttempt] = Field(default_factory=list)
@@ -125,11 +140,12 @@ class BudgetExceeded(BedrockError):
 
 
 class AllModelsFailed(BedrockError):
-    retryable = True
+    retryable = False
 
     def __init__(self, message: str, *, outcomes: list[ModelAttempt] | None = None, **kw: Any):
         self.outcomes = list(outcomes or [])
         listing = "; ".join(f"{o.model_id}: {o.outcome} {o.detail}".strip() for o in self.outcomes)
+        kw.setdefault("retryable", any(o.outcome in RETRYABLE_OUTCOMES for o in self.outcomes))
         super().__init__(f"{message} [{listing}]" if listing else message, **kw)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -138,6 +154,7 @@ class AllModelsFailed(BedrockError):
 
 def _rebuild_all_failed(message: str, attempts: int, outcomes: list[ModelAttempt]):  # type: ignore[no-untyped-def]
     err = AllModelsFailed.__new__(AllModelsFailed)
-    BedrockError.__init__(err, message, attempts=attempts)
+    retryable = any(o.outcome in RETRYABLE_OUTCOMES for o in outcomes)
+    BedrockError.__init__(err, message, attempts=attempts, retryable=retryable)
     err.outcomes = outcomes
     return err

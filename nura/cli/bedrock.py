@@ -1,4 +1,5 @@
-"""`nura invoke` (run the bedrock-invoke flow once) and `nura costs` (ledger and budgets)."""
+"""`nura invoke` (run the bedrock-invoke flow once), `nura costs` (ledger and budgets) and
+`nura bedrock prices sync|show` (model prices from AWS's Price List API)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def invoke(
     temperature: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     api: Annotated[str, typer.Option(help="converse or invoke_model.")] = "converse",
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the answer as it arrives (ConverseStream).")
+    ] = False,
     scope: Annotated[str, typer.Option(help="Budget scope (team, product, ...).")] = "default",
     conversation_id: Annotated[str | None, typer.Option(help="Conversation id.")] = None,
     override_budget: Annotated[
@@ -53,7 +57,7 @@ def invoke(
             max_tokens=max_tokens,
             temperature=temperature,
             system=system,
-            api=api,  # type: ignore[arg-type]
+            api="converse_stream" if stream else api,  # type: ignore[arg-type]
             scope=scope,
             conversation_id=conversation_id,
             budget_override=override_budget,
@@ -78,7 +82,10 @@ def invoke(
     if as_json:
         console.print_json(result.model_dump_json())
         return
-    console.print(result.text)
+    if stream:
+        console.print()  # the answer was printed as it arrived
+    else:
+        console.print(result.text)
     table = Table(title=f"invocation {result.invocation_id[:12]}")
     for col in ("model", "outcome", "attempts", "latency ms", "detail"):
         table.add_column(col)
@@ -89,6 +96,9 @@ def invoke(
         )
     console.print(table)
     cost = "unknown" if result.cost_unknown else f"${result.cost_usd:f}"
+    if result.cost_estimated:
+        why = "stream cut off midway" if result.stop_reason == "cut" else "no usage reported"
+        cost = f"${result.cost_usd:f} estimated ({why})"
     console.print(
         f"answered by [bold]{result.model_id}[/]"
         f"{' (fallback)' if result.fallback_used else ''}: {result.input_tokens} input + "
@@ -185,6 +195,102 @@ def costs(
         console.print(ctable)
 
 
+def prices_sync(
+    region: Annotated[
+        str | None, typer.Option(help="Region to price (default: the Bedrock region).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Fetch Bedrock prices from AWS's Price List API and store them with their dates."""
+    import dataclasses
+
+    from nura.bedrock.invoke import _credentials
+    from nura.bedrock.prices import sync_prices
+    from nura.cli.main import err_console, load_config_or_exit
+    from nura.core.aws import boto_client
+    from nura.core.errors import IntegrationError
+    from nura.core.runtime import get_call_layer, store_url
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.ledger import CostLedger
+
+    cfg = load_config_or_exit()
+    settings = cfg.external_services.aws.bedrock
+    credentials, block_region, _ = _credentials(settings, settings.pricing_endpoint_url)
+    region = region or block_region or settings.region or cfg.external_services.aws.region
+    layer = get_call_layer()
+    if "pricing" not in layer.policies:  # a service of its own: its breaker, its records
+        layer.policies["pricing"] = dataclasses.replace(
+            layer.policy("bedrock"), name="pricing", fallback_enabled=False
+        )
+    client = boto_client(
+        "pricing",
+        credentials=credentials,
+        region="us-east-1",  # the Price List API's endpoint region
+        endpoint_url=settings.pricing_endpoint_url or None,
+        timeout=layer.policy("pricing").timeout_seconds,
+    )
+    ledger = CostLedger(get_engine(store_url(cfg)))
+    try:
+        rows = sync_prices(client, ledger, region, settings.price_list_names, layer=layer)
+    except IntegrationError as exc:
+        err_console.print(f"[bold red]price sync failed[/] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(rows))
+        return
+    _print_prices(rows, f"synced from the Price List API ({region})")
+
+
+def prices_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The prices in use: synced ones (with their dates) and the shipped fallback."""
+    from nura.cli.main import load_config_or_exit
+    from nura.core.runtime import store_url
+    from nura.core.stores.db import get_engine
+    from nura.core.stores.ledger import CostLedger
+
+    cfg = load_config_or_exit()
+    settings = cfg.external_services.aws.bedrock
+    rows = CostLedger(get_engine(store_url(cfg))).stored_prices()
+    shipped = [
+        {
+            "key": key,
+            "input_per_1k": str(p.input_per_1k),
+            "output_per_1k": str(p.output_per_1k),
+            "source": p.source or "configuration",
+            "effective": p.effective.isoformat() if p.effective else None,
+        }
+        for key, p in sorted(settings.prices.items())
+    ]
+    if as_json:
+        print(json.dumps({"synced": rows, "configured": shipped}, default=str))
+        return
+    _print_prices(rows, "synced (used first)")
+    _print_prices(shipped, "configured (fallback)")
+
+
+def _print_prices(rows: list[dict[str, object]], title: str) -> None:
+    table = Table(title=f"Bedrock prices, {title}")
+    for col in ("key", "input / 1K", "output / 1K", "effective", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["key"]),
+            str(r["input_per_1k"]),
+            str(r["output_per_1k"]),
+            str(r.get("effective") or "-"),
+            str(r.get("source") or "-"),
+        )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("invoke")(invoke)
     app.command("costs")(costs)
+    bedrock_app = typer.Typer(help="Bedrock model prices.", no_args_is_help=True)
+    prices_app = typer.Typer(help="Prices from AWS's Price List API.", no_args_is_help=True)
+    prices_app.command("sync")(prices_sync)
+    prices_app.command("show")(prices_show)
+    bedrock_app.add_typer(prices_app, name="prices")
+    app.add_typer(bedrock_app, name="bedrock")

@@ -266,9 +266,10 @@ def notify_test(
     except InvalidInput as exc:
         err_console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    if not result.notified:
+    if not result.channels:
         console.print(
-            f"severity {severity} is below health_monitoring.notifications.severity_levels"
+            f"severity {severity} routes to no channel "
+            "(health_monitoring.notifications.routing)"
         )
         return
     table = Table(title="notification")

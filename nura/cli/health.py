@@ -1,4 +1,8 @@
-"""`nura health` (one check round, exit 0/1/2) and `nura metrics serve` (Prometheus)."""
+"""`nura health` (one check round, exit 0/1/2/3) and `nura metrics serve` (Prometheus).
+
+Exit codes of `nura health`: 0 healthy (or nothing measured), 1 degraded, 2 unhealthy,
+3 the health could not be judged: the configuration or the store cannot be read.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+err_console = Console(stderr=True)
 EXIT_CODE = {"healthy": 0, "unknown": 0, "degraded": 1, "unhealthy": 2}
+CANNOT_JUDGE = 3  # config or store unreadable: not a health verdict
 COLOR = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "unknown": "dim"}
 
 
@@ -25,14 +31,31 @@ def health(
         bool, typer.Option("--all", help="Also list services that have no check configured.")
     ] = False,
 ) -> None:
-    """Run one round of health checks, print the table; exit 0 healthy/1 degraded/2 unhealthy."""
-    from nura.cli.main import load_config_or_exit
+    """Run one round of health checks, print the table; exit 0 healthy, 1 degraded,
+    2 unhealthy, 3 when the configuration or the store cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nura.config import ConfigError
+    from nura.core.runtime import get_config
+    from nura.core.stores.inbox import StoreUnavailable
     from nura.health.checks import check_round
     from nura.health.sla import build_report
 
-    load_config_or_exit()
-    results = check_round(timeout=timeout)
-    report = build_report([r.as_dict() for r in results])
+    try:
+        get_config()
+    except ConfigError as exc:
+        err_console.print(f"[bold red]Cannot judge health: configuration error[/] {exc}")
+        raise typer.Exit(CANNOT_JUDGE) from None
+    try:
+        results = check_round(timeout=timeout)
+        report = build_report([r.as_dict() for r in results])
+    except (SQLAlchemyError, StoreUnavailable) as exc:
+        # The type only: a driver's message can quote the store URL and its password.
+        err_console.print(
+            f"[bold red]Cannot judge health: the store cannot be read[/] ({type(exc).__name__}); "
+            "check NURA_STORE_URL / platform.store_url and that the database is up"
+        )
+        raise typer.Exit(CANNOT_JUDGE) from None
     table = Table(title=f"health: {report['overall']}")
     for col in ("service", "status", "latency", "p95", "errors", "availability", "breaker"):
         table.add_column(col)

@@ -15,12 +15,14 @@ CQL is only ever built from `cql_string`-escaped values and whitelisted fields/o
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -39,6 +41,13 @@ CQL_FIELDS = frozenset(
      "created", "creator", "contributor"}
 )  # fmt: skip
 CQL_OPERATORS = frozenset({"=", "!=", "~", "!~", ">", ">=", "<", "<="})
+# Page sizes Atlassian documents: v2 listings take `limit` up to 250; v1 CQL search answers
+# up to 50 results a call with a body expanded and 200 with other expansions.
+LIST_LIMIT = 250
+SEARCH_BODY_LIMIT = 50
+LABELS_LIMIT = 200
+
+logger = logging.getLogger("nura.confluence")
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -234,6 +243,23 @@ class ConfluenceClient:
         self._layer = layer
         self.calls = 0  # requests made by this client (benchmarks, run summaries)
         self._calls_lock = threading.Lock()
+        self._parent: ConfluenceClient | None = None
+
+    def scoped(self) -> ConfluenceClient:
+        """A view of this client with its own `calls` counter (one per space of a run: the
+        spaces share the client, its auth and its connections, and each counts its own
+        requests); requests still count on this client too."""
+        view = copy.copy(self)
+        view.calls = 0
+        view._calls_lock = threading.Lock()
+        view._parent = self
+        return view
+
+    def _count(self) -> None:
+        with self._calls_lock:
+            self.calls += 1
+        if self._parent is not None:
+            self._parent._count()
 
     @classmethod
     def from_config(cls, layer: CallLayer | None = None) -> ConfluenceClient:
@@ -256,8 +282,7 @@ class ConfluenceClient:
         expected: tuple[int, ...] = (),
     ) -> httpx.Response:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
-        with self._calls_lock:
-            self.calls += 1
+        self._count()
         try:
             return self.layer.request(
                 SERVICE,
@@ -301,6 +326,15 @@ class ConfluenceClient:
     def _paginate(
         self, path: str, params: dict[str, Any], operation: str
     ) -> Iterator[dict[str, Any]]:
+        for results, _next in self._batches(path, params, operation):
+            yield from results
+
+    def _batches(
+        self, path: str, params: dict[str, Any] | None, operation: str
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """Each answer's results with the URL of the next answer (None at the end): the
+        URL is the resume point a checkpoint keeps. `params` go with the first request
+        only (the next URLs carry them)."""
         url: str | None = path
         first = True
         while url:
@@ -309,8 +343,8 @@ class ConfluenceClient:
             )
             first = False
             data = _json(response, operation)
-            yield from data.get("results", [])
             url = self._next_url(response, data)
+            yield list(data.get("results", [])), url
 
     # -- spaces and pages --------------------------------------------------------------
     def get_space(self, key: str) -> dict[str, Any]:
@@ -348,17 +382,65 @@ class ConfluenceClient:
             params["body-format"] = "storage"
         yield from self._paginate(f"{V2}/spaces/{space_id}/pages", params, "pages.list")
 
+    def page_batches(
+        self, space_id: str, *, body: bool, resume: str | None = None, limit: int = LIST_LIMIT
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """The space's current pages, `LIST_LIMIT` (the documented maximum) an answer, with
+        their storage bodies when `body`; each batch comes with the URL of the next one
+        (None at the end), which a checkpoint keeps to `resume` from. A `resume` URL that
+        Confluence no longer accepts (400: cursors are opaque and may expire) restarts the
+        listing from the beginning."""
+        params: dict[str, Any] = {"limit": limit, "status": "current"}
+        if body:
+            params["body-format"] = "storage"
+        path = f"{V2}/spaces/{space_id}/pages"
+        if resume:
+            if not _same_site(resume, self.base_url, path):
+                raise ConfluenceInputError("the checkpointed cursor is not a listing of this space")
+            try:
+                yield from self._batches(resume, None, "pages.list")
+                return
+            except ConfluenceError as exc:
+                if exc.status != 400:
+                    raise
+                logger.warning("the checkpointed cursor was refused (%s); listing anew", exc)
+        yield from self._batches(path, params, "pages.list")
+
+    def page_labels(self, space_key: str) -> dict[str, list[str]]:
+        """Page id -> its labels (sorted), for every page of the space that has any: one
+        CQL search without bodies (Confluence answers up to 200 results a call when only
+        metadata is expanded)."""
+        cql = cql_and(cql_clause("space", "=", space_key), cql_clause("type", "=", "page"))
+        labels: dict[str, list[str]] = {}
+        for hit in self.search(cql, expand="metadata.labels", limit=LABELS_LIMIT):
+            names = sorted(
+                str(item.get("name"))
+                for item in ((hit.get("metadata") or {}).get("labels") or {}).get("results", [])
+                if item.get("name")
+            )
+            if names:
+                labels[str(hit["id"])] = names
+        return labels
+
     def get_page(self, page_id: str, *, body: bool = True) -> dict[str, Any] | None:
         """The current page with its storage body, or None if deleted or trashed."""
+        page = self.get_page_any(page_id, body=body)
+        return page if page is not None and page.get("status") == "current" else None
+
+    def get_page_any(self, page_id: str, *, body: bool = True) -> dict[str, Any] | None:
+        """The page whatever its status (`current`, `trashed`, `archived`: its `spaceId`
+        tells where a trashed page was), or None when Confluence has no such page
+        (purged, or never existed)."""
         _check_id(page_id)
-        params = {"body-format": "storage"} if body else None
+        params: list[tuple[str, str]] = [("status", s) for s in ("current", "archived", "trashed")]
+        if body:
+            params.append(("body-format", "storage"))
         response = self._request(
             "GET", f"{V2}/pages/{page_id}", params=params, operation="pages.get", expected=(404,)
         )
         if response.status_code == 404:
             return None
-        page = dict(_json(response, "pages.get"))
-        return page if page.get("status") == "current" else None
+        return dict(_json(response, "pages.get"))
 
     def search(
         self, cql: str, *, expand: str = "version,space", limit: int = 250
@@ -367,13 +449,20 @@ class ConfluenceClient:
         params = {"cql": cql, "limit": limit, "expand": expand}
         yield from self._paginate(f"{V1}/content/search", params, "content.search")
 
-    def changed_since(self, space_key: str, since: datetime) -> list[dict[str, Any]]:
+    def changed_since(
+        self, space_key: str, since: datetime, *, body: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Pages of the space modified since `since` (CQL, minute resolution), oldest
+        first; with `body`, each with its storage body (Confluence then answers at most 50
+        a call)."""
         cql = cql_and(
             cql_clause("space", "=", space_key),
             cql_clause("type", "=", "page"),
             cql_clause("lastmodified", ">=", since),
         )
-        return list(self.search(cql + " ORDER BY lastmodified ASC"))
+        expand = "version,space,body.storage" if body else "version,space"
+        limit = SEARCH_BODY_LIMIT if body else LABELS_LIMIT
+        return self.search(cql + " ORDER BY lastmodified ASC", expand=expand, limit=limit)
 
     def find_page(self, space_key: str, title: str) -> dict[str, Any] | None:
         cql = cql_and(
@@ -466,6 +555,15 @@ def _json(response: httpx.Response, operation: str) -> Any:
             operation=operation,
         )
     return data
+
+
+def _same_site(url: str, base_url: str, path: str) -> bool:
+    """True when `url` is `path` on the site of `base_url` (relative or absolute): a
+    checkpointed URL read back from S3 never sends our credentials anywhere else."""
+    parts, base = urlsplit(url), urlsplit(base_url)
+    if parts.scheme and (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+        return False
+    return parts.path == path or parts.path == base.path.rstrip("/") + path
 
 
 def _check_id(page_id: str) -> None:

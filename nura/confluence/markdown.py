@@ -42,6 +42,13 @@ CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|$)", re.S)  # unterminated: to the
 ENTITY = re.compile(r"&(?!(?:lt|gt|amp|quot|apos);)([A-Za-z][A-Za-z0-9]*);")  # not XML's
 WS = re.compile(r"[ \t\r\n\f\v\xa0]+")
 MD_SPECIAL = re.compile(r"([\\`*\[\]])")
+# Text that would start a Markdown block at the start of a line: headings, quotes, list
+# items, thematic breaks and setext underlines, tildes fences.
+LINE_START = re.compile(
+    r"^(?:(#{1,6}|>|[-+*]|\d{1,9}[.)])(?=\s|$)|(?:[-=_]\s*){2,}$|~{3,}|\\\*(?:\s*\\\*){2,}\s*$)"
+)
+ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+SAFE_SCHEMES = ("http:", "https:", "mailto:", "ftp:")
 LONE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 WRAP = (
     '<r xmlns:ac="http://atlassian.com/content" xmlns:ri="http://atlassian.com/resource" '
@@ -52,12 +59,37 @@ MACRO = "ac:structured-macro"
 BLOCK_TAGS = {
     "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "pre", "blockquote",
     "hr", "div", "section", "ac:layout", "ac:layout-section", "ac:layout-cell",
-    "ac:task-list", "ac:rich-text-body", "dl", "center",
+    "ac:task-list", "ac:rich-text-body", "dl", "center", "ac:adf-extension",
 }  # fmt: skip
 BLOCKISH = frozenset({*BLOCK_TAGS, MACRO})
 CONTAINER_INLINE = {"strong", "b", "em", "i", "span", "u", "font", "a", "s", "del"}
 PANELS = {"info": "Info", "note": "Note", "warning": "Warning", "tip": "Tip", "panel": "Panel"}
 INLINE_MACROS = {"status", "jira", "anchor", "emoticon"}
+# Confluence's emoticons (storage format reference: `<ac:emoticon ac:name="tick" />`) as
+# the characters they show; a Cloud emoji carries its own `ac:emoji-fallback`.
+EMOTICONS = {
+    "smile": "🙂", "sad": "🙁", "cheeky": "😛", "laugh": "😀", "wink": "😉",
+    "thumbs-up": "👍", "thumbs-down": "👎", "information": "ℹ️", "tick": "✓", "cross": "✗",
+    "warning": "⚠️", "plus": "➕", "minus": "➖", "question": "❓", "light-on": "💡",
+    "light-off": "💡", "yellow-star": "⭐", "red-star": "⭐", "green-star": "⭐",
+    "blue-star": "⭐", "heart": "❤️", "broken-heart": "💔",
+}  # fmt: skip
+SUB = dict(zip("0123456789+-=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ", strict=True))
+SUP = dict(zip("0123456789+-=()in", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁱⁿ", strict=True))
+UNREPRESENTABLE = "not representable in Markdown"
+
+
+class Fence(str):
+    """A fenced code block (its code kept, so that a table cell can show it inline)."""
+
+    code: str
+
+    def __new__(cls, code: str, lang: str = "") -> Fence:
+        fence = super().__new__(cls, _fence(code, lang))
+        fence.code = code
+        return fence
+
+
 SILENT_MACROS = {"toc", "children", "pagetree", "anchor", "recently-updated", "contentbylabel"}
 
 # BeautifulSoup's text rules, kept so that the output does not change (see the docstring).
@@ -110,11 +142,37 @@ def _fold(text: str) -> str:
 
 
 def _escape(text: str) -> str:
+    """Page text as Markdown text: Markdown specials escaped, and text that would read as
+    HTML (`<`) or as a character reference (`&lt;`) kept as the text it is, so that a
+    downstream renderer never executes a page's `<script>`."""
     if "\\" in text or "`" in text or "*" in text or "[" in text or "]" in text:
         text = MD_SPECIAL.sub(r"\\\1", text)
     if "_" in text:
         text = LONE_UNDERSCORE.sub(r"\_", text)
+    if "&" in text:
+        text = ENTITY_LIKE.sub("&amp;", text)
+    if "<" in text:
+        text = text.replace("<", "&lt;")
     return text
+
+
+def _escape_line_start(line: str) -> str:
+    """A line of paragraph text that would start a heading, quote, list or rule: its first
+    character escaped, so that `<p># not a heading</p>` stays a paragraph."""
+    match = LINE_START.match(line)
+    if match is None:
+        return line
+    if line[0].isdigit():  # "1. x" -> "1\. x"
+        end = match.end(1) - 1
+        return line[:end] + "\\" + line[end:]
+    return "\\" + line
+
+
+def _safe_href(href: str) -> bool:
+    """Links a reader can follow without running anything: http(s), mailto, ftp, relative
+    and in-page; not `javascript:`, `data:` or `vbscript:`."""
+    scheme = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*:)", href)
+    return scheme is None or scheme.group(1).lower() in SAFE_SCHEMES
 
 
 def _text(text: str) -> str:
@@ -126,6 +184,33 @@ def _fence(body: str, lang: str = "") -> str:
     longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}{lang}\n{body.rstrip(chr(10))}\n{ticks}"
+
+
+def _code_span(text: str) -> str:
+    """`text` as a code span, with a backtick run longer than any inside it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _skip_covered(cells: list[str], pending: dict[int, int]) -> None:
+    """Empty cells where a cell of a row above still spans (rowspan): the columns stay."""
+    while pending.get(len(cells), 0) > 0:
+        pending[len(cells)] -= 1
+        cells.append("")
+
+
+def _adf_attribute(node: Element, key: str) -> str | None:
+    for child in node:
+        if child.tag == "ac:adf-attribute" and child.get("key") == key:
+            return _text_of(child).strip()
+    return None
+
+
+def _span(value: Any) -> int:
+    text = str(value or "1")
+    return max(1, min(int(text), 1000)) if text.isdigit() else 1
 
 
 def _is_element(node: Element) -> bool:
@@ -200,12 +285,26 @@ class _Renderer:
         self.page_id = page_id
         self.warnings: list[str] = []
 
+    def lost(self, what: str) -> None:
+        """Flag something of the page that Markdown cannot show (counted per page)."""
+        self.warnings.append(f"{UNREPRESENTABLE}: {what}")
+
     # -- URLs --------------------------------------------------------------------------
     def page_url(self, title: str, space: str | None) -> str:
         return f"{self.base}/wiki/display/{quote(space or self.space)}/{quote_plus(title)}"
 
     def attachment_url(self, filename: str, page_id: str | None = None) -> str:
         return f"{self.base}/wiki/download/attachments/{page_id or self.page_id}/{quote(filename)}"
+
+    def attachment_target(self, attachment: Element, filename: str) -> str:
+        """This page's attachment, or (`<ri:page>` inside) the page another one belongs to:
+        its download URL needs that page's id, which the storage format does not give."""
+        owner = _child(attachment, "ri:page")
+        if owner is None:
+            return self.attachment_url(filename)
+        title = str(owner.get("ri:content-title") or "")
+        self.lost(f"attachment {filename!r} of page {title!r}, linked to that page")
+        return self.page_url(title, owner.get("ri:space-key"))
 
     # -- blocks ------------------------------------------------------------------------
     def blocks(self, node: Element) -> list[str]:
@@ -247,8 +346,8 @@ class _Renderer:
     @staticmethod
     def finish_inline(text: str) -> str:
         if "\n" not in text:
-            return _fold(text).strip()
-        lines = [_fold(line).strip() for line in text.split("\n")]
+            return _escape_line_start(_fold(text).strip())
+        lines = [_escape_line_start(_fold(line).strip()) for line in text.split("\n")]
         return "  \n".join(line for line in lines if line)
 
     def block(self, tag: Element) -> list[str]:
@@ -267,14 +366,42 @@ class _Renderer:
         if name == "table":
             return [self.table(tag)]
         if name == "pre":
-            return [_fence(_text_of(tag))]
+            return [Fence(_text_of(tag))]
         if name == "blockquote":
             return [self.quote("\n\n".join(self.blocks(tag)))]
         if name == "hr":
             return ["---"]
         if name == MACRO:
             return self.macro(tag)
+        if name == "ac:adf-extension":
+            return self.adf(tag)
         return self.blocks(tag)  # div, layouts, rich-text bodies: transparent containers
+
+    def adf(self, tag: Element) -> list[str]:
+        """Cloud editor content kept as ADF in the storage format (`ac:adf-extension`): its
+        node, else its HTML fallback; never its attributes (ids, states) as text."""
+        node = _child(tag, "ac:adf-node")
+        kind = str(node.get("type") or "") if node is not None else ""
+        if node is not None and kind == "decision-list":
+            items = []
+            for item in node:
+                if item.tag != "ac:adf-node" or item.get("type") != "decision-item":
+                    continue
+                state = (_adf_attribute(item, "state") or "").lower()
+                content = _child(item, "ac:adf-content")
+                text = self.finish_inline(self.inlines(content)) if content is not None else ""
+                items.append(f"- **Decision{f' ({state})' if state else ''}:** {text}")
+            return ["\n".join(items)] if items else []
+        if node is not None and kind == "panel":
+            content = _child(node, "ac:adf-content")
+            inner = "\n\n".join(self.blocks(content)) if content is not None else ""
+            return [self.quote(f"**Panel**\n\n{inner}" if inner else "**Panel**")]
+        fallback = _child(tag, "ac:adf-fallback")
+        if fallback is not None:
+            self.warnings.append(f"Cloud element {kind or 'unknown'!r} converted from its fallback")
+            return self.blocks(fallback)
+        self.lost(f"Cloud element {kind or 'unknown'!r}")
+        return [f"<!-- confluence element: {html.escape(kind)} -->"]
 
     def quote(self, text: str) -> str:
         return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
@@ -317,22 +444,42 @@ class _Renderer:
             out.append(f"- [{'x' if done else ' '}] {text}")
         return "\n".join(out)
 
+    def cell(self, cell: Element) -> str:
+        """A table cell on one line: paragraphs joined by <br>, code as code spans."""
+        parts = []
+        for block in self.blocks(cell):
+            if isinstance(block, Fence):  # a fence cannot live in a GFM cell
+                lines = [line for line in block.code.split("\n") if line.strip()]
+                parts.append("<br>".join(_code_span(line) for line in lines))
+            else:
+                parts.append(block.replace("\n", "<br>"))
+        return "<br>".join(parts).replace("|", "\\|")
+
     def table(self, tag: Element) -> str:
         rows: list[list[str]] = []
         header_row = False
+        pending: dict[int, int] = {}  # column -> rows still covered by a rowspan above
+        merged = False
         for tr in tag.iterdescendants("tr"):
             cells: list[str] = []
             for cell in tr:
                 if cell.tag != "td" and cell.tag != "th":
                     continue
-                text = "<br>".join(self.blocks(cell)).replace("\n", "<br>").replace("|", "\\|")
-                cells.append(text)
-                colspan = str(cell.get("colspan") or "1")
-                span = int(colspan) if colspan.isdigit() else 1
-                cells.extend("" for _ in range(span - 1))
+                _skip_covered(cells, pending)
+                colspan, rowspan = _span(cell.get("colspan")), _span(cell.get("rowspan"))
+                merged = merged or colspan > 1 or rowspan > 1
+                start = len(cells)
+                cells.append(self.cell(cell))
+                cells.extend("" for _ in range(colspan - 1))
+                for column in range(start, start + colspan):
+                    if rowspan > 1:
+                        pending[column] = rowspan - 1
+            _skip_covered(cells, pending)
             if not rows and _child(tr, "th") is not None:
                 header_row = True
             rows.append(cells)
+        if merged:
+            self.lost("merged table cells (rowspan/colspan), shown as empty cells")
         if not rows:
             return ""
         width = max(len(r) for r in rows)
@@ -349,7 +496,7 @@ class _Renderer:
             body = _child(tag, "ac:plain-text-body")
             lang = (_param(tag, "language") or "").strip() if name == "code" else ""
             title = _param(tag, "title")
-            fence = _fence(_text_of(body) if body is not None else "", lang)
+            fence = Fence(_text_of(body) if body is not None else "", lang)
             return [f"**{_escape(title.strip())}**", fence] if title else [fence]
         if name in PANELS:
             label = PANELS[name]
@@ -372,8 +519,10 @@ class _Renderer:
             return self.blocks(rich)
         plain = _child(tag, "ac:plain-text-body")
         if plain is not None:
-            return [_fence(_text_of(plain))]
-        self.warnings.append(f"macro {name!r} has no Markdown equivalent; left as a comment")
+            return [Fence(_text_of(plain))]
+        if name == "jira":
+            return [self.inline(tag)]
+        self.lost(f"macro {name!r} has no Markdown equivalent; left as a comment")
         return [f"<!-- confluence macro: {html.escape(name)} -->"]
 
     # -- inline ------------------------------------------------------------------------
@@ -423,13 +572,27 @@ class _Renderer:
             href = str(tag.get("href") or "")
             if not href:
                 return text
+            if not _safe_href(href):
+                self.warnings.append("a link with a script or data URL was left out")
+                return text
             return f"<{href}>" if text in ("", href) else f"[{text}]({href.replace(' ', '%20')})"
         if name == "ac:link":
             return self.link(tag)
         if name == "ac:image":
             return self.image(tag)
         if name == "ac:emoticon":
-            return str(tag.get("ac:emoji-fallback") or f":{tag.get('ac:name', 'emoticon')}:")
+            emoticon = str(tag.get("ac:name") or "")
+            shown = tag.get("ac:emoji-fallback") or EMOTICONS.get(emoticon)
+            if shown:
+                return str(shown)
+            self.lost(f"emoticon {emoticon!r}")
+            return f":{_escape(emoticon or 'emoticon')}:"
+        if name in ("sub", "sup"):
+            inner = self.inlines(tag)
+            table = SUB if name == "sub" else SUP
+            if inner and all(c in table for c in inner):
+                return "".join(table[c] for c in inner)
+            return f"<{name}>{inner}</{name}>" if inner.strip() else inner
         if name == "time":
             return str(tag.get("datetime") or _text_of(tag))
         if name == MACRO:
@@ -437,7 +600,15 @@ class _Renderer:
             if macro == "status":
                 return f"[{_escape(_param(tag, 'title') or '')}]"
             if macro == "jira":
-                return f"JIRA {_escape(_param(tag, 'key') or '')}"
+                key = _param(tag, "key")
+                if key:
+                    return f"JIRA {_escape(key)}"
+                jql = _param(tag, "jqlQuery") or _param(tag, "jql")
+                if jql:
+                    self.lost("Jira issue list (its query is kept)")
+                    return f"Jira issues: {_code_span(jql.strip())}"
+                self.lost("Jira macro without an issue key or query")
+                return "JIRA"
             return ""
         if name in ("ac:parameter", "ac:placeholder", "script", "style"):
             return ""
@@ -460,13 +631,28 @@ class _Renderer:
                 text = text or _escape(title)
             elif name == "ri:attachment":
                 filename = str(child.get("ri:filename") or "")
-                target = self.attachment_url(filename)
+                target = self.attachment_target(child, filename)
                 text = text or _escape(filename)
             elif name == "ri:user":
-                who = child.get("ri:account-id") or child.get("ri:username") or "user"
-                return f"@{who}"
+                account = child.get("ri:account-id")
+                who = (
+                    (_fold(_text_of(body)).strip() if body is not None else "")
+                    or (self.inlines(rich).strip() if rich is not None else "")
+                    or account
+                    or child.get("ri:username")
+                    or child.get("ri:userkey")
+                    or "user"
+                )
+                label = "@" + (who if who.startswith("@") else who).lstrip("@")
+                label = _escape(label) if body is not None or who == account else label
+                if account:
+                    return f"[{label}]({self.base}/wiki/people/{quote(str(account))})"
+                return label
             elif name == "ri:url":
                 target = str(child.get("ri:value") or "")
+                if not _safe_href(target):
+                    self.warnings.append("a link with a script or data URL was left out")
+                    return text
             elif name == "ri:space":
                 target = f"{self.base}/wiki/spaces/{quote(str(child.get('ri:space-key') or ''))}"
         if target is None:
@@ -483,9 +669,19 @@ class _Renderer:
             name = child.tag
             if name == "ri:attachment":
                 filename = str(child.get("ri:filename") or "")
+                owner = _child(child, "ri:page")
+                if owner is not None:  # attached to another page, known by its title only
+                    title = str(owner.get("ri:content-title") or "")
+                    self.lost(f"image {filename!r} of page {title!r}, linked to that page")
+                    page = self.page_url(title, owner.get("ri:space-key"))
+                    return f"[{_escape(alt or filename)} (image on {_escape(title)})]({page})"
                 return f"![{_escape(alt or filename)}]({self.attachment_url(filename)})"
             if name == "ri:url":
-                return f"![{_escape(alt)}]({child.get('ri:value') or ''})"
+                src = str(child.get("ri:value") or "")
+                if not _safe_href(src):
+                    self.warnings.append("an image with a script or data URL was left out")
+                    return _escape(alt)
+                return f"![{_escape(alt)}]({src})"
         self.warnings.append("image without a source")
         return ""
 

@@ -5,15 +5,19 @@
     {"schema": 1, "space": "TECH", "space_id": "98306",
      "watermark": "2026-11-29T00:00:00+00:00",      # start of the last complete sync
      "full_started": null,                          # set while a full sync is unfinished
+     "cursor": null,                                # its listing's next page (resume point)
      "pages": {"123": {"version": 4, "sha256": "...", "key": "confluence/TECH/123.md",
-                       "title": "...", "last_modified": "...", "synced_at": "...",
-                       "flags": 0}}}
+                       "title": "...", "last_modified": "...", "parent_id": "...",
+                       "labels": ["..."], "synced_at": "...", "flags": 0,
+                       "seen": "..."}}}                # the full sync that listed it
 
 Why S3 and not a database store: the manifest describes objects in the bucket, so it must
 travel with them (a restored or copied bucket resyncs correctly, a fresh worker with an
 empty database does not re-download a space), and every worker already has S3 access.
-It is the checkpoint too: it is rewritten every `checkpoint_pages` pages, while the
-watermark only moves when a space completes without failures.
+It is the checkpoint too: it is rewritten every `checkpoint_pages` pages with the cursor
+of the listing's next answer, while the watermark only moves when a space completes
+without failures. The `cursor` is a URL read back from S3: the client only follows it to
+its own site's listing of the same space.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Manifest:
     space_id: str | None = None
     watermark: str | None = None
     full_started: str | None = None
+    cursor: str | None = None
     pages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -65,6 +70,7 @@ class Manifest:
             "space_id": self.space_id,
             "watermark": self.watermark,
             "full_started": self.full_started,
+            "cursor": self.cursor,
             "pages": self.pages,
         }
 
@@ -88,6 +94,7 @@ def load_manifest(space: str) -> Manifest:
         space_id=data.get("space_id"),
         watermark=data.get("watermark"),
         full_started=data.get("full_started"),
+        cursor=data.get("cursor") if isinstance(data.get("cursor"), str) else None,
         pages=dict(data.get("pages") or {}),
     )
 

@@ -1,23 +1,26 @@
-"""Sync Confluence spaces (or one page) into the S3 knowledge base.
+"""Sync Confluence spaces (or one page) into the S3 knowledge base, in few API calls.
 
-Per space: list every current page id + version (v2, 250 a call) while the manifest is
-read -> pick what to fetch (full: everything not stored since this full sync began;
-incremental: CQL `lastmodified >= watermark - overlap` - synced while the listing still
-runs - plus any listed version that differs from the manifest) -> a pipeline: fetch
-bodies (threads, bounded by the rate limit), convert in a process pool (CPU-bound, both
-cores), put changed Markdown to S3 (threads) -> delete what is no longer listed ->
-checkpoint the manifest every `checkpoint_pages` pages -> move the watermark when the
-space completed without failures. The flow syncs its spaces at the same time; they share
-the threads and the processes.
+Per space, the calls are what Confluence's rate limit (30 a minute by default) makes
+expensive, so bodies come in bulk:
 
-Fetching page by page (not listing with bodies) is deliberate: the manifest's versions
-let a resumed or incremental run skip pages it already has, so nothing is downloaded twice.
+- **full** (first run, `full=True`, or an unfinished full sync): the v2 listing with
+  storage bodies, 250 pages an answer (`/spaces/{id}/pages?body-format=storage`); each
+  answer is converted and stored, then the manifest is checkpointed with the listing's
+  next-page URL (its cursor), so a stopped sync resumes where it stopped without
+  listing or converting stored pages again; pages this full sync did not list leave the
+  knowledge base at the end.
+- **incremental**: the v2 listing without bodies (ids, versions, titles, parents: 250 an
+  answer) tells what changed; the changed pages' bodies come from one CQL search with the
+  storage body expanded (`lastmodified >= watermark - overlap`, 50 an answer); a page CQL
+  missed (minute resolution, clocks) is fetched by itself; pages no longer listed leave.
 
-Where a full sync's CPU goes (benchmark, 3,000 pages of ~10 KB, per page): conversion
-~2.2 ms (conversion processes), Confluence GET through httpx and the call layer ~1.5 ms,
-signed S3 PUT ~1 ms, the rest of this process ~0.8 ms; outside it, moto's S3 ~4.5 ms
-and the Prefect server ~1 ms (the rate-limit leases, artifacts). Before this pipeline:
-~20 ms of conversion (BeautifulSoup) and ~10 ms of boto3 `put_object` and call layer a page.
+A body a bulk answer omitted, or one that is not well-formed XHTML there (a cut body looks
+like that), is fetched page by page: the only GETs of a sync. Labels (one CQL search
+without bodies, 200 an answer; `sync_labels`) and parents go into the object's metadata:
+a change of title, version, labels or parent rewrites it, by an S3 copy in place when
+the content is the same. A pipeline overlaps the work: conversion in a process pool
+(CPU-bound, both cores), S3 writes in threads; the flow's spaces share them. Memory is
+bounded by one listing answer (250 bodies) per space, plus a small record per page.
 """
 
 from __future__ import annotations
@@ -30,18 +33,22 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect.artifacts import create_table_artifact, update_progress_artifact
 
 from nura import get_config
-from nura.confluence.client import ConfluenceAuthError, ConfluenceClient, ConfluenceError
-from nura.confluence.markdown import convert_batch
+from nura.confluence.client import (
+    ConfluenceAuthError,
+    ConfluenceClient,
+    ConfluenceError,
+)
+from nura.confluence.markdown import UNREPRESENTABLE, check_well_formed, convert_batch
 from nura.confluence.state import (
     Manifest,
     document_key,
@@ -57,7 +64,7 @@ from nura.kb import s3
 logger = logging.getLogger("nura.confluence")
 
 
-OUTCOMES = ("created", "updated", "unchanged", "deleted", "failed")
+OUTCOMES = ("created", "updated", "metadata", "unchanged", "deleted", "failed")
 
 
 @dataclass
@@ -66,12 +73,15 @@ class SpaceReport:
     mode: str = "incremental"
     created: int = 0
     updated: int = 0
+    metadata: int = 0  # same content, new title/version/labels/parent: metadata rewritten
     unchanged: int = 0
     deleted: int = 0
     failed: int = 0
     skipped: int = 0  # listed, same version as the manifest: not fetched
     flagged: int = 0  # converted with warnings (malformed XHTML, unknown macros)
-    api_calls: int = 0
+    unrepresented: int = 0  # page elements Markdown cannot show (flagged on the page)
+    refetched: int = 0  # bodies a bulk answer omitted or cut: fetched page by page
+    api_calls: int = 0  # requests this space made to Confluence
     duration_s: float = 0.0
     error: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -167,6 +177,23 @@ def _converter(pages: int) -> Converter:
 
 
 @dataclass
+class Work:
+    """One page to bring into the knowledge base.
+
+    `page` is the page as a listing gave it (id, title, version, parentId, `_links`; no
+    body); `storage` its body when a bulk answer carried it (None: GET the page);
+    `copy_only`: same version and content, only the object's metadata is out of date.
+    """
+
+    page_id: str
+    page: dict[str, Any]
+    storage: str | None = None
+    labels: list[str] = field(default_factory=list)
+    copy_only: bool = False
+    bulk: bool = True  # `storage` from a listing or search (may be cut), not the page's GET
+
+
+@dataclass
 class PageResult:
     page_id: str
     outcome: str
@@ -176,8 +203,18 @@ class PageResult:
     title: str = ""
 
 
+# What the object's metadata says about the page, beside the content: a change of any of
+# these rewrites the metadata (a copy in place when the content is the same).
+META_FIELDS = ("version", "title", "last_modified", "parent_id", "labels")
+# S3 user metadata is at most 2 KB in all: the labels get what the rest leaves.
+LABELS_MAX_CHARS = 1000
+
+
 def _metadata(entry: dict[str, Any], source_url: str, space: str, page_id: str) -> dict[str, str]:
-    return {
+    labels = ",".join(entry.get("labels") or [])
+    if len(labels) > LABELS_MAX_CHARS:
+        labels = labels[:LABELS_MAX_CHARS].rsplit(",", 1)[0] + ",…"
+    meta = {
         "source-url": source_url,
         "version": str(entry["version"]),
         "sha256": entry["sha256"],
@@ -185,21 +222,47 @@ def _metadata(entry: dict[str, Any], source_url: str, space: str, page_id: str) 
         "last-modified": entry["last_modified"],
         "space": space,
         "page-id": page_id,
+        "parent-id": str(entry.get("parent_id") or ""),
+        "labels": labels,
+        "flags": str(entry.get("flags") or 0),
+        "unrepresented": str(entry.get("unrepresented") or 0),
+    }
+    return meta
+
+
+def _meta_changed(previous: dict[str, Any], entry: dict[str, Any]) -> bool:
+    return any(previous.get(name) != entry.get(name) for name in META_FIELDS)
+
+
+def _entry(
+    space: str, page_id: str, page: dict[str, Any], labels: list[str], sha: str, flags: int
+) -> dict[str, Any]:
+    version = page.get("version") or {}
+    return {
+        "version": int(version.get("number") or 0),
+        "sha256": sha,
+        "key": document_key(space, page_id),
+        "title": str(page.get("title") or ""),
+        "last_modified": str(version.get("createdAt") or version.get("when") or ""),
+        "parent_id": str(page.get("parentId") or ""),
+        "labels": list(labels),
+        "synced_at": iso(now_utc()),
+        "flags": flags,
     }
 
 
-# A fetched page: (page_id, the page or None when it is gone, or the error that failed it)
-Fetched = tuple[str, dict[str, Any] | None, BaseException | None]
+# A fetched page: (work, the page or None when it is gone, or the error that failed it)
+Fetched = tuple[Work, dict[str, Any] | None, BaseException | None]
 
 
 class PageSyncer:
-    """Fetch -> convert -> (maybe) put for pages of one space, as a pipeline.
+    """Fetch (where needed) -> convert -> put, or copy metadata, for pages of one space.
 
-    `fetch_threads` threads each fetch `CONVERT_BATCH` pages and hand them to the
-    conversion processes without waiting; the calling thread takes the converted batches
-    in order, decides created / updated / unchanged and queues the changed ones for
-    `s3_threads` writer threads. So fetching (network), conversion (other processes) and
-    S3 writes overlap, and no thread sits idle waiting for another stage.
+    Bodies normally come with the listing or the CQL search; `fetch_threads` threads GET
+    only the pages whose body a bulk answer left out or cut (not well-formed XHTML from a
+    bulk answer is fetched once more: only the page itself tells a cut body from a broken
+    page). Conversion runs in other processes; the calling thread decides created /
+    updated / metadata / unchanged and queues the writes for `s3_threads` threads.
     """
 
     def __init__(self, client: ConfluenceClient, space: str, manifest: Manifest) -> None:
@@ -212,103 +275,161 @@ class PageSyncer:
         # More threads than the rate allows would only queue inside the limiter.
         self.fetch_threads = max(1, min(conf.concurrency, int(per_second) or 1))
         self.s3_threads = conf.s3_concurrency
+        self.seen: str | None = None  # the full sync that listed the pages (manifest mark)
+        self.refetched = 0  # bodies a bulk answer omitted or cut: fetched page by page
 
     def run(
         self,
-        page_ids: list[str],
+        works: list[Work],
         on_done: Callable[[PageResult], None],
         convert: Converter = _convert_here,
     ) -> None:
-        """Process `page_ids`; every page ends in `on_done` (failures too), never raises
-        for one page. Auth errors and an open breaker abort: every other page would fail."""
+        """Process `works`; every page ends in `on_done` (failures too), never raises for
+        one page. Auth errors and an open breaker abort: every other page would fail."""
         abort: list[BaseException] = []
+        lock = threading.Lock()
 
-        def fetch(batch: list[str]) -> tuple[list[Fetched], Future[list[Converted]] | None]:
+        def fetch(batch: list[Work]) -> tuple[list[Fetched], Future[list[Converted]] | None]:
             fetched: list[Fetched] = []
-            for page_id in batch:
+            for work in batch:
+                if work.copy_only:
+                    fetched.append((work, work.page, None))
+                    continue
                 if abort:
                     break
-                try:
-                    fetched.append((page_id, self.client.get_page(page_id, body=True), None))
+                if work.storage is not None and (
+                    not work.bulk or check_well_formed(work.storage) is None
+                ):
+                    fetched.append((work, work.page, None))
+                    continue
+                try:  # omitted or not well-formed in a bulk answer: the page itself
+                    page = self.client.get_page(work.page_id, body=True)
                 except (ConfluenceAuthError, CircuitOpen) as exc:
-                    abort.append(exc)
+                    with lock:
+                        abort.append(exc)
+                    break
                 except IntegrationError as exc:
-                    fetched.append((page_id, None, exc))
+                    fetched.append((work, None, exc))
+                    continue
+                with lock:
+                    self.refetched += 1
+                if page is not None:
+                    work.storage = _storage(page)
+                    work.page = {k: v for k, v in page.items() if k != "body"}
+                fetched.append((work, page, None))
             payloads = [
-                (_storage(page), self.client.base_url, self.space, page_id)
-                for page_id, page, _ in fetched
-                if page is not None
+                (work.storage or "", self.client.base_url, self.space, work.page_id)
+                for work, page, _ in fetched
+                if page is not None and not work.copy_only
             ]
             return fetched, (convert(payloads) if payloads else None)
 
         fetchers = _thread_pool("fetch", self.fetch_threads)
         putters = _thread_pool("s3", self.s3_threads)
-        puts: list[Future[None]] = []
+        writes: list[Future[None]] = []
         try:
-            # Few pages (an incremental run): one a batch, so that every fetcher has one.
-            size = max(1, min(CONVERT_BATCH, -(-len(page_ids) // self.fetch_threads)))
-            for fetched, converting in fetchers.map(fetch, list(_chunks(page_ids, size))):
+            size = max(1, min(CONVERT_BATCH, -(-len(works) // self.fetch_threads)))
+            for fetched, converting in fetchers.map(fetch, list(_chunks(works, size))):
                 converted = iter(converting.result() if converting is not None else [])
-                for page_id, page, error in fetched:
+                for work, page, error in fetched:
                     if error is not None:
-                        on_done(PageResult(page_id, "failed", error=_describe(error)))
+                        failure = PageResult(work.page_id, "failed", error=_describe(error))
+                        failure.title = _t(work)
+                        on_done(failure)
                     elif page is None:
-                        on_done(PageResult(page_id, "deleted"))
+                        on_done(PageResult(work.page_id, "deleted"))
                     else:
-                        result, body = self._outcome(page_id, page, next(converted))
-                        if body is None:
+                        text = None if work.copy_only else next(converted)
+                        result, body = self._outcome(work, text)
+                        if result.outcome == "unchanged":
                             on_done(result)
-                        else:
-                            url = self.client.page_url(page)
-                            puts.append(putters.submit(self._put, result, body, url, on_done))
+                            continue
+                        url = self.client.page_url(work.page)
+                        writes.append(putters.submit(self._write, result, body, url, on_done))
         finally:
-            for fut in puts:  # every queued write ends (in on_done) before we return
+            for fut in writes:  # every queued write ends (in on_done) before we return
                 fut.result()
         if abort:
             raise abort[0]
 
-    def _outcome(
-        self, page_id: str, page: dict[str, Any], converted: Converted
-    ) -> tuple[PageResult, bytes | None]:
-        markdown, warnings, _malformed = converted
-        body = markdown.encode()
-        version = page.get("version") or {}
-        title = str(page.get("title") or "")
-        entry: dict[str, Any] = {
-            "version": int(version.get("number") or 0),
-            "sha256": hashlib.sha256(body).hexdigest(),
-            "key": document_key(self.space, page_id),
-            "title": title,
-            "last_modified": str(version.get("createdAt") or ""),
-            "synced_at": iso(now_utc()),
-            "flags": len(warnings),
-        }
-        previous = self.manifest.pages.get(page_id)
+    def _outcome(self, work: Work, converted: Converted | None) -> tuple[PageResult, bytes | None]:
+        previous = self.manifest.pages.get(work.page_id)
+        title = str(work.page.get("title") or "")
+        if converted is None:  # copy_only: the content is what the manifest says
+            assert previous is not None
+            entry = _entry(
+                self.space, work.page_id, work.page, work.labels, previous["sha256"],
+                int(previous.get("flags") or 0),
+            )  # fmt: skip
+            entry["unrepresented"] = int(previous.get("unrepresented") or 0)
+            body, warnings = None, list[str]()
+        else:
+            markdown, warnings, _malformed = converted
+            body = markdown.encode()
+            sha = hashlib.sha256(body).hexdigest()
+            entry = _entry(self.space, work.page_id, work.page, work.labels, sha, len(warnings))
+            entry["unrepresented"] = _unrepresented(warnings)
+        if self.seen is not None:
+            entry["seen"] = self.seen
         if previous and previous.get("sha256") == entry["sha256"]:
-            outcome = "unchanged"
+            # Same content: the object is rewritten only when what its metadata says
+            # (title, version, labels, parent...) changed, and then by a copy in place.
+            outcome = "metadata" if _meta_changed(previous, entry) else "unchanged"
+            body = None
         else:
             outcome = "updated" if previous else "created"
-        result = PageResult(page_id, outcome, entry, warnings=warnings, title=title)
-        return result, (body if outcome != "unchanged" else None)
+        return PageResult(work.page_id, outcome, entry, warnings=warnings, title=title), body
 
-    def _put(
-        self, result: PageResult, body: bytes, url: str, on_done: Callable[[PageResult], None]
+    def _write(
+        self,
+        result: PageResult,
+        body: bytes | None,
+        url: str,
+        on_done: Callable[[PageResult], None],
     ) -> None:
         assert result.entry is not None
+        metadata = _metadata(result.entry, url, self.space, result.page_id)
         try:
-            s3.put_document(
-                result.entry["key"],
-                body,
-                _metadata(result.entry, url, self.space, result.page_id),
-            )
+            if body is None:
+                s3.update_metadata(result.entry["key"], metadata)
+            else:
+                s3.put_document(result.entry["key"], body, metadata)
         except IntegrationError as exc:
             on_done(PageResult(result.page_id, "failed", error=_describe(exc), title=result.title))
             return
         on_done(result)
 
 
+def _flag(report: SpaceReport, result: PageResult) -> None:
+    """A page converted with warnings is flagged (its problems row); what Markdown cannot
+    show is counted apart (`unrepresented`)."""
+    if not result.warnings:
+        return
+    report.flagged += 1
+    report.unrepresented += _unrepresented(result.warnings)
+    report.flagged_pages.append(
+        {"page_id": result.page_id, "warnings": "; ".join(result.warnings)[:300]}
+    )
+
+
+def _unrepresented(warnings: list[str]) -> int:
+    return sum(1 for w in warnings if w.startswith(UNREPRESENTABLE))
+
+
+def _t(work: Work) -> str:
+    return str(work.page.get("title") or "")
+
+
 def _storage(page: dict[str, Any]) -> str:
     return str(((page.get("body") or {}).get("storage") or {}).get("value") or "")
+
+
+def _listed_storage(page: dict[str, Any]) -> str | None:
+    """The storage body a bulk answer carried, or None when it left it out."""
+    storage = (page.get("body") or {}).get("storage")
+    if not isinstance(storage, dict) or not isinstance(storage.get("value"), str):
+        return None
+    return str(storage["value"])
 
 
 def _describe(exc: BaseException) -> str:
@@ -318,7 +439,7 @@ def _describe(exc: BaseException) -> str:
 # -- one space ---------------------------------------------------------------------------
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -349,16 +470,6 @@ class _Progress:
                 update_progress_artifact(UUID(self.artifact_id), value)
 
 
-def _list_space(
-    client: ConfluenceClient, space: str, space_id: str | None
-) -> tuple[str, dict[str, int]]:
-    """The space's id and its current pages (id -> version), from the v2 API. Only the
-    versions are kept: thousands of page objects held for the run made the garbage
-    collector's full passes over the heap (~0.3 s each) come more often."""
-    space_id = space_id or str(client.get_space(space)["id"])
-    return space_id, {str(p["id"]): _version(p) for p in client.iter_pages(space_id)}
-
-
 _clients: dict[str, ConfluenceClient] = {}
 _clients_lock = threading.Lock()
 
@@ -380,6 +491,225 @@ def _run_client() -> ConfluenceClient:
         return client
 
 
+class _SpaceRun:
+    """The state of one space's sync: manifest, report, checkpoints (see sync_space_impl)."""
+
+    def __init__(
+        self,
+        space: str,
+        client: ConfluenceClient,
+        progress: _Progress | None,
+        crash_after: int | None,
+    ) -> None:
+        self.conf = get_config().external_services.confluence
+        self.space = space
+        self.client = client
+        self.progress = progress
+        self.crash_after = crash_after
+        self.report = SpaceReport(space)
+        self.lock = threading.Lock()
+        self.manifest = load_manifest(space)
+        self.syncer = PageSyncer(client, space, self.manifest)
+        self.failed: set[str] = set()
+        self.done = 0  # pages processed (for progress and the crash hook)
+        self.unsaved = 0
+
+    def on_done(self, result: PageResult) -> None:
+        report, manifest = self.report, self.manifest
+        with self.lock:
+            self.done += 1
+            self.unsaved += 1
+            if result.outcome == "deleted":
+                # Gone between listing and fetching: remove what we hold of it, if anything.
+                entry = manifest.pages.pop(result.page_id, None)
+                if entry is not None:
+                    s3.delete_document(entry["key"])
+                    report.count("deleted")
+                return
+            report.count(result.outcome)
+            if result.outcome == "failed":
+                self.failed.add(result.page_id)
+                report.failures.append(
+                    {"page_id": result.page_id, "title": result.title, "error": result.error or ""}
+                )
+            elif result.entry is not None:
+                manifest.pages[result.page_id] = result.entry
+            _flag(report, result)
+
+    def run(self, works: list[Work], convert: Converter, total: int) -> None:
+        if works:
+            self.syncer.run(works, self.on_done, convert)
+
+    def checkpoint(self, total: int, force: bool = False) -> None:
+        """Save the manifest every `checkpoint_pages` processed pages (and when `force`)."""
+        with self.lock:
+            if not force and self.unsaved < self.conf.checkpoint_pages:
+                return
+            save_manifest(self.manifest)
+            self.unsaved = 0
+        if self.progress:
+            self.progress.update(min(1.0, self.done / max(1, total)))
+        if self.crash_after is not None and self.done >= self.crash_after:
+            raise RuntimeError(f"simulated crash after {self.done} pages (test hook)")
+
+    def labels(self) -> Future[dict[str, list[str]]]:
+        """The space's labels (page id -> names), searched in another thread while the
+        listing starts (`sync_labels`; off: none)."""
+        if not self.conf.sync_labels:
+            done: Future[dict[str, list[str]]] = Future()
+            done.set_result({})
+            return done
+        ctx = contextvars.copy_context()
+        return _thread_pool("labels", 4).submit(ctx.run, self.client.page_labels, self.space)
+
+    # -- full: list with bodies, resume from the checkpointed cursor ---------------------
+    def full(self, space_id: str, started: str) -> None:
+        manifest, report = self.manifest, self.report
+        report.mode = "full"
+        if manifest.full_started is None:
+            manifest.full_started = started
+            manifest.cursor = None
+            save_manifest(manifest)
+        full_id = manifest.full_started
+        self.syncer.seen = full_id
+        searching = self.labels()
+        # Listings say nothing of their length: the last run's page count, or one more
+        # listing answer than seen so far, is the estimate for the progress artifact.
+        total = len(manifest.pages)
+        convert = _converter(self.conf.process_pool_min_pages)  # a full sync: many pages
+        resume = manifest.cursor
+        if resume:
+            logger.info("%s: resuming the full sync from its checkpointed cursor", self.space)
+        listing = self.client.page_batches(
+            space_id, body=True, resume=resume, limit=self.conf.page_size
+        )
+        labels: dict[str, list[str]] | None = None
+        # The cursor of the first answer with a failed page: a resumed run lists again
+        # from there (and retries it) instead of past it.
+        hold: list[str | None] = []
+        for batch, next_url in _read_ahead(listing):
+            this_answer, failed_before = manifest.cursor, len(self.failed)
+            labels = searching.result() if labels is None else labels
+            works: list[Work] = []
+            for page in batch:
+                pid = str(page["id"])
+                storage = _listed_storage(page)
+                record = {k: v for k, v in page.items() if k != "body"}
+                entry = manifest.pages.get(pid)
+                if _stored_since(entry, _version(page), full_id) and not _meta_changed(
+                    entry or {}, _entry(self.space, pid, record, labels.get(pid, []), "", 0)
+                ):
+                    report.skipped += 1  # stored by this full sync before it was stopped
+                    continue
+                works.append(Work(pid, record, storage, labels.get(pid, [])))
+            total = max(total, self.done + len(works) + (self.conf.page_size if next_url else 0))
+            self.run(works, convert, total)
+            if len(self.failed) > failed_before and not hold:
+                hold.append(this_answer)
+            with self.lock:  # every page before the cursor is in the manifest
+                manifest.cursor = hold[0] if hold else next_url
+            self.checkpoint(total, force=next_url is None)
+        # Deletion detection: what this full sync did not list is no longer current
+        # (trashed, deleted, purged, moved away). Failed pages stay for the next run.
+        gone = [
+            pid
+            for pid, entry in manifest.pages.items()
+            if entry.get("seen") != full_id and pid not in self.failed
+        ]
+        self.delete(gone)
+
+    # -- incremental: list without bodies, CQL with bodies for what changed --------------
+    def incremental(self, space_id: str, since: datetime) -> None:
+        manifest, report, client = self.manifest, self.report, self.client
+        searching = self.labels()
+        listed = {
+            str(p["id"]): {k: v for k, v in p.items() if k != "body"}
+            for p in client.iter_pages(space_id, limit=self.conf.page_size)
+        }
+        labels = searching.result()
+        stale: set[str] = set()  # a new version: the content is needed
+        retag: list[Work] = []  # same version: only the metadata may have changed
+        for pid, page in listed.items():
+            entry = manifest.pages.get(pid)
+            if entry is None or int(entry["version"]) != _version(page):
+                stale.add(pid)
+            elif _meta_changed(entry, _entry(self.space, pid, page, labels.get(pid, []), "", 0)):
+                retag.append(Work(pid, page, labels=labels.get(pid, []), copy_only=True))
+        report.skipped = len(listed) - len(stale) - len(retag)
+        logger.info(
+            "%s: incremental sync, %d listed, %d changed, %d with new metadata only",
+            self.space,
+            len(listed),
+            len(stale),
+            len(retag),
+        )
+        total = len(stale) + len(retag)
+        convert = _converter(total)
+        self.run(retag, convert, total)
+        pending = set(stale)
+        if len(stale) > 1:  # one GET is cheaper than a search for a single page
+            works: list[Work] = []
+            for hit in client.changed_since(self.space, since, body=True):
+                pid = str(hit["id"])
+                if pid in pending and _version(hit) == _version(listed[pid]):
+                    pending.discard(pid)
+                    works.append(Work(pid, listed[pid], _listed_storage(hit), labels.get(pid, [])))
+                if len(works) >= SEARCH_BATCH:
+                    self.run(works, convert, total)
+                    self.checkpoint(total)
+                    works = []
+            self.run(works, convert, total)
+            if pending:
+                logger.warning(
+                    "%s: %d page(s) changed but not reported by CQL since %s; fetching them",
+                    self.space,
+                    len(pending),
+                    since.isoformat(),
+                )
+        self.run(
+            [Work(pid, listed[pid], None, labels.get(pid, [])) for pid in sorted(pending)],
+            convert,
+            total,
+        )
+        self.delete(sorted(set(manifest.pages) - set(listed)))
+
+    def delete(self, page_ids: list[str]) -> None:
+        for pid in page_ids:
+            try:
+                s3.delete_document(self.manifest.pages[pid]["key"])
+            except IntegrationError as exc:
+                self.report.count("failed")
+                self.report.failures.append({"page_id": pid, "title": "", "error": _describe(exc)})
+                continue
+            self.manifest.pages.pop(pid, None)
+            self.report.count("deleted")
+
+
+SEARCH_BATCH = 50  # CQL hits (with bodies) handed to the pipeline at once
+
+T = TypeVar("T")
+
+
+def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, with the next one read in another thread while the caller works on this
+    one: the next listing answer downloads while this one converts and is stored (one
+    answer ahead, so memory stays at two answers)."""
+    done = object()
+    ctx = contextvars.copy_context()  # the flow run's context: call records, limits
+
+    def read() -> object:
+        return ctx.run(next, items, done)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="cf-list") as reader:
+        ahead = reader.submit(read)
+        while True:
+            item = ahead.result()
+            if item is done:
+                return
+            ahead = reader.submit(read)
+            yield item  # type: ignore[misc]
+
+
 def sync_space_impl(
     space: str,
     *,
@@ -390,135 +720,57 @@ def sync_space_impl(
     space_id: str | None = None,
 ) -> SpaceReport:
     """Synchronise one space; see the module docstring. `space_id` when the caller has
-    resolved the key already. `crash_after` (tests) raises after that many pages were
-    checkpointed, as a worker dying mid-run would."""
+    resolved the key already. `crash_after` (tests) raises after the checkpoint that
+    covers that many pages, as a worker dying mid-run would.
+
+    An open circuit breaker ends the space early, not the run: what was stored is
+    checkpointed, the watermark stays, and the report's `error` says so."""
     started = time.perf_counter()
     conf = get_config().external_services.confluence
-    client = client or _run_client()
-    calls_before = client.calls
-    report = SpaceReport(space)
+    client = (client or _run_client()).scoped()  # this space's own call count
     run_started = now_utc()
-    lock = threading.Lock()
-
-    def on_done(result: PageResult) -> None:
-        with lock:
-            if result.outcome == "deleted":
-                # Gone between listing and fetching: remove what we hold of it, if anything.
-                entry = manifest.pages.pop(result.page_id, None)
-                if entry is not None:
-                    s3.delete_document(entry["key"])
-                    report.count("deleted")
-                return
-            report.count(result.outcome)
-            if result.outcome == "failed":
-                report.failures.append(
-                    {"page_id": result.page_id, "title": result.title, "error": result.error or ""}
-                )
-            elif result.entry is not None:
-                manifest.pages[result.page_id] = result.entry
-            if result.warnings:
-                report.flagged += 1
-                report.flagged_pages.append(
-                    {"page_id": result.page_id, "warnings": "; ".join(result.warnings)[:300]}
-                )
-
-    early: list[str] = []  # incremental: the pages CQL reported, synced during the listing
-    with ThreadPoolExecutor(1, thread_name_prefix="cf-list") as lister:
-        # The listing (4 sequential requests for 1,000 pages) is what an incremental run
-        # mostly waits for: meanwhile the manifest is read, the CQL search is made and
-        # the pages it reports with a version the manifest lacks are fetched and stored.
-        listing = lister.submit(_list_space, client, space, space_id)
-        manifest = load_manifest(space)
-        syncer = PageSyncer(client, space, manifest)
+    state = _SpaceRun(space, client, progress, crash_after)
+    manifest, report = state.manifest, state.report
+    try:
+        space_id = space_id or str(client.get_space(space)["id"])  # SpaceNotFound: this space
+        manifest.space_id = space_id
         watermark = parse_iso(manifest.watermark)
-        incremental = not (full or watermark is None or manifest.full_started)
-        if incremental:
-            assert watermark is not None
-            since = watermark - timedelta(minutes=conf.overlap_minutes)
-            hits = client.changed_since(space, since)
-            changed = {str(hit["id"]) for hit in hits}
-            early = sorted(
-                {
-                    str(h["id"])
-                    for h in hits
-                    if _version(h) != _entry_version(manifest, str(h["id"]))
-                }
-            )
-            if early:
-                syncer.run(early, on_done, _converter(len(early)))
-        space_id, listed = listing.result()  # SpaceNotFound: this space only
-    manifest.space_id = space_id
-
-    if not incremental:
-        report.mode = "full"
-        if manifest.full_started is None:
-            manifest.full_started = iso(run_started)
-            save_manifest(manifest)
-        full_started = manifest.full_started
-        wanted = [
-            pid
-            for pid, version in listed.items()
-            if not _stored_since(manifest.pages.get(pid), version, full_started)
-        ]
-    else:
-        drift = {pid for pid, version in listed.items() if version != _entry_version(manifest, pid)}
-        missed = drift - changed
-        if missed:
-            logger.warning(
-                "%s: %d page(s) changed but not reported by CQL since %s; fetching them too",
-                space,
-                len(missed),
-                since.isoformat(),
-            )
-        tried = set(early)
-        wanted = sorted(
-            pid
-            for pid in changed | drift
-            if pid in listed and pid not in tried and listed[pid] != _entry_version(manifest, pid)
+        if full or watermark is None or manifest.full_started:
+            state.full(space_id, iso(run_started))
+        else:
+            state.incremental(space_id, watermark - timedelta(minutes=conf.overlap_minutes))
+    except CircuitOpen as exc:
+        # Confluence is failing: stop this space, keep what was stored, say so.
+        report.error = (
+            f"stopped early: {exc}; kept {len(manifest.pages)} page(s) in the knowledge "
+            "base, the watermark stays where it was"
         )
-    report.skipped = len(set(listed) - set(wanted) - set(early))
-    logger.info(
-        "%s: %s sync, %d listed, %d to fetch",
-        space,
-        report.mode,
-        len(listed),
-        len(wanted) + len(early),
-    )
-
-    convert = _converter(len(wanted))
-    total = max(1, len(wanted) + len(early))
-    stored = len(early)
-    batches = list(_chunks(wanted, conf.checkpoint_pages))
-    for number, batch in enumerate(batches, 1):
-        syncer.run(batch, on_done, convert)
-        stored += len(batch)
-        if number < len(batches) or crash_after is not None:  # the last: saved below
-            with lock:
-                save_manifest(manifest)
-            if progress:
-                progress.update(stored / total)
-        if crash_after is not None and stored >= crash_after:
-            raise RuntimeError(f"simulated crash after {stored} pages (test hook)")
-
-    # Deletion detection: anything in the manifest that Confluence no longer lists as
-    # current (trashed, deleted, purged, moved away) leaves the knowledge base.
-    for pid in sorted(set(manifest.pages) - set(listed)):
-        try:
-            s3.delete_document(manifest.pages[pid]["key"])
-        except IntegrationError as exc:
-            report.count("failed")
-            report.failures.append({"page_id": pid, "title": "", "error": _describe(exc)})
-            continue
-        manifest.pages.pop(pid, None)
-        report.count("deleted")
-
-    if report.failed == 0:
-        manifest.watermark = iso(run_started)
-        manifest.full_started = None
-    save_manifest(manifest)  # the flow moves the progress artifact to 100 % at the end
-    report.api_calls = client.calls - calls_before
-    report.duration_s = time.perf_counter() - started
+        logger.warning("%s: %s", space, report.error)
+        _finish(state, client, started, iso(run_started), complete=False)
+        return report
+    _finish(state, client, started, iso(run_started), complete=report.failed == 0)
     return report
+
+
+def _finish(
+    state: _SpaceRun, client: ConfluenceClient, started: float, run_started: str, complete: bool
+) -> None:
+    """Move the watermark (the run's start) when the space completed, save the manifest,
+    fill in the report's counters."""
+    manifest, report = state.manifest, state.report
+    if complete:
+        manifest.watermark = run_started
+        manifest.full_started = None
+        manifest.cursor = None
+    try:
+        save_manifest(manifest)  # the flow moves the progress artifact to 100 % at the end
+    except IntegrationError as exc:
+        report.error = (report.error + "; " if report.error else "") + (
+            f"the manifest could not be saved: {_describe(exc)}"
+        )
+    report.refetched = state.syncer.refetched
+    report.api_calls = client.calls
+    report.duration_s = time.perf_counter() - started
 
 
 def _version(page: dict[str, Any]) -> int:
@@ -530,9 +782,9 @@ def _entry_version(manifest: Manifest, page_id: str) -> int | None:
     return int(entry["version"]) if entry else None
 
 
-def _stored_since(entry: dict[str, Any] | None, version: int, since: str) -> bool:
-    """True when this full sync already stored this version (resume: do not refetch)."""
-    return bool(entry and int(entry["version"]) == version and str(entry.get("synced_at")) >= since)
+def _stored_since(entry: dict[str, Any] | None, version: int, full_id: str | None) -> bool:
+    """True when this full sync already stored this version (resume: do not redo it)."""
+    return bool(entry and int(entry["version"]) == version and entry.get("seen") == full_id)
 
 
 @dataclass
@@ -563,12 +815,19 @@ def _page_space(client: ConfluenceClient, page: dict[str, Any]) -> str:
     return str(client.get_space_by_id(str(space_id))["key"])
 
 
-def _remove_gone_page(page_id: str, hint: str | None, configured: list[str]) -> PageReport:
-    """A page Confluence no longer has: remove it from the configured space that holds it.
+def _remove_gone_page(
+    page_id: str, hint: str | None, configured: list[str], known: str | None = None
+) -> PageReport:
+    """A page Confluence no longer has as current: remove it from the configured space
+    that holds it.
 
-    The event's space is only tried first when it is configured; no other manifest or key
-    is ever built from it."""
-    spaces = ([hint] if hint in configured else []) + [s for s in configured if s != hint]
+    `known`: the space Confluence says the page was in (a trashed page keeps its
+    `spaceId`); else (purged) the configured spaces are searched, the event's space first
+    only when it is configured; no manifest or key is ever built from the event."""
+    if known is not None:
+        spaces = [known] if known in configured else []
+    else:
+        spaces = ([hint] if hint in configured else []) + [s for s in configured if s != hint]
     for key in spaces:
         manifest = load_manifest(key)
         entry = manifest.pages.pop(page_id, None)
@@ -577,7 +836,8 @@ def _remove_gone_page(page_id: str, hint: str | None, configured: list[str]) -> 
             save_manifest(manifest)
             return PageReport(key, mode="page", deleted=1)
     # Nothing held: nothing to delete (an event for a page we never had, or already removed).
-    return PageReport(hint if hint in configured else "-", mode="page")
+    where = known if known is not None else hint if hint in configured else "-"
+    return PageReport(where or "-", mode="page")
 
 
 def sync_page_impl(
@@ -586,22 +846,28 @@ def sync_page_impl(
     """Synchronise one page (webhook ingest): store it, or remove it if it is gone.
 
     Scope comes from Confluence, not from the event: the page's space is looked up from
-    its `spaceId`; a `space` argument that disagrees is ignored (and reported as
+    its `spaceId` (a trashed page keeps it: it is removed from that space, with or without
+    a `space` argument); a `space` argument that disagrees is ignored (and reported as
     `event_space`, with a warning); a page whose space is not in
     `external_services.confluence.spaces` is not ingested (`ignored` says so; the run
     does not fail: Confluence sends events of every space on the site).
     """
     started = time.perf_counter()
-    configured = list(get_config().external_services.confluence.spaces)
-    client = client or ConfluenceClient.from_config()
-    calls_before = client.calls
-    page = client.get_page(page_id, body=False)
-    if page is None:
-        report = _remove_gone_page(page_id, space, configured)
-        report.api_calls = client.calls - calls_before
+    conf = get_config().external_services.confluence
+    configured = list(conf.spaces)
+    client = (client or ConfluenceClient.from_config()).scoped()
+
+    def done(report: PageReport) -> PageReport:
+        report.api_calls = client.calls
         report.duration_s = time.perf_counter() - started
         return report
+
+    page = client.get_page_any(page_id, body=True)
+    if page is None:  # purged (or never was): whichever configured space holds it
+        return done(_remove_gone_page(page_id, space, configured))
     real = _page_space(client, page)
+    if page.get("status") != "current":  # trashed or archived: gone from the knowledge base
+        return done(_remove_gone_page(page_id, space, configured, known=real))
     report = PageReport(real, mode="page")
     if space and space != real:
         report.event_space = space
@@ -617,11 +883,10 @@ def sync_page_impl(
             "external_services.confluence.spaces: not ingested"
         )
         logger.info("%s", report.ignored)
-        report.api_calls = client.calls - calls_before
-        report.duration_s = time.perf_counter() - started
-        return report
+        return done(report)
     manifest = load_manifest(real)
     syncer = PageSyncer(client, real, manifest)
+    labels = sorted(client.get_labels(page_id)) if conf.sync_labels else []
 
     def on_done(result: PageResult) -> None:
         report.count(result.outcome)
@@ -635,12 +900,12 @@ def sync_page_impl(
             gone = manifest.pages.pop(page_id, None)
             if gone:
                 s3.delete_document(gone["key"])
+        _flag(report, result)
 
-    syncer.run([page_id], on_done)
+    record = {k: v for k, v in page.items() if k != "body"}
+    syncer.run([Work(page_id, record, _storage(page), labels, bulk=False)], on_done)
     save_manifest(manifest)
-    report.api_calls = client.calls - calls_before
-    report.duration_s = time.perf_counter() - started
-    return report
+    return done(report)
 
 
 def _slug(space: str) -> str:

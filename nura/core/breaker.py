@@ -283,6 +283,36 @@ class CircuitBreakers:
         self._cache.pop(service, None)
         return bool(changed)
 
+    def admit_probe(self, service: str) -> Admission:
+        """Admit the caller as the half-open probe now, without waiting for the cool-down.
+
+        For a health check about to observe `service`: a passing check then closes the
+        breaker, a failing one re-opens it, through `record_success`/`record_failure` with
+        this admission, exactly as a traffic probe's result would. Granted only while the
+        breaker is open, or half-open with no live probe (a probe in flight keeps its turn);
+        a closed breaker has nothing to probe."""
+        now = self.clock()
+        token = uuid.uuid4().hex
+        c = breakers.c
+        stmt = (
+            update(breakers)
+            .where(c.service == service)
+            .where(
+                (c.state == BreakerState.OPEN)
+                | (
+                    (c.state == BreakerState.HALF_OPEN)
+                    & (c.probe_started <= now - self.probe_timeout)
+                )
+            )
+            .values(
+                state=BreakerState.HALF_OPEN, probe_token=token, probe_started=now, updated_at=now
+            )
+        )
+        with self.engine.begin() as conn:
+            won = conn.execute(stmt).rowcount == 1
+        self._cache.pop(service, None)
+        return Admission(True, probe_token=token) if won else Admission(False)
+
     def reset(self, service: str) -> None:
         """Operator override: close the breaker (results of calls in flight are then stale)."""
         with self.engine.begin() as conn:

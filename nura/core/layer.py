@@ -50,7 +50,13 @@ from nura.core.errors import (
     UnknownService,
 )
 from nura.core.ratelimit import Limiter
-from nura.core.retry import is_retryable_status, parse_retry_after, retry_delay
+from nura.core.retry import (
+    RATE_LIMITED_RETRIES,
+    is_retryable_status,
+    parse_retry_after,
+    retry_delay,
+    sane_retry_after,
+)
 
 logger = logging.getLogger("nura.calls")
 T = TypeVar("T")
@@ -148,8 +154,10 @@ def classify_http(service: str, operation: str, response: httpx.Response, attemp
     return ClientError("client error", **kw)
 
 
-def _retry_after(err: IntegrationError) -> float | None:
-    return err.retry_after if isinstance(err, RateLimited) else None
+def _retry_after(err: IntegrationError, service: str) -> float | None:
+    if not isinstance(err, RateLimited):
+        return None
+    return sane_retry_after(err.retry_after, service)
 
 
 class CallLayer:
@@ -257,6 +265,11 @@ class CallLayer:
         max_retries = policy.retry_attempts if retries is None else retries
         admission = self.breakers.admit(service, policy.circuit_breaker_cooldown_seconds)
         attempts = 0
+        # 429s have their own budget (RATE_LIMITED_RETRIES) under the service's policy; a
+        # caller's explicit `retries` (a fallback chain moving on) or a policy of no
+        # retries counts them with the rest.
+        own_429_budget = retries is None and max_retries > 0
+        throttled = 0
         if not admission.allowed:
             error: IntegrationError = CircuitOpen(
                 f"circuit breaker open, next probe in {admission.retry_in:.1f}s",
@@ -284,12 +297,19 @@ class CallLayer:
                     )
                     breaker_open = probe is not None or state != "closed"
                     probe = None
-                if err.retryable and attempts <= max_retries and not breaker_open:
+                if not own_429_budget:
+                    budget = attempts <= max_retries
+                elif isinstance(err, RateLimited):
+                    throttled += 1
+                    budget = throttled <= RATE_LIMITED_RETRIES
+                else:
+                    budget = attempts - throttled <= max_retries
+                if err.retryable and budget and not breaker_open:
                     delay = retry_delay(
                         attempts - 1,
                         base=policy.backoff_base_seconds,
                         cap=policy.backoff_max_seconds,
-                        retry_after=_retry_after(err),
+                        retry_after=_retry_after(err, service),
                         retry_after_cap=policy.retry_after_max_seconds,
                         rng=self.rng,
                     )

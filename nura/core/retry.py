@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
+import threading
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Seed defect 3: only these statuses can succeed on a second try.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+# No server means a wait of more than a day between two attempts of one call: a larger
+# Retry-After (Confluence has sent 9223372036854775807) is a server bug, and waiting even
+# the capped value on every call turned an 11 s sync into 305 s. It counts as absent.
+ABSURD_RETRY_AFTER_SECONDS = 86_400.0
+# 429s are the service pacing us, not failing: they have their own retry budget (per
+# call, within its deadline), so a few in a row on a throttling site do not fail a call
+# that the service's `retry_attempts` (meant for failures) would give up on.
+RATE_LIMITED_RETRIES = 10
+
+logger = logging.getLogger("nura.calls")
+_absurd_seen: set[str] = set()
+_absurd_lock = threading.Lock()
 
 
 def is_retryable_status(status: int) -> bool:
@@ -43,6 +57,24 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except Exception:  # any malformed date: the header is advice, never a failure
         return None
     return max(0.0, delta)
+
+
+def sane_retry_after(seconds: float | None, service: str = "") -> float | None:
+    """`seconds` from a Retry-After, or None when it is absurd (over a day): the caller
+    then backs off as if there were none. Logged once per service and process."""
+    if seconds is None or seconds <= ABSURD_RETRY_AFTER_SECONDS:
+        return seconds
+    with _absurd_lock:
+        first = service not in _absurd_seen
+        _absurd_seen.add(service)
+    if first:
+        logger.warning(
+            "%s sent a Retry-After of %.0f s, which no server means: ignored, normal "
+            "backoff instead (logged once)",
+            service or "a service",
+            seconds,
+        )
+    return None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:

@@ -1,9 +1,17 @@
 """Git providers (GitHub, GitLab): what a push changed and the files at the pushed revision.
 
-Every call goes through the call layer (service "git"). GitHub: `GET /repos/{o}/{r}/compare/
-{before}...{after}` for the changed files (accurate past the 20 commits a push payload
-lists) and `GET /repos/{o}/{r}/contents/{path}?ref={sha}`; GitLab: the push's commit lists
-and `GET /projects/{id}/repository/files/{path}?ref={sha}`.
+Every call goes through the call layer (service "git"). Each branch is stored under its
+own prefix `git/{owner}/{repo}/{branch}/` and made equal to the pushed revision:
+- GitHub: `GET /repos/{o}/{r}/compare/{before}...{after}` for a fast-forward push under
+  GitHub's 300-file cap; a forced, diverged or larger push diffs the two commits' trees
+  (`GET /repos/{o}/{r}/git/trees/{sha}?recursive=1`, walked level by level when
+  `truncated`) and deletes what the new tip lacks; a new branch stores the tree of
+  `after`. Files: `GET /repos/{o}/{r}/contents/{path}?ref={sha}`, and over 1 MB (no
+  inline content) the same with `Accept: application/vnd.github.raw+json`, up to
+  `external_services.git.max_file_bytes`.
+- GitLab: `GET /projects/{id}/repository/compare?from&to&straight=true` (the hook lists
+  only the newest 20 commits and has no `forced` flag), `repository/tree` for a new
+  branch or a compare cut short (`compare_timeout`), `repository/files/{path}?ref=`.
 
 Nothing of a payload reaches an API path or an S3 key unchecked: owner and repository must
 be names GitHub/GitLab allow (`parse_push` refuses others), the shas are hex, every file path
@@ -151,6 +159,10 @@ class PushEvent(BaseModel):
     web_url: str = ""
     # path -> action, folded over the payload's commits in order
     payload_changes: dict[str, Action] = Field(default_factory=dict)
+    # GitHub's `forced` (a non-fast-forward push); GitLab's hook has no such flag
+    forced: bool = False
+    # commits pushed (GitLab `total_commits_count`; the hook lists the newest 20 only)
+    total_commits: int | None = None
 
     @property
     def branch(self) -> str | None:
@@ -170,16 +182,45 @@ class PushEvent(BaseModel):
             return self.project_id
         return quote(self.full_name, safe="")
 
+    @property
+    def created(self) -> bool:
+        """A new branch (or a first push): no `before` to compare with."""
+        return self.before.strip("0") == ""
+
+    def prefix(self) -> str:
+        """`git/{owner}/{repo}/{branch}/`: each branch has its own documents. Owner and
+        branch are URL-encoded into one segment each (`release%2F1`, GitLab `grp%2Fsub`),
+        so no prefix can be another repository's or branch's."""
+        branch = self.branch
+        if branch is None or not valid_branch(branch):
+            raise GitPushError("refusing to build an S3 key: not a valid branch name")
+        if not _valid_name(self.provider, self.owner, self.repo):
+            raise GitPushError("refusing to build an S3 key: invalid repository")
+        return f"git/{quote(self.owner, safe='')}/{self.repo}/{quote(branch, safe='')}/"
+
     def key(self, path: str) -> str:
-        """`git/{owner}/{repo}/{path}` from validated components only."""
+        """`git/{owner}/{repo}/{branch}/{path}` from validated components only."""
         reason = unsafe_path(path)
-        if reason or not _valid_name(self.provider, self.owner, self.repo):
-            raise GitPushError(f"refusing to build an S3 key: {reason or 'invalid repository'}")
-        return f"git/{self.owner}/{self.repo}/{path}"
+        if reason:
+            raise GitPushError(f"refusing to build an S3 key: {reason}")
+        return self.prefix() + path
 
     def source_url(self, path: str) -> str:
         sep = "/-/blob/" if self.provider == "gitlab" else "/blob/"
         return f"{self.web_url}{sep}{self.after}/{_segments(path)}"
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# git check-ref-format: no `..`, `@{`, `//`, control characters, space, `~^:?*[\`, no
+# leading or trailing `/`, no `.lock` ending, no segment starting with `.`.
+_BAD_BRANCH = re.compile(r"\.\.|@\{|//|^/|/$|\.lock$|(^|/)\.|[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def valid_branch(name: str) -> bool:
+    return 0 < len(name) <= 255 and name != "@" and not _BAD_BRANCH.search(name)
 
 
 def _fold(commits: Any) -> dict[str, Action]:
@@ -239,6 +280,7 @@ def _read_push(payload: dict[str, Any], provider: str | None) -> PushEvent:
                 project_id=str(project["id"]),
                 web_url=_safe_url(str(project.get("web_url") or web), web),
                 payload_changes=_fold(payload.get("commits")),
+                total_commits=_count(payload.get("total_commits_count")),
             )
         repo = payload["repository"]
         owner, _, name = str(repo["full_name"]).partition("/")
@@ -252,6 +294,7 @@ def _read_push(payload: dict[str, Any], provider: str | None) -> PushEvent:
             after=payload["after"],
             web_url=_safe_url(str(repo.get("html_url") or web), web),
             payload_changes=_fold(payload.get("commits")),
+            forced=payload.get("forced") is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise GitPushError(
@@ -337,9 +380,15 @@ def _api() -> tuple[str, httpx.Auth | None]:
     return provider.api_url, provider.auth
 
 
-def _get(url: str, operation: str, **params: Any) -> httpx.Response:
+def _get(
+    url: str,
+    operation: str,
+    *,
+    accept: str = "application/vnd.github+json",
+    max_bytes: int | None = None,
+    **params: Any,
+) -> httpx.Response:
     base, auth = _api()
-    headers = {"Accept": "application/vnd.github+json"}
     return (
         get_call_layer()
         .request(
@@ -347,46 +396,213 @@ def _get(url: str, operation: str, **params: Any) -> httpx.Response:
             "GET",
             f"{base}{url}",
             auth=auth,
-            headers=headers,
+            headers={"Accept": accept},
             params=params or None,
             expected=(404,),
             operation=operation,
+            max_response_bytes=max_bytes,
         )
         .value
     )
 
 
+# GitHub's compare lists at most 300 changed files for the whole comparison, on its first
+# page only ("Compare two commits", docs.github.com/en/rest/commits/commits).
+COMPARE_FILE_CAP = 300
+RAW = "application/vnd.github.raw+json"  # the bytes of a file or blob, any size to 100 MB
+MAX_TREE_PAGES = 5000  # GitLab tree listing: 100 entries a page
+
+
+class GitIngestError(IntegrationError):
+    """The provider's answers do not let the ingest know what changed (never a partial
+    result presented as a complete one)."""
+
+    default_service = "git"
+
+
 def changed_files(push: PushEvent) -> dict[str, Action]:
-    """Path -> upsert/delete between `before` and `after`; {} (and no provider call) for a
-    repository outside `external_services.git.repositories`. Paths are returned as the
-    provider or payload names them: `sync_files` rejects the unsafe ones."""
+    """Path -> upsert/delete that makes the branch's knowledge-base prefix equal to the
+    pushed revision; {} (and no provider call) for a repository outside
+    `external_services.git.repositories`. Paths are returned as the provider names them:
+    `sync_files` rejects the unsafe ones.
+
+    GitHub: the compare `before...after` when the push is a fast-forward under 300 files;
+    otherwise (forced, diverged or behind, the 300-file cap, `before` unknown) the two
+    commits' trees are diffed, and what the new tip lacks is deleted (including files the
+    knowledge base holds under the branch's prefix). A new branch: the whole tree of
+    `after`. GitLab: the compare API `before..after` (`straight`: the two trees, so force
+    pushes and pushes of more than the 20 commits the hook lists are exact); the tree of
+    `after` for a new branch or when the compare was cut (`compare_timeout`). A deleted
+    branch: every document under its prefix is deleted.
+    """
     reason = _not_allowed(push)
     if reason:
         logger.warning("%s", reason)
         return {}
-    if push.provider == "gitlab" or push.before.strip("0") == "":
-        return dict(push.payload_changes)  # a new branch has no base to compare with
-    changes: dict[str, Action] = {}
-    repo = f"{quote(push.owner, safe='')}/{quote(push.repo, safe='')}"
-    for page in range(1, 31):
+    if push.deleted:  # the branch is gone: so are its documents
+        return dict.fromkeys(stored_paths(push), "delete")
+    if push.provider == "gitlab":
+        return _gitlab_changes(push)
+    return _github_changes(push)
+
+
+def _repo_path(push: PushEvent) -> str:
+    return f"/repos/{quote(push.owner, safe='')}/{quote(push.repo, safe='')}"
+
+
+def _github_changes(push: PushEvent) -> dict[str, Action]:
+    if push.created:
+        logger.info("%s: new branch %s, storing the tree of %s", push.full_name, push.branch,
+                    push.after[:12])  # fmt: skip
+        return _reconcile(push, None)
+    if not push.forced:
         r = _get(
-            f"/repos/{repo}/compare/{push.before}...{push.after}",
+            f"{_repo_path(push)}/compare/{push.before}...{push.after}",
             "compare",
+            per_page=1,
+            page=1,
+        )
+        doc = r.json() if r.status_code != 404 else {}
+        files = doc.get("files") or []
+        status = doc.get("status")
+        if status in ("ahead", "identical") and len(files) < COMPARE_FILE_CAP:
+            changes: dict[str, Action] = {}
+            for f in files:
+                kind, name = f.get("status"), f.get("filename")
+                if kind == "renamed" and isinstance(f.get("previous_filename"), str):
+                    changes[f["previous_filename"]] = "delete"
+                if isinstance(name, str):
+                    changes[name] = "delete" if kind == "removed" else "upsert"
+            return changes
+        why = (
+            "before is unknown to the provider"
+            if r.status_code == 404
+            else f"compare is {status}" if status not in ("ahead", "identical")
+            else f"compare lists {len(files)} files (GitHub's cap is {COMPARE_FILE_CAP})"
+        )  # fmt: skip
+        logger.info("%s: %s, diffing the trees", push.full_name, why)
+    return _reconcile(push, _github_tree(push, push.before))
+
+
+def _github_tree(push: PushEvent, sha: str) -> dict[str, str] | None:
+    """Path -> blob sha of every file at commit `sha`, or None when the commit is unknown
+    (404). A recursive listing cut short (`truncated`) is walked one tree at a time, as
+    GitHub's "Get a tree" documentation says to."""
+    base = f"{_repo_path(push)}/git/trees"
+    r = _get(f"{base}/{sha}", "tree", recursive=1)
+    if r.status_code == 404:
+        return None
+    doc = r.json()
+    if not doc.get("truncated"):
+        return _blobs(doc.get("tree"), "")
+    files: dict[str, str] = {}
+    pending = [("", str(doc.get("sha") or sha))]
+    while pending:
+        prefix, tree_sha = pending.pop()
+        if not _SHA.fullmatch(tree_sha):
+            raise GitIngestError(f"{push.full_name}: tree listing names an invalid tree sha")
+        level = _get(f"{base}/{tree_sha}", "tree")
+        if level.status_code == 404:
+            raise GitIngestError(f"{push.full_name}: tree {tree_sha[:12]} vanished mid-walk")
+        for entry in level.json().get("tree") or []:
+            if entry.get("type") == "tree" and isinstance(entry.get("path"), str):
+                pending.append((f"{prefix}{entry['path']}/", str(entry.get("sha"))))
+        files.update(_blobs(level.json().get("tree"), prefix))
+    return files
+
+
+def _blobs(entries: Any, prefix: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("type") == "blob":
+            path = entry.get("path")
+            if isinstance(path, str):
+                out[prefix + path] = str(entry.get("sha") or entry.get("id") or "")
+    return out
+
+
+def _gitlab_changes(push: PushEvent) -> dict[str, Action]:
+    if push.created:
+        return _reconcile(push, None)
+    if (push.total_commits or 0) > 20:  # the hook's lists are incomplete; compare is not
+        logger.info("%s: push of %d commits", push.full_name, push.total_commits)
+    # straight: `from..to`, the two trees (the default diffs from the merge base)
+    query: dict[str, Any] = {"from": push.before, "to": push.after, "straight": "true"}
+    r = _get(f"/projects/{push.project_ref()}/repository/compare", "compare", **query)
+    doc = r.json() if r.status_code != 404 else {}
+    if r.status_code == 404 or doc.get("compare_timeout") or not isinstance(doc.get("diffs"), list):
+        logger.info("%s: compare unavailable or cut, storing the tree of %s", push.full_name,
+                    push.after[:12])  # fmt: skip
+        return _reconcile(push, None)
+    changes: dict[str, Action] = {}
+    for d in doc["diffs"]:
+        if not isinstance(d, dict):
+            continue
+        old, new = d.get("old_path"), d.get("new_path")
+        if d.get("renamed_file") and isinstance(old, str) and old != new:
+            changes[old] = "delete"
+        if isinstance(new, str):
+            changes[new] = "delete" if d.get("deleted_file") else "upsert"
+    return changes
+
+
+def _gitlab_tree(push: PushEvent, sha: str) -> dict[str, str] | None:
+    files: dict[str, str] = {}
+    page = "1"
+    for _ in range(MAX_TREE_PAGES):
+        r = _get(
+            f"/projects/{push.project_ref()}/repository/tree",
+            "tree",
+            ref=sha,
+            recursive="true",
             per_page=100,
             page=page,
         )
         if r.status_code == 404:
-            return dict(push.payload_changes)
-        files = r.json().get("files") or []
-        for f in files:
-            status, name = f.get("status"), f.get("filename")
-            if status == "renamed" and isinstance(f.get("previous_filename"), str):
-                changes[f["previous_filename"]] = "delete"
-            if isinstance(name, str):
-                changes[name] = "delete" if status == "removed" else "upsert"
-        if len(files) < 100:
-            break
+            return None
+        files.update(_blobs(r.json(), ""))
+        page = r.headers.get("X-Next-Page", "").strip()
+        if not page:
+            return files
+    raise GitIngestError(f"{push.full_name}: tree of {sha[:12]} has more than "
+                         f"{MAX_TREE_PAGES * 100} entries")  # fmt: skip
+
+
+def _reconcile(push: PushEvent, before: dict[str, str] | None) -> dict[str, Action]:
+    """Changes that make the branch's prefix hold exactly the tree of `after`: files new or
+    changed since `before` (every file when `before` is None) upserted; files of `before`
+    and files stored under the prefix that `after` lacks deleted."""
+    tree = _github_tree if push.provider == "github" else _gitlab_tree
+    after = tree(push, push.after)
+    if after is None:
+        raise GitIngestError(f"{push.full_name}: the pushed commit {push.after[:12]} is unknown")
+    changes: dict[str, Action] = {
+        path: "upsert" for path, sha in after.items() if before is None or before.get(path) != sha
+    }
+    for path in (set(before or {}) | set(stored_paths(push))) - set(after):
+        changes[path] = "delete"
     return changes
+
+
+def stored_paths(push: PushEvent) -> list[str]:
+    """The file paths the knowledge base holds for the push's repository and branch."""
+    from nura.core.aws_clients import aws_client
+
+    prefix = push.prefix()
+    bucket = s3.knowledge_base().bucket
+    client = aws_client("s3")
+    paths: list[str] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = get_call_layer().call("s3", "list_objects_v2", client.list_objects_v2, **kwargs)
+        listed = page.value
+        paths += [o["Key"][len(prefix) :] for o in listed.get("Contents") or []]
+        token = listed.get("NextContinuationToken") if listed.get("IsTruncated") else None
+        if not token:
+            return paths
 
 
 @dataclass
@@ -408,16 +624,19 @@ def _looks_binary(data: bytes) -> bool:
 
 
 def fetch_file(push: PushEvent, path: str, max_bytes: int) -> FileContent:
-    """The file at the pushed revision, or why it is skipped (missing, too large, binary)."""
+    """The file at the pushed revision, or why it is skipped (missing, too large, binary).
+
+    GitHub's contents API has the content inline only up to 1 MB (`encoding: "none"`,
+    `content: ""` above): such a file is fetched again with the raw media type, when it
+    is within `max_bytes`."""
     reason = unsafe_path(path)
     if reason:
         raise GitPushError(f"refusing to fetch an unsafe path ({reason})")
     if push.provider == "gitlab":
         url = f"/projects/{push.project_ref()}/repository/files/{quote(path, safe='')}"
     else:
-        repo = f"{quote(push.owner, safe='')}/{quote(push.repo, safe='')}"
-        url = f"/repos/{repo}/contents/{_segments(path)}"
-    r = _get(url, "contents", ref=push.after)
+        url = f"{_repo_path(push)}/contents/{_segments(path)}"
+    r = _get(url, "contents", ref=push.after, max_bytes=max(2 * max_bytes, 1 << 20) + (1 << 16))
     if r.status_code == 404:
         return FileContent(path, None, 0, "not found at revision")
     doc = r.json()
@@ -426,9 +645,15 @@ def fetch_file(push: PushEvent, path: str, max_bytes: int) -> FileContent:
     size = int(doc.get("size") or 0)
     if size > max_bytes:
         return FileContent(path, None, size, f"over {max_bytes} bytes")
-    if doc.get("encoding") != "base64":
+    if doc.get("encoding") == "base64":
+        data = base64.b64decode(doc.get("content") or "")
+    elif push.provider == "github" and doc.get("encoding") == "none":
+        raw = _get(url, "contents-raw", accept=RAW, max_bytes=max_bytes, ref=push.after)
+        if raw.status_code == 404:
+            return FileContent(path, None, 0, "not found at revision")
+        data = raw.content
+    else:
         return FileContent(path, None, size, "no inline content")
-    data = base64.b64decode(doc.get("content") or "")
     if len(data) > max_bytes:
         return FileContent(path, None, len(data), f"over {max_bytes} bytes")
     if _looks_binary(data):

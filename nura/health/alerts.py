@@ -4,10 +4,14 @@
     deliver_alert.fn(change)                           # notify + event (+ CloudWatch Logs)
 
 Severity: unhealthy -> high, degraded -> medium (rate limited, quota, backlog included).
-Only transitions reach people: an alert that persists is repeated at most every
-`reminder_interval_minutes`; it resolves with a recovery message. Each transition also
-emits a Prefect event `nura.health.<degraded|unhealthy|recovered>` on the resource
-`nura.service.<name>`, so Prefect automations can act on it.
+Only confirmed transitions reach people (`failure_threshold` bad evaluations in a row
+open an alert, `success_threshold` healthy ones resolve it; a level already notified for
+the alert is not notified again); an alert that persists is repeated at most every
+`reminder_interval_minutes`; it resolves with a recovery message at the highest severity
+it notified, so it reaches the channels that were paged. Each transition also emits a
+Prefect event `nura.health.<degraded|unhealthy|recovered>` on the resource
+`nura.service.<name>`, so Prefect automations can act on it. Delivery is durable: what
+a channel did not take is retried by later runs (`nura.notify.dispatch`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from nura import get_config, store_url
-from nura.core.stores.alerts import AlertChange, apply_status
+from nura.core.stores.alerts import SEVERITY, AlertChange, apply_status
 from nura.core.stores.db import get_engine
 
 logger = logging.getLogger("nura.health.alerts")
 
-SEVERITY = {"unhealthy": "high", "degraded": "medium", "healthy": "low"}
+__all__ = ["SEVERITY", "apply_report", "deliver_alert", "message", "update_alerts"]
 Notifier = Callable[..., Any]
 
 
@@ -32,7 +36,13 @@ def event_name(change: AlertChange) -> str:
 
 
 def apply_report(
-    report: Mapping[str, Any], *, now: float, reminder_seconds: float, engine: Any
+    report: Mapping[str, Any],
+    *,
+    now: float,
+    reminder_seconds: float,
+    engine: Any,
+    failure_threshold: int = 1,
+    success_threshold: int = 1,
 ) -> list[AlertChange]:
     """Move every service's alert according to its status in `report`."""
     changes: list[AlertChange] = []
@@ -46,6 +56,8 @@ def apply_report(
             severity=SEVERITY.get(status, "low"),
             now=now,
             reminder_seconds=reminder_seconds,
+            failure_threshold=failure_threshold,
+            success_threshold=success_threshold,
         )
         if change is not None:
             changes.append(change)
@@ -55,11 +67,14 @@ def apply_report(
 def update_alerts(report: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
     """Apply this report to the durable alert state; returns the changes as dicts."""
     cfg = get_config()
+    hm = cfg.health_monitoring
     changes = apply_report(
         report,
         now=time.time() if now is None else now,
-        reminder_seconds=cfg.health_monitoring.reminder_interval_minutes * 60,
+        reminder_seconds=hm.reminder_interval_minutes * 60,
         engine=get_engine(store_url(cfg)),
+        failure_threshold=hm.failure_threshold,
+        success_threshold=hm.success_threshold,
     )
     return [c.as_dict() for c in changes]
 
@@ -83,9 +98,9 @@ def message(change: Mapping[str, Any], affects: list[str]) -> tuple[str, str]:
 
 
 def _default_notifier() -> Notifier:
-    from nura.notify.dispatch import notify
+    from nura.notify.dispatch import send_notification
 
-    return notify
+    return send_notification
 
 
 def _emit(change: Mapping[str, Any], title: str) -> None:
@@ -118,33 +133,53 @@ def _cloudwatch_log(change: Mapping[str, Any], title: str) -> None:
     put_audit_log(group, {**dict(change), "title": title})
 
 
-def deliver_alert(change: dict[str, Any], notifier: Notifier | None = None) -> dict[str, Any]:
-    """Event for every change; notification for opened/escalated/reminder/resolved."""
+def deliver_alert(
+    change: dict[str, Any], notifier: Notifier | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """Event for every change; a notification for those that go to people.
+
+    Returns {title, body, notified, channels, failed}: `notified` is True only when every
+    routed channel took it; `failed` names each channel that did not (yet) and why. Those
+    stay in the durable outbox and are retried by later runs."""
     affects = list(get_config().health_monitoring.dependency_map.get(change["key"], []))
     title, body = message(change, affects)
     _emit(change, title)
-    delivered: Any = None
+    notified, channels, failed = False, {}, {}
     if change.get("notify"):
         send = notifier or _default_notifier()
+        kwargs: dict[str, Any] = {
+            "event": event_name(
+                AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})
+            ),
+            "details": {
+                "service": change["key"],
+                "alert_id": change["alert_id"],
+                "affects": ", ".join(affects) or "-",
+            },
+            # The same change delivered twice (a retried task) is queued once.
+            "dedupe_key": f"alert:{change['alert_id']}:{change['kind']}:{change['ts']!r}",
+        }
+        if now is not None:
+            kwargs["now"] = now
         try:
-            delivered = send(
-                title,
-                body,
-                change["severity"],
-                event=event_name(
-                    AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})
-                ),
-                details={
-                    "service": change["key"],
-                    "alert_id": change["alert_id"],
-                    "affects": ", ".join(affects) or "-",
-                },
-            )
-        except Exception as exc:  # delivery trouble is logged, never fatal to the monitor
+            result = send(title, body, change["severity"], **kwargs)
+        except Exception as exc:  # delivery trouble is reported, never fatal to the monitor
             logger.warning("alert %s not delivered: %s", change["alert_id"], exc)
+            failed = {"*": f"{type(exc).__name__}: {exc}"}
+        else:
+            notified = bool(getattr(result, "delivered", False))
+            channels = {k: v.status for k, v in getattr(result, "channels", {}).items()}
+            failed = dict(getattr(result, "failed_channels", {}))
+            if failed:
+                logger.warning("alert %r not delivered to %s", title, failed)
     try:
         _cloudwatch_log(change, title)
     except Exception as exc:
         logger.warning("alert audit to CloudWatch Logs failed: %s", exc)
-    notified = bool(getattr(delivered, "notified", delivered is not None))
-    return {"title": title, "body": body, "notified": notified}
+    return {
+        "title": title,
+        "body": body,
+        "notified": notified,
+        "channels": channels,
+        "failed": failed,
+    }

@@ -16,11 +16,18 @@ What is checked (one `Check` each, built from the configuration):
 - prefect_api: the API's /health; database: a real query on the call records;
 - webhook_inbox / dead_letters: backlog figures from their stores.
 
-Why checks bypass the breaker and the rate limiter: a check is an observation at a fixed,
-low rate (one per interval). Through the breaker, a service whose breaker is open could
-never be seen recovering; through the Prefect-held rate limits, a Prefect outage would
-fail every check. Checks still go through the call layer's request/call machinery (the
-pooled client, timeouts, typed errors, call records with operation `health.check`).
+Why checks bypass the breaker's admission and the rate limiter: a check is an observation
+at a fixed, low rate (one per interval). Through the breaker, a service whose breaker is
+open could never be seen recovering; through the Prefect-held rate limits, a Prefect
+outage would fail every check. Checks still go through the call layer's request/call
+machinery (the pooled client, timeouts, typed errors, call records with operation
+`health.check`).
+
+Recovery: the check of a service whose breaker is open (or half-open with no live probe)
+*is* the probe. It is admitted with `CircuitBreakers.admit_probe` and its result goes
+back through the same single-probe path as a traffic probe's: a passing check closes the
+breaker, a failing one re-opens it (the cool-down restarts). A closed breaker is never
+touched by a check, and a traffic probe in flight keeps its turn.
 
 Every check runs in its own thread with its own timeout; the round waits for each check
 until its own deadline only, so one hung service never delays the round beyond it.
@@ -40,7 +47,7 @@ from typing import Any
 
 from nura import IntegrationError, RateLimited, get_call_layer, get_config, store_url
 from nura.config import IntegrationsConfig
-from nura.core.breaker import Admission, BreakerState
+from nura.core.breaker import Admission, BreakerState, CircuitBreakers
 from nura.core.errors import NuraError
 from nura.core.layer import CallLayer
 from nura.core.ratelimit import NoLimiter
@@ -89,27 +96,45 @@ class Check:
     timeout: float
 
 
-# -- the observe-only lane of the call layer ---------------------------------------------
-class _ObserveOnlyBreakers:
-    """Admits every check and never moves a breaker: checks observe, traffic decides."""
+# -- the health lane of the call layer ---------------------------------------------------
+class _CheckBreakers:
+    """Admits every check. A closed breaker is only observed; the check of a service whose
+    breaker is not closed is admitted as its half-open probe and reports its result with
+    that admission (see the module docstring)."""
+
+    def __init__(self, real: CircuitBreakers | None, not_closed: set[str]) -> None:
+        self.real = real
+        self.not_closed = not_closed
 
     def admit(self, service: str, cooldown: float) -> Admission:
-        return Admission(True)
+        if self.real is not None and service in self.not_closed:
+            probe = self.real.admit_probe(service)
+            if probe.allowed:
+                return probe
+        return Admission(True)  # observe only: no token, nothing is recorded
 
     def record_success(self, service: str, admission: Admission | None = None) -> None:
-        return None
+        if self.real is not None and admission is not None and admission.probe_token:
+            self.real.record_success(service, admission)
 
     def record_failure(
         self, service: str, threshold: int, admission: Admission | None = None
     ) -> BreakerState:
+        if self.real is not None and admission is not None and admission.probe_token:
+            return self.real.record_failure(service, threshold, admission)
         return BreakerState.CLOSED
 
 
 def health_lane(layer: CallLayer) -> CallLayer:
-    """The layer's policies, pooled client and recorder, without breaker or rate limit."""
+    """The layer's policies, pooled client and recorder, without rate limit; the breakers
+    are only observed, except that a check is the probe of a breaker that is not closed."""
+    real = layer.breakers if isinstance(layer.breakers, CircuitBreakers) else None
+    not_closed = (
+        {b.service for b in real.all() if b.state is not BreakerState.CLOSED} if real else set()
+    )
     return CallLayer(
         layer.policies,
-        breakers=_ObserveOnlyBreakers(),  # type: ignore[arg-type]
+        breakers=_CheckBreakers(real, not_closed),  # type: ignore[arg-type]
         limiter=NoLimiter(),
         recorder=layer.recorder,
         http_client=layer.http,
@@ -494,15 +519,21 @@ def run_round(checks: list[Check], *, now: float | None = None) -> list[CheckRes
     return results
 
 
-def recover_breakers(results: list[CheckResult], layer: CallLayer) -> None:
-    """A passing check of a service whose breaker is open makes it probe-eligible now."""
+def _not_closed(layer: CallLayer) -> set[str]:
+    if not isinstance(layer.breakers, CircuitBreakers):
+        return set()
+    return {b.service for b in layer.breakers.all() if b.state is not BreakerState.CLOSED}
+
+
+def mark_recovered(results: list[CheckResult], layer: CallLayer, before: set[str]) -> None:
+    """Flag the checks whose probe closed a breaker that was not closed before the round."""
+    if not before:
+        return
+    still = _not_closed(layer)
     for r in results:
-        if not (r.ok and r.configured and r.service in layer.policies):
-            continue
-        if layer.breakers.snapshot(r.service, fresh=True).state is BreakerState.OPEN:
-            r.breaker_probe = layer.breakers.allow_probe(r.service)
-            if r.breaker_probe:
-                logger.info("%s answered its health check: breaker moves to half-open", r.service)
+        if r.service in before and r.service not in still:
+            r.breaker_probe = True
+            logger.info("%s passed its health check: its breaker is closed again", r.service)
 
 
 def check_round(
@@ -513,14 +544,16 @@ def check_round(
     timeout: float | None = None,
     record: bool = True,
 ) -> list[CheckResult]:
-    """Build, run and record one round of checks; open breakers of passing services recover."""
+    """Build, run and record one round of checks; a passing check closes its service's
+    open breaker (it is the probe)."""
     from nura.core.stores.health import purge_checks, record_checks
 
     cfg = cfg or get_config()
     layer = layer or get_call_layer()
     engine = get_engine(store_url(cfg))
+    before = _not_closed(layer)
     results = run_round(build_checks(cfg, layer, engine, timeout), now=now)
-    recover_breakers(results, layer)
+    mark_recovered(results, layer, before)
     if record:
         record_checks(engine, [r.as_dict() for r in results if r.configured])
         # Keep what the longest (7 d) window reads, plus an hour.

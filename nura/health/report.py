@@ -37,8 +37,13 @@ def _cell(text: Any) -> str:
     return str(text or "").replace("|", "\\|").replace("\n", " ")[:200]
 
 
-def render_markdown(report: Mapping[str, Any], open_alerts: Sequence[Mapping[str, Any]]) -> str:
-    """Overall status, the per-service table and why, open alerts, what each outage affects."""
+def render_markdown(
+    report: Mapping[str, Any],
+    open_alerts: Sequence[Mapping[str, Any]],
+    undelivered: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """Overall status, the per-service table and why, open alerts, notifications not
+    delivered yet (per channel, with the last error), what each outage affects."""
     when = datetime.fromtimestamp(report["ts"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     overall = report["overall"]
     lines = [
@@ -71,6 +76,13 @@ def render_markdown(report: Mapping[str, Any], open_alerts: Sequence[Mapping[str
         lines.append(
             f"- **{a['severity']}** {a['key']} {a['level']} since {since}: {_cell(a['reason'])}"
         )
+    if undelivered:
+        lines += ["", f"## Notifications not delivered yet ({len(undelivered)})", ""]
+        for n in undelivered:
+            lines.append(
+                f"- {n['channel']}: {_cell(n['title'])} ({n['attempts']} attempts): "
+                f"{_cell(n.get('last_error') or 'queued')}"
+            )
     impacted = [s for s in report["services"] if s["status"] in ("degraded", "unhealthy")]
     if impacted:
         lines += ["", "## What this affects", ""]
@@ -101,11 +113,13 @@ def publish_artifacts(report: dict[str, Any]) -> dict[str, str]:
     from nura import get_config, store_url
     from nura.core.stores.alerts import open_alerts
     from nura.core.stores.db import get_engine
+    from nura.core.stores.notifications import pending
 
-    alerts = open_alerts(get_engine(store_url(get_config())))
+    engine = get_engine(store_url(get_config()))
+    alerts = open_alerts(engine)
     md = create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=render_markdown(report, alerts),
+        markdown=render_markdown(report, alerts, pending(engine)),
         description=f"Health: {report['overall']}",
     )
     table = create_table_artifact(

@@ -1,8 +1,15 @@
-"""SLA evaluation with pandas over check results and call records; status per service.
+"""SLA evaluation over check results and call records; status per service.
+
+    report = build_report(latest, now=now)      # figures aggregated in the database
+    report["overall"], report["services"][i]["status"], report["windows"]
 
     report = evaluate(checks_df, calls_df, latest, breakers, thresholds, now=now,
-                      status_window_s=900)
-    report["overall"], report["services"][i]["status"], report["windows"]
+                      status_window_s=900)      # the same from rows in memory (pandas)
+
+`build_report` never loads samples: `nura.health.aggregate` computes every window's
+figures in SQL, so a run's memory does not grow with the history. `evaluate` /
+`window_figures` compute the same figures with pandas from rows given to them: the
+reference the SQL is tested against, and the benchmark's baseline.
 
 Figures per service and window (1 h, 24 h, 7 d and the status window; a window is
 `(now - length, now]`):
@@ -23,6 +30,8 @@ defect 7 tested "degraded" first):
              half-open, or a fallback answered, or the check's own verdict is degraded
              (rate limited, quota nearly spent, backlog, slow database)
   healthy    otherwise; unknown when nothing was measured (no check, no traffic).
+The error- and fallback-rate rules apply from `alert_thresholds.min_calls` traffic calls
+in the status window: below it one failure in three calls is a figure shown, not a status.
 Overall status = the worst service status (unknown is ignored).
 """
 
@@ -111,6 +120,8 @@ def service_status(
     err, p95 = _num(figures.get("error_rate_pct")), _num(figures.get("p95_ms"))
     avail, fallback = _num(figures.get("availability_pct")), _num(figures.get("fallback_rate_pct"))
     own = (latest or {}).get("level")
+    if int(figures.get("calls") or 0) < th.min_calls:
+        err = fallback = None  # too few calls for a rate to mean anything: shown, not judged
     bad: list[str] = []
     if latest is not None and not latest.get("ok", True):
         bad.append(f"check failed: {latest.get('error_type')} {latest.get('detail') or ''}".strip())
@@ -154,26 +165,45 @@ def evaluate(
     status_window_s: float,
     dependency_map: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The health report: per-service status and figures, per-window SLA table, overall."""
+    """The health report from rows in memory (pandas): the reference implementation."""
     checks_df = _frame(checks, CHECK_COLUMNS)
     calls_df = _frame(calls, CALL_COLUMNS)
     # Health checks also leave call records; their samples are counted once, as checks.
     calls_df = calls_df[calls_df["operation"].astype(str) != "health.check"]
-    latest_by = {r["service"]: dict(r) for r in latest}
-    status_fig = window_figures(checks_df, calls_df, now=now, seconds=status_window_s)
-    per_window = {
-        name: window_figures(checks_df, calls_df, now=now, seconds=secs)
-        for name, secs in WINDOWS.items()
+    figures = {
+        name: _as_dicts(window_figures(checks_df, calls_df, now=now, seconds=secs))
+        for name, secs in {STATUS: status_window_s, **WINDOWS}.items()
     }
-    names = sorted(
-        set(latest_by) | set(status_fig.index) | set(per_window["1h"].index) | set(breakers)
-    )
+    return assemble(figures, latest, breakers, thresholds, now=now, dependency_map=dependency_map)
+
+
+STATUS = "status"  # the key of the status window's figures
+
+
+def _as_dicts(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {str(k): v for k, v in df.to_dict(orient="index").items()}
+
+
+def assemble(
+    figures: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    latest: Iterable[Mapping[str, Any]],
+    breakers: Mapping[str, str],
+    thresholds: AlertThresholds,
+    *,
+    now: float,
+    dependency_map: Mapping[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """The report from per-window figures (window -> service -> figures; `STATUS` is the
+    status window): per-service status, per-window SLA table, overall."""
+    latest_by = {r["service"]: dict(r) for r in latest}
+    status_fig = figures[STATUS]
+    names = sorted(set(latest_by) | set(status_fig) | set(figures["1h"]) | set(breakers))
     services: list[dict[str, Any]] = []
     for name in names:
         latest_row = latest_by.get(name)
         if latest_row is not None and not latest_row.get("configured", True):
             latest_row = None
-        figs = status_fig.loc[name].to_dict() if name in status_fig.index else {}
+        figs = dict(status_fig.get(name, {}))
         status, reasons = service_status(figs, latest_row, breakers.get(name), thresholds)
         services.append(
             {
@@ -187,6 +217,7 @@ def evaluate(
                 "error_rate_pct": _num(figs.get("error_rate_pct")),
                 "availability_pct": _num(figs.get("availability_pct")),
                 "fallback_rate_pct": _num(figs.get("fallback_rate_pct")),
+                "calls": int(figs.get("calls") or 0),
                 "breaker": breakers.get(name),
                 "detail": (latest_by.get(name) or {}).get("detail"),
                 "configured": latest_by.get(name, {}).get("configured", True),
@@ -194,16 +225,17 @@ def evaluate(
             }
         )
     windows: list[dict[str, Any]] = []
-    for wname, df in per_window.items():
-        for name, row in df.iterrows():
+    for wname in WINDOWS:
+        for name in sorted(figures[wname]):
+            row = figures[wname][name]
             windows.append(
                 {
                     "service": name,
                     "window": wname,
-                    "checks": int(row["checks"]),
-                    "calls": int(row["calls"]),
+                    "checks": int(row.get("checks") or 0),
+                    "calls": int(row.get("calls") or 0),
                     **{
-                        k: _num(row[k])
+                        k: _num(row.get(k))
                         for k in (
                             "p50_ms",
                             "p95_ms",
@@ -235,13 +267,11 @@ def overall_status(statuses: Iterable[str]) -> str:
 def build_report(
     latest: list[dict[str, Any]], *, now: float | None = None, save: bool = True
 ) -> dict[str, Any]:
-    """Load 7 days of checks and call records from the store and evaluate them."""
-    from sqlalchemy import select
-
+    """Aggregate the windows in the store (`nura.health.aggregate`) and evaluate them."""
     from nura import get_call_layer, get_config, store_url
     from nura.core.stores.db import get_engine
-    from nura.core.stores.health import load_checks, save_status
-    from nura.core.stores.tables import call_records
+    from nura.core.stores.health import save_status
+    from nura.health.aggregate import window_figures_sql
 
     cfg = get_config()
     hm = cfg.health_monitoring
@@ -250,23 +280,16 @@ def build_report(
     layer = get_call_layer()
     if layer.recorder is not None:
         layer.recorder.flush()  # this round's traffic records are in the store before we read
-    since = now - WINDOWS["7d"]
-    checks = load_checks(engine, since)
-    cols = [call_records.c[name] for name in CALL_COLUMNS]
-    with engine.connect() as conn:
-        calls = pd.DataFrame(
-            conn.execute(select(*cols).where(call_records.c.ts > since)).all(),
-            columns=CALL_COLUMNS,
-        )
+    figures = window_figures_sql(
+        engine, now=now, windows={STATUS: hm.status_window_minutes * 60, **WINDOWS}
+    )
     breakers = {b.service: b.state.value for b in layer.breakers.all()}
-    report = evaluate(
-        checks,
-        calls,
+    report = assemble(
+        figures,
         latest,
         breakers,
         hm.alert_thresholds,
         now=now,
-        status_window_s=hm.status_window_minutes * 60,
         dependency_map=hm.dependency_map,
     )
     if save:

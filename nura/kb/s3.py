@@ -202,6 +202,26 @@ def put_document(
     )
 
 
+def update_metadata(
+    key: str, metadata: dict[str, str], content_type: str = "text/markdown; charset=utf-8"
+) -> None:
+    """Replace an object's user metadata without sending its content again: a copy onto
+    itself with `MetadataDirective=REPLACE` (S3 allows a copy in place only when something
+    changes, which new metadata is), with the same server-side encryption."""
+    kb = knowledge_base()
+    client = aws_client("s3")
+    args: dict[str, Any] = {
+        "Bucket": kb.bucket,
+        "Key": key,
+        "CopySource": {"Bucket": kb.bucket, "Key": key},
+        "Metadata": ascii_metadata(metadata),
+        "MetadataDirective": "REPLACE",
+        "ContentType": content_type,
+        **kb.sse_args(),
+    }
+    get_call_layer().call("s3", "copy_object", client.copy_object, **args)
+
+
 def delete_document(key: str) -> None:
     kb = knowledge_base()
     client = aws_client("s3")

@@ -16,10 +16,17 @@ and read with `load_slack_url`, neither of which starts Apprise.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nura import get_call_layer
+from nura.core.errors import ClientError
+
+# The statuses Slack documents for a refused message: answers we classify, not call errors.
+SLACK_REFUSALS = (400, 403, 404, 410)
+DEAD_STATUSES = (403, 404, 410)
 
 if TYPE_CHECKING:
     from prefect.blocks.notifications import SlackWebhook
@@ -30,6 +37,33 @@ class SlackResponse:
     status_code: int
     text: str
     attempts: int
+
+
+class SlackRefused(ClientError):
+    """Slack refused the message; `status` and `code` (Slack's error string) say why."""
+
+    default_service = "slack"
+
+
+class SlackPayloadRejected(SlackRefused):
+    """400: Slack could not take our message (`invalid_payload`...): a bug on our side."""
+
+
+class SlackWebhookDead(SlackRefused):
+    """403/404/410: the webhook is revoked, its channel gone or archived; nothing will go
+    through until the URL is replaced."""
+
+
+def webhook_fingerprint(url: str) -> str:
+    """Identifies a webhook URL in the store without keeping its secret token."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def _error_code(body: str) -> str:
+    """Slack's short error string; anything else is cut to printable text (no secrets
+    reach Slack's error bodies, but nothing unbounded goes into our errors either)."""
+    text = re.sub(r"[^\x20-\x7e]", "?", body.strip())[:200]
+    return text or "(empty body)"
 
 
 def slack_webhook_block(url: str) -> SlackWebhook:
@@ -95,11 +129,31 @@ def slack_message(title: str, body: str, severity: str, details: dict[str, Any] 
 
 
 def post_slack(url: str, payload: dict[str, Any]) -> SlackResponse:
-    """POST one message; Slack answers 200 `ok` (errors become typed call-layer errors)."""
+    """POST one message; Slack answers 200 `ok`. A refusal raises `SlackPayloadRejected`
+    or `SlackWebhookDead` (see the module docstring); other failures are the call layer's
+    typed errors."""
     result = get_call_layer().request(
-        "slack", "POST", url, json=payload, operation="incoming-webhook.post"
+        "slack",
+        "POST",
+        url,
+        json=payload,
+        operation="incoming-webhook.post",
+        expected=SLACK_REFUSALS,
     )
-    return SlackResponse(result.value.status_code, result.value.text[:500], result.attempts)
+    response = result.value
+    status = response.status_code
+    if status in SLACK_REFUSALS:
+        code = _error_code(response.text)
+        kind = SlackWebhookDead if status in DEAD_STATUSES else SlackPayloadRejected
+        what = "webhook cannot deliver" if status in DEAD_STATUSES else "message rejected"
+        raise kind(
+            f"Slack {what}: {code}",
+            status=status,
+            code=code,
+            attempts=result.attempts,
+            operation="incoming-webhook.post",
+        )
+    return SlackResponse(status, response.text[:500], result.attempts)
 
 
 def send_slack(url: str, payload: dict[str, Any]) -> SlackResponse:

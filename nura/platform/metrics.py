@@ -38,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, case, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 STATUS_VALUE = {"unknown": -1, "healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -185,16 +186,24 @@ class StoreCollector(Collector):
 
 
 def render_metrics(engine: Engine | None = None) -> str:
-    """The whole exposition; `engine` defaults to the configured store."""
-    if engine is None:
-        from nura import get_config, store_url
-        from nura.core.stores.db import get_engine
+    """The whole exposition; `engine` defaults to the configured store.
 
-        engine = get_engine(store_url(get_config()))
-    # No describe(): registering must not query the store; collect() runs once, at render.
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(engine))
-    return generate_latest(registry).decode("utf-8")
+    Raises `StoreUnavailable` when the store cannot be read: the servers answer 503 (a
+    scrape that fails loudly), never a partial exposition or a dropped connection."""
+    from nura.core.stores.inbox import StoreUnavailable
+
+    try:
+        if engine is None:
+            from nura import get_config, store_url
+            from nura.core.stores.db import get_engine
+
+            engine = get_engine(store_url(get_config()))
+        # No describe(): registering must not query the store; collect() runs once, at render.
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StoreCollector(engine))
+        return generate_latest(registry).decode("utf-8")
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"metrics: the store cannot be read ({type(exc).__name__})") from exc
 
 
 def serve(host: str = "127.0.0.1", port: int = 9464) -> Any:
@@ -206,10 +215,21 @@ def serve(host: str = "127.0.0.1", port: int = 9464) -> Any:
             return
 
         def do_GET(self) -> None:
+            from nura.core.stores.inbox import StoreUnavailable
+
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = render_metrics().encode()
+            try:
+                body = render_metrics().encode()
+            except StoreUnavailable as exc:
+                body = f"{exc}\n".encode()
+                self.send_response(503)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))

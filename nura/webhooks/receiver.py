@@ -514,7 +514,10 @@ class Receiver:
             d.errors if d else 0,
         )
         if self.extra_metrics is not None:
-            text += await anyio.to_thread.run_sync(self.extra_metrics, self.engine)
+            try:
+                text += await anyio.to_thread.run_sync(self.extra_metrics, self.engine)
+            except StoreUnavailable as exc:  # the platform's families need the store: 503
+                return PlainTextResponse(f"{exc}\n", status_code=503)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

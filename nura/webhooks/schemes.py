@@ -28,14 +28,39 @@ from nura.webhooks.blocks import WebhookSigner, generic_message
 
 FORM_TYPE = "application/x-www-form-urlencoded"  # GitHub's form-encoded deliveries
 
+# Confluence page events, whoever sends them: Data Center webhooks (and Cloud's Connect
+# webhooks), body field `event`; Cloud Forge product events, body field `eventType`.
+# Each is one of our `confluence.page.*` types; all go to the page ingest, which reads the
+# page's state from Confluence (so the order of events does not matter).
+CONFLUENCE_PAGE_EVENTS = {
+    "page_created": "confluence.page.created",
+    "blueprint_page_created": "confluence.page.created",
+    "page_updated": "confluence.page.updated",
+    "page_trashed": "confluence.page.trashed",
+    "page_removed": "confluence.page.removed",  # purged
+    "page_restored": "confluence.page.restored",
+    "page_moved": "confluence.page.moved",
+    "avi:confluence:created:page": "confluence.page.created",
+    "avi:confluence:published:page": "confluence.page.created",  # a live doc became a page
+    "avi:confluence:updated:page": "confluence.page.updated",
+    "avi:confluence:trashed:page": "confluence.page.trashed",
+    "avi:confluence:deleted:page": "confluence.page.removed",
+    "avi:confluence:restored:page": "confluence.page.restored",
+    "avi:confluence:moved:page": "confluence.page.moved",
+    "avi:confluence:archived:page": "confluence.page.archived",
+    "avi:confluence:unarchived:page": "confluence.page.unarchived",
+}
+PAGE_EVENT_TYPES = tuple(dict.fromkeys(CONFLUENCE_PAGE_EVENTS.values()))
+
 # Sender event names that mean one of our event types, whatever the scheme.
 EVENT_ALIASES = {
     "push": "git.push",  # GitHub X-GitHub-Event, GitLab object_kind
     "Push Hook": "git.push",  # GitLab X-Gitlab-Event
-    "page_updated": "confluence.page.updated",  # Confluence Data Center
+    **CONFLUENCE_PAGE_EVENTS,
 }
-# Body fields that name the event when no header does (Standard Webhooks: "type").
-BODY_EVENT_FIELDS = ("event_type", "type", "event", "webhookEvent", "object_kind")
+# Body fields that name the event when no header does (Standard Webhooks: "type"; Forge
+# product events: "eventType").
+BODY_EVENT_FIELDS = ("event_type", "type", "event", "webhookEvent", "object_kind", "eventType")
 
 
 class Rejection(Exception):

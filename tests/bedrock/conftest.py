@@ -9,9 +9,11 @@ import pytest
 
 from deployments.sandbox.bedrock_server import BedrockStandIn
 
-SONNET = "anthropic.claude-3-sonnet-20240229-v1:0"
-HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
-TITAN = "amazon.titan-text-express-v1"
+# The shipped chain: live models (two Claude inference profiles, one on-demand Nova).
+SONNET = "global.anthropic.claude-sonnet-4-6"
+HAIKU = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+NOVA = "amazon.nova-pro-v1:0"
+TITAN = NOVA  # the third model of the chain (Titan Text is past end of life)
 
 
 @pytest.fixture(scope="session")

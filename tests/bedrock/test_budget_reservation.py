@@ -226,3 +226,42 @@ def test_an_abandoned_reservation_stops_counting_after_its_ttl(store_url: str) -
     guard.release(over)
     guard.release(held)
     assert store.held([("team-a", day)])[("team-a", day)] == (0, 0)
+
+
+def test_twenty_concurrent_calls_with_one_timing_out_stay_within_budget(
+    bedrock_config, standin: BedrockStandIn, store_url: str
+) -> None:
+    """One of 20 concurrent calls is abandoned on a read timeout: it is billed as an
+    estimate (its whole reservation), its retry holds budget anew, and the ledger total
+    is exactly the billed plus the estimated rows, never over the hard limit."""
+    from sqlalchemy import select
+
+    from nura.core.stores.ledger import spend
+
+    limit = 8 * max_cost()
+    bedrock_config(
+        store=store_url,
+        budgets={"scopes": {"team-a": {"daily_usd": str(limit)}}},
+        timeout_seconds=5,  # read timeout 5 s for these short answers
+        output_tokens_per_second=1e9,
+        lifecycle_check=False,
+    )
+    get_invoker()
+    standin.script(HAIKU, hang=1, hang_ms=15000)  # the first call to arrive hangs
+    outcomes = _invoke_together(threading.Barrier(CALLS), CALLS)
+    assert set(outcomes) <= {"ok", "BudgetExceeded"}, outcomes
+    rows = ledger().calls()
+    estimated = [r for r in rows if r["estimated"]]
+    billed = [r for r in rows if not r["estimated"]]
+    assert len(estimated) == 1 and estimated[0]["cost_pusd"] == to_pusd(max_cost())
+    assert len(billed) == outcomes.count("ok")
+    day = periods(utcnow_ts())["daily"]
+    spent = ledger().spent(["team-a"])[("team-a", day)]
+    assert spent == sum(r["cost_pusd"] for r in rows)  # billed + estimated, exactly
+    assert spent <= to_pusd(limit), f"spent ${to_usd(spent)} of ${limit}"
+    with get_engine(runtime_store_url()).connect() as conn:
+        calls = conn.execute(
+            select(spend.c.calls).where(spend.c.scope == "team-a", spend.c.period == day)
+        ).scalar_one()
+    assert calls == len(rows)
+    assert outstanding_reservations() == (0, 0)

@@ -22,18 +22,53 @@ from nura.bedrock.wire import (
 )
 from nura.config import ConfigError, parse_config
 from nura.config.sections.bedrock import BedrockSettings, ModelPrice
-from tests.bedrock.conftest import HAIKU, SONNET, TITAN
+from tests.bedrock.conftest import HAIKU, NOVA, SONNET
 
 
-def test_seed_prices_are_keyed_by_full_model_ids() -> None:
+def _rates(s: BedrockSettings, model: str, region: str | None) -> tuple[Decimal, Decimal]:
+    price = s.price_for(model, region)
+    assert price is not None, model
+    return price.input_per_1k, price.output_per_1k
+
+
+def test_shipped_prices_are_live_models_with_global_below_geo() -> None:
+    """AWS's pricing page (2026-12): Claude 4.5+ is ~10 % cheaper through `global.`
+    profiles than in-region or through a geo (`us.`) profile, which bills the source
+    region's rate."""
     s = BedrockSettings()
-    assert s.price_for(SONNET, "us-east-1") == ModelPrice(
-        input_per_1k=Decimal("0.003"), output_per_1k=Decimal("0.015")
+    assert _rates(s, SONNET, "us-east-1") == (Decimal("0.003"), Decimal("0.015"))
+    geo = "us.anthropic.claude-sonnet-4-6"
+    assert _rates(s, geo, "us-east-1") == (Decimal("0.0033"), Decimal("0.0165"))
+    assert _rates(s, HAIKU, None) == (Decimal("0.001"), Decimal("0.005"))
+    assert _rates(s, NOVA, None) == (Decimal("0.0008"), Decimal("0.0032"))
+    # Retired models are gone from the table (a call to them is refused before sending).
+    assert s.price_for("anthropic.claude-3-sonnet-20240229-v1:0", None) is None
+    assert s.price_for("amazon.titan-text-express-v1", None) is None
+    for key, price in s.prices.items():  # a dated fallback that says where it came from
+        assert price.source and price.effective is not None, key
+
+
+def test_a_model_priced_only_per_region_loads() -> None:
+    ok = parse_config(
+        {
+            "external_services": {
+                "aws": {
+                    "bedrock": {
+                        "models": ["meta.llama3-8b-instruct-v1:0"],
+                        "prices": {
+                            "us-east-1/meta.llama3-8b-instruct-v1:0": {
+                                "input_per_1k": "0.0003",
+                                "output_per_1k": "0.0006",
+                            }
+                        },
+                    }
+                }
+            }
+        }
     )
-    assert s.price_for(HAIKU, None).output_per_1k == Decimal("0.00125")  # type: ignore[union-attr]
-    assert s.price_for(TITAN, None).input_per_1k == Decimal("0.0008")  # type: ignore[union-attr]
-    # The seed's short keys never matched a real id: they are not in the table.
-    assert s.price_for("anthropic.claude-3-sonnet", None) is None
+    settings = ok.external_services.aws.bedrock
+    assert settings.price_for("meta.llama3-8b-instruct-v1:0", "us-east-1") is not None
+    assert settings.price_for("meta.llama3-8b-instruct-v1:0", "eu-west-1") is None
 
 
 def test_inference_profile_and_regional_prices() -> None:
@@ -85,7 +120,7 @@ def test_shipped_config_loads_with_seed_chain() -> None:
     from nura.config import load_config
 
     b = load_config().external_services.aws.bedrock
-    assert b.models == [SONNET, HAIKU, TITAN]
+    assert b.models == [SONNET, HAIKU, NOVA]
     assert all(b.price_for(m, "us-east-1") is not None for m in b.models)
 
 
@@ -156,11 +191,12 @@ def test_anthropic_messages_body_not_the_legacy_prompt() -> None:
     assert "prompt" not in body
     # Also for a cross-region inference profile id.
     assert "anthropic_version" in json.loads(
-        invoke_body(f"us.{SONNET}", [Message(role="user", text="Hi")], None, 5, 0)
+        invoke_body("us.anthropic.claude-sonnet-4-6", [Message(role="user", text="Hi")], None, 5, 0)
     )
 
 
 def test_titan_body_and_parse_with_stubbed_invoke_model() -> None:
+    TITAN = "amazon.titan-text-express-v1"  # noqa: N806 - retired, its body shape stays
     body = invoke_body(TITAN, [Message(role="user", text="Hi")], None, 64, 0.3)
     assert json.loads(body) == {
         "inputText": "Hi",

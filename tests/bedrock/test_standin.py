@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from deployments.sandbox.bedrock_server import BedrockStandIn
-from tests.bedrock.conftest import HAIKU, SONNET, TITAN
+from tests.bedrock.conftest import HAIKU, NOVA, SONNET
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_converse_is_deterministic_with_token_usage(client) -> None:  # type: ig
     assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
     assert a["stopReason"] == "end_turn"
     cut = converse(client, inferenceConfig={"maxTokens": 3})
-    assert cut["stopReason"] == "max_tokens" and cut["usage"]["outputTokens"] == 3
+    assert cut["stopReason"] == "max_tokens" and 1 <= cut["usage"]["outputTokens"] <= 3
 
 
 @pytest.mark.parametrize(
@@ -68,14 +68,17 @@ def test_legacy_claude_prompt_body_is_rejected_like_bedrock(client) -> None:  # 
     assert err.value.response["Error"]["Code"] == "ValidationException"
 
 
-def test_titan_invoke_reports_tokens_in_body_and_headers(client) -> None:  # type: ignore[no-untyped-def]
-    response = client.invoke_model(
-        modelId=TITAN, body=json.dumps({"inputText": "hello world", "textGenerationConfig": {}})
-    )
-    body = json.loads(response["body"].read())
+def test_nova_invoke_reports_tokens_in_body_and_headers(client) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "schemaVersion": "messages-v1",
+        "messages": [{"role": "user", "content": [{"text": "hello world"}]}],
+        "inferenceConfig": {"maxTokens": 100},
+    }
+    response = client.invoke_model(modelId=NOVA, body=json.dumps(body))
+    answer = json.loads(response["body"].read())
     headers = response["ResponseMetadata"]["HTTPHeaders"]
-    assert int(headers["x-amzn-bedrock-input-token-count"]) == body["inputTextTokenCount"]
-    assert int(headers["x-amzn-bedrock-output-token-count"]) == body["results"][0]["tokenCount"]
+    assert int(headers["x-amzn-bedrock-input-token-count"]) == answer["usage"]["inputTokens"]
+    assert int(headers["x-amzn-bedrock-output-token-count"]) == answer["usage"]["outputTokens"]
 
 
 def test_control_endpoint_and_stats(client, standin) -> None:  # type: ignore[no-untyped-def]

@@ -1,8 +1,10 @@
 """Reference for tests: the BeautifulSoup walker that `nura.confluence.markdown` replaced.
 
-Kept unchanged (BeautifulSoup on the lxml parser, 15-20 ms a page) so that
-`test_markdown_equivalence.py` can show that the lxml walker (~2.4 ms a page) converts
-every input exactly as this one did. Not used by the sync.
+BeautifulSoup on the lxml parser (15-20 ms a page), so that `test_markdown_equivalence.py`
+can show that the lxml walker (~2.4 ms a page) walks every input as BeautifulSoup's tree
+does. The Markdown rules added since (issue 19: escaping, mentions, spans, ADF, ...) are
+kept in step here, with the pure helpers (escaping, emoticons, code spans) imported from
+the module itself. Not used by the sync.
 """
 
 from __future__ import annotations
@@ -15,6 +17,20 @@ from urllib.parse import quote, quote_plus
 
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 from lxml import etree
+
+from nura.confluence.markdown import (
+    EMOTICONS,
+    SUB,
+    SUP,
+    UNREPRESENTABLE,
+    Fence,
+    _code_span,
+    _escape,
+    _escape_line_start,
+    _safe_href,
+    _skip_covered,
+    _span,
+)
 
 CDATA = re.compile(r"<!\[CDATA\[(.*?)(?:\]\]>|$)", re.S)  # unterminated: to the end
 ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
@@ -30,7 +46,7 @@ WRAP = (
 BLOCK_TAGS = {
     "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "pre", "blockquote",
     "hr", "div", "section", "ac:layout", "ac:layout-section", "ac:layout-cell",
-    "ac:task-list", "ac:rich-text-body", "dl", "center",
+    "ac:task-list", "ac:rich-text-body", "dl", "center", "ac:adf-extension",
 }  # fmt: skip
 CONTAINER_INLINE = {"strong", "b", "em", "i", "span", "u", "font", "a", "s", "del"}
 PANELS = {"info": "Info", "note": "Note", "warning": "Warning", "tip": "Tip", "panel": "Panel"}
@@ -65,10 +81,6 @@ def check_well_formed(storage: str) -> str | None:
     return None
 
 
-def _escape(text: str) -> str:
-    return LONE_UNDERSCORE.sub(r"\_", MD_SPECIAL.sub(r"\\\1", text))
-
-
 def _fence(body: str, lang: str = "") -> str:
     longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
     ticks = "`" * max(3, longest + 1)
@@ -79,6 +91,13 @@ def _param(macro: Tag, name: str) -> str | None:
     for child in macro.children:
         if isinstance(child, Tag) and child.name == "ac:parameter" and child.get("ac:name") == name:
             return child.get_text()
+    return None
+
+
+def _adf_attribute(node: Tag, key: str) -> str | None:
+    for child in node.children:
+        if isinstance(child, Tag) and child.name == "ac:adf-attribute" and child.get("key") == key:
+            return child.get_text().strip()
     return None
 
 
@@ -100,12 +119,23 @@ class _Renderer:
         self.page_id = page_id
         self.warnings: list[str] = []
 
+    def lost(self, what: str) -> None:
+        self.warnings.append(f"{UNREPRESENTABLE}: {what}")
+
     # -- URLs --------------------------------------------------------------------------
     def page_url(self, title: str, space: str | None) -> str:
         return f"{self.base}/wiki/display/{quote(space or self.space)}/{quote_plus(title)}"
 
     def attachment_url(self, filename: str, page_id: str | None = None) -> str:
         return f"{self.base}/wiki/download/attachments/{page_id or self.page_id}/{quote(filename)}"
+
+    def attachment_target(self, attachment: Tag, filename: str) -> str:
+        owner = _child(attachment, "ri:page")
+        if owner is None:
+            return self.attachment_url(filename)
+        title = str(owner.get("ri:content-title") or "")
+        self.lost(f"attachment {filename!r} of page {title!r}, linked to that page")
+        return self.page_url(title, owner.get("ri:space-key"))  # type: ignore[arg-type]
 
     # -- blocks ------------------------------------------------------------------------
     def blocks(self, node: Tag) -> list[str]:
@@ -146,7 +176,7 @@ class _Renderer:
 
     @staticmethod
     def finish_inline(text: str) -> str:
-        lines = [WS.sub(" ", line).strip() for line in text.split("\n")]
+        lines = [_escape_line_start(WS.sub(" ", line).strip()) for line in text.split("\n")]
         return "  \n".join(line for line in lines if line)
 
     def block(self, tag: Tag) -> list[str]:
@@ -165,14 +195,42 @@ class _Renderer:
         if name == "table":
             return [self.table(tag)]
         if name == "pre":
-            return [_fence(tag.get_text())]
+            return [Fence(tag.get_text())]
         if name == "blockquote":
             return [self.quote("\n\n".join(self.blocks(tag)))]
         if name == "hr":
             return ["---"]
         if name == "ac:structured-macro":
             return self.macro(tag)
+        if name == "ac:adf-extension":
+            return self.adf(tag)
         return self.blocks(tag)  # div, layouts, rich-text bodies: transparent containers
+
+    def adf(self, tag: Tag) -> list[str]:
+        node = _child(tag, "ac:adf-node")
+        kind = str(node.get("type") or "") if node is not None else ""
+        if node is not None and kind == "decision-list":
+            items = []
+            for item in node.children:
+                if not isinstance(item, Tag) or item.name != "ac:adf-node":
+                    continue
+                if item.get("type") != "decision-item":
+                    continue
+                state = (_adf_attribute(item, "state") or "").lower()
+                content = _child(item, "ac:adf-content")
+                text = self.finish_inline(self.inlines(content)) if content is not None else ""
+                items.append(f"- **Decision{f' ({state})' if state else ''}:** {text}")
+            return ["\n".join(items)] if items else []
+        if node is not None and kind == "panel":
+            content = _child(node, "ac:adf-content")
+            inner = "\n\n".join(self.blocks(content)) if content is not None else ""
+            return [self.quote(f"**Panel**\n\n{inner}" if inner else "**Panel**")]
+        fallback = _child(tag, "ac:adf-fallback")
+        if fallback is not None:
+            self.warnings.append(f"Cloud element {kind or 'unknown'!r} converted from its fallback")
+            return self.blocks(fallback)
+        self.lost(f"Cloud element {kind or 'unknown'!r}")
+        return [f"<!-- confluence element: {html.escape(kind)} -->"]
 
     def quote(self, text: str) -> str:
         return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
@@ -213,20 +271,39 @@ class _Renderer:
             out.append(f"- [{'x' if done else ' '}] {text}")
         return "\n".join(out)
 
+    def cell(self, cell: Tag) -> str:
+        parts = []
+        for block in self.blocks(cell):
+            if isinstance(block, Fence):
+                lines = [line for line in block.code.split("\n") if line.strip()]
+                parts.append("<br>".join(_code_span(line) for line in lines))
+            else:
+                parts.append(block.replace("\n", "<br>"))
+        return "<br>".join(parts).replace("|", "\\|")
+
     def table(self, tag: Tag) -> str:
         rows: list[list[str]] = []
         header_row = False
+        pending: dict[int, int] = {}
+        merged = False
         for tr in tag.find_all("tr"):
             cells: list[str] = []
             for cell in tr.find_all(("td", "th"), recursive=False):
-                text = "<br>".join(self.blocks(cell)).replace("\n", "<br>").replace("|", "\\|")
-                cells.append(text)
-                colspan = str(cell.get("colspan") or "1")
-                span = int(colspan) if colspan.isdigit() else 1
-                cells.extend("" for _ in range(span - 1))
+                _skip_covered(cells, pending)
+                colspan, rowspan = _span(cell.get("colspan")), _span(cell.get("rowspan"))
+                merged = merged or colspan > 1 or rowspan > 1
+                start = len(cells)
+                cells.append(self.cell(cell))
+                cells.extend("" for _ in range(colspan - 1))
+                for column in range(start, start + colspan):
+                    if rowspan > 1:
+                        pending[column] = rowspan - 1
+            _skip_covered(cells, pending)
             if not rows and tr.find("th", recursive=False) is not None:
                 header_row = True
             rows.append(cells)
+        if merged:
+            self.lost("merged table cells (rowspan/colspan), shown as empty cells")
         if not rows:
             return ""
         width = max(len(r) for r in rows)
@@ -243,7 +320,7 @@ class _Renderer:
             body = _child(tag, "ac:plain-text-body")
             lang = (_param(tag, "language") or "").strip() if name == "code" else ""
             title = _param(tag, "title")
-            fence = _fence(body.get_text() if body else "", lang)
+            fence = Fence(body.get_text() if body else "", lang)
             return [f"**{_escape(title.strip())}**", fence] if title else [fence]
         if name in PANELS:
             label = PANELS[name]
@@ -263,8 +340,10 @@ class _Renderer:
             return self.blocks(rich)
         plain = _child(tag, "ac:plain-text-body")
         if plain is not None:
-            return [_fence(plain.get_text())]
-        self.warnings.append(f"macro {name!r} has no Markdown equivalent; left as a comment")
+            return [Fence(plain.get_text())]
+        if name == "jira":
+            return [self.inline(tag)]
+        self.lost(f"macro {name!r} has no Markdown equivalent; left as a comment")
         return [f"<!-- confluence macro: {html.escape(name)} -->"]
 
     # -- inline ------------------------------------------------------------------------
@@ -316,13 +395,27 @@ class _Renderer:
             href = str(tag.get("href") or "")
             if not href:
                 return text
+            if not _safe_href(href):
+                self.warnings.append("a link with a script or data URL was left out")
+                return text
             return f"<{href}>" if text in ("", href) else f"[{text}]({href.replace(' ', '%20')})"
         if name == "ac:link":
             return self.link(tag)
         if name == "ac:image":
             return self.image(tag)
         if name == "ac:emoticon":
-            return str(tag.get("ac:emoji-fallback") or f":{tag.get('ac:name', 'emoticon')}:")
+            emoticon = str(tag.get("ac:name") or "")
+            shown = tag.get("ac:emoji-fallback") or EMOTICONS.get(emoticon)
+            if shown:
+                return str(shown)
+            self.lost(f"emoticon {emoticon!r}")
+            return f":{_escape(emoticon or 'emoticon')}:"
+        if name in ("sub", "sup"):
+            inner = self.inlines(tag)
+            table = SUB if name == "sub" else SUP
+            if inner and all(c in table for c in inner):
+                return "".join(table[c] for c in inner)
+            return f"<{name}>{inner}</{name}>" if inner.strip() else inner
         if name == "time":
             return str(tag.get("datetime") or tag.get_text())
         if name == "ac:structured-macro":
@@ -330,7 +423,15 @@ class _Renderer:
             if macro == "status":
                 return f"[{_escape(_param(tag, 'title') or '')}]"
             if macro == "jira":
-                return f"JIRA {_escape(_param(tag, 'key') or '')}"
+                key = _param(tag, "key")
+                if key:
+                    return f"JIRA {_escape(key)}"
+                jql = _param(tag, "jqlQuery") or _param(tag, "jql")
+                if jql:
+                    self.lost("Jira issue list (its query is kept)")
+                    return f"Jira issues: {_code_span(jql.strip())}"
+                self.lost("Jira macro without an issue key or query")
+                return "JIRA"
             return ""
         if name in ("ac:parameter", "ac:placeholder", "script", "style"):
             return ""
@@ -351,13 +452,28 @@ class _Renderer:
                 text = text or _escape(title)
             elif child.name == "ri:attachment":
                 filename = str(child.get("ri:filename") or "")
-                target = self.attachment_url(filename)
+                target = self.attachment_target(child, filename)
                 text = text or _escape(filename)
             elif child.name == "ri:user":
-                who = child.get("ri:account-id") or child.get("ri:username") or "user"
-                return f"@{who}"
+                account = child.get("ri:account-id")
+                who = (
+                    (WS.sub(" ", body.get_text()).strip() if body is not None else "")
+                    or (self.inlines(rich).strip() if rich is not None else "")
+                    or account
+                    or child.get("ri:username")
+                    or child.get("ri:userkey")
+                    or "user"
+                )
+                label = "@" + str(who).lstrip("@")
+                label = _escape(label) if body is not None or who == account else label
+                if account:
+                    return f"[{label}]({self.base}/wiki/people/{quote(str(account))})"
+                return label
             elif child.name == "ri:url":
                 target = str(child.get("ri:value") or "")
+                if not _safe_href(target):
+                    self.warnings.append("a link with a script or data URL was left out")
+                    return text
             elif child.name == "ri:space":
                 target = f"{self.base}/wiki/spaces/{quote(str(child.get('ri:space-key') or ''))}"
         if target is None:
@@ -375,9 +491,19 @@ class _Renderer:
                 continue
             if child.name == "ri:attachment":
                 filename = str(child.get("ri:filename") or "")
+                owner = _child(child, "ri:page")
+                if owner is not None:
+                    title = str(owner.get("ri:content-title") or "")
+                    self.lost(f"image {filename!r} of page {title!r}, linked to that page")
+                    page = self.page_url(title, owner.get("ri:space-key"))  # type: ignore[arg-type]
+                    return f"[{_escape(alt or filename)} (image on {_escape(title)})]({page})"
                 return f"![{_escape(alt or filename)}]({self.attachment_url(filename)})"
             if child.name == "ri:url":
-                return f"![{_escape(alt)}]({child.get('ri:value') or ''})"
+                src = str(child.get("ri:value") or "")
+                if not _safe_href(src):
+                    self.warnings.append("an image with a script or data URL was left out")
+                    return _escape(alt)
+                return f"![{_escape(alt)}]({src})"
         self.warnings.append("image without a source")
         return ""
 

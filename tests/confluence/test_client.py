@@ -67,12 +67,14 @@ def test_wrong_credentials_clear_401_no_retries(confluence, make_client, sleeps)
     assert confluence.stats["requests"] == 1 and sleeps == []
 
 
-def test_huge_retry_after_is_capped_not_slept(confluence, make_client, sleeps) -> None:
+def test_absurd_retry_after_is_ignored_not_slept(confluence, make_client, sleeps) -> None:
+    """A Retry-After no server means is treated as absent: normal backoff (base 0.01 s
+    here), not the cap (7 s) on every call (issue 19, item 6)."""
     confluence.add_space("TECH")
-    confluence.set_faults(fail_next=2, fail_status=429, retry_after=HUGE)
+    confluence.set_faults(fail_next=5, fail_status=429, retry_after=HUGE)
     client = make_client(confluence, gateway={"retry_after_max_seconds": 7})
-    assert client.get_space("TECH")["key"] == "TECH"
-    assert sleeps == [7.0, 7.0]
+    assert client.get_space("TECH")["key"] == "TECH"  # five 429s: their own retry budget
+    assert len(sleeps) == 5 and max(sleeps) < 1.0
 
 
 def test_503_is_retried_then_succeeds(confluence, make_client, sleeps) -> None:
@@ -123,3 +125,26 @@ def test_oauth_refresh_failure_surfaces_the_401(confluence, make_client) -> None
     )
     with pytest.raises(ConfluenceAuthError, match=confluence.url):
         make_client(confluence, auth=auth).get_space("TECH")
+
+
+def test_checkpointed_cursor_only_resumes_this_spaces_listing(confluence, make_client) -> None:
+    """The cursor comes back from S3: never followed to another site or space; one that
+    Confluence refuses (400: expired) restarts the listing."""
+    from nura.confluence.client import ConfluenceInputError
+
+    confluence.generate(["TECH"], 3, body_bytes=100)
+    client = make_client(confluence)
+    space_id = confluence.spaces["TECH"]["id"]
+    listing = f"/wiki/api/v2/spaces/{space_id}/pages"
+    for elsewhere in (
+        f"https://evil.example{listing}?cursor=x",
+        f"{confluence.url}/wiki/api/v2/spaces/999/pages?cursor=x",
+        f"{confluence.url}/wiki/rest/api/content?cursor=x",
+    ):
+        with pytest.raises(ConfluenceInputError):
+            list(client.page_batches(space_id, body=False, resume=elsewhere))
+    expired = f"{confluence.url}{listing}?limit=250&cursor=!!"
+    pages = [
+        p for batch, _ in client.page_batches(space_id, body=False, resume=expired) for p in batch
+    ]
+    assert len(pages) == 3

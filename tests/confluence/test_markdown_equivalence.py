@@ -41,7 +41,8 @@ TEXT_PIECES = [
     "a", "word", " ", "  ", "\n", "\t", "\r\n", "\xa0", "\u3000", "\f", "é", "日本語", "_", "x_y",
     "_lead", "trail_", "*", "**", "`", "``", "[", "]", "\\", "|", "#", "&amp;", "&lt;", "&gt;",
     "&eacute;", "&nbsp;", "&#233;", "&#x1F600;", "&bogus;", "&", "<", ">", "'", '"', "1.",
-    "- ", "https://example.com/a b", "complete", "incomplete",
+    "- ", "https://example.com/a b", "complete", "incomplete", "# ", "> ", "1) ", "---",
+    "&lt;script&gt;", "&amp;lt;", "2", "javascript:x()",
 ]  # fmt: skip
 TAGS = [
     "p", "h1", "h3", "h6", "ul", "ol", "li", "table", "tbody", "tr", "td", "th", "pre",
@@ -52,15 +53,21 @@ TAGS = [
     "ac:task-list", "ac:task", "ac:task-status", "ac:task-body", "ac:link", "ac:link-body",
     "ac:plain-text-link-body", "ac:image", "ac:emoticon", "ac:parameter", "ac:placeholder",
     "ri:page", "ri:attachment", "ri:url", "ri:user", "ri:space", "body", "unknown-x",
+    "ac:adf-extension", "ac:adf-node", "ac:adf-attribute", "ac:adf-content",
+    "ac:adf-fallback",
 ]  # fmt: skip
 MACROS = [
     "code", "noformat", "info", "note", "warning", "tip", "panel", "expand", "toc", "status",
     "jira", "anchor", "emoticon", "gadget-x", "children", "",
 ]  # fmt: skip
 ATTRS = [
-    ("href", ["https://example.com/x", "", "/wiki/x y", "a|b"]),
+    ("href", ["https://example.com/x", "", "/wiki/x y", "a|b", "javascript:alert(1)"]),
     ("start", ["3", "0", "x", "²", "12"]),
     ("colspan", ["2", "1", "0", "x", "3"]),
+    ("rowspan", ["2", "3", "x"]),
+    ("type", ["decision-list", "decision-item", "panel", "other"]),
+    ("key", ["state", "local-id"]),
+    ("ri:userkey", ["ff80808"]),
     ("ac:name", ["language", "title", "key", "smile", "x"]),
     ("ac:anchor", ["sec-1", "Ü ber"]),
     ("ac:alt", ["alt text", ""]),
@@ -112,7 +119,10 @@ def _element(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     macros = st.builds(
         macro,
         st.sampled_from(MACROS),
-        st.lists(st.tuples(st.sampled_from(["language", "title", "key", "x"]), text), max_size=2),
+        st.lists(
+            st.tuples(st.sampled_from(["language", "title", "key", "jqlQuery", "x"]), text),
+            max_size=2,
+        ),
         st.lists(children, max_size=3),
         st.integers(0, 2),
     )
@@ -146,6 +156,13 @@ def test_broken_pages_convert_the_same(number: int, data: st.DataObject) -> None
     end = data.draw(st.integers(cut, min(len(body), cut + 400)))
     splice = data.draw(st.sampled_from(["", "<", "&", "]]>", "<![CDATA[", "</p>", "<li>", "\n"]))
     same(body[:cut] + splice + body[end:])
+
+
+def test_golden_inputs_convert_the_same() -> None:
+    from pathlib import Path
+
+    for source in sorted((Path(__file__).parent / "golden").glob("*.xhtml")):
+        same(source.read_text(encoding="utf-8"))
 
 
 def test_corner_cases_convert_the_same() -> None:

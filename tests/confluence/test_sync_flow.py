@@ -44,11 +44,13 @@ def test_full_then_incremental_sse_metadata_and_unchanged(confluence, sync_env) 
     confluence.stats.clear()
     summary = confluence_sync()
     assert summary["TECH"]["mode"] == "incremental"
-    assert (summary["TECH"]["updated"], summary["TECH"]["unchanged"]) == (1, 1)
-    assert summary["DOCS"]["updated"] == 0 and fetched(confluence) == 2
-    assert confluence.stats["GET /wiki/rest/api/content/search"] == 2  # one CQL per space
-    # unchanged sha256: not rewritten (S3 still holds version 1), manifest knows version 2
-    assert s3.head_document(f"confluence/TECH/{same}.md")["Metadata"]["version"] == "1"
+    assert (summary["TECH"]["updated"], summary["TECH"]["metadata"]) == (1, 1)
+    assert summary["DOCS"]["updated"] == 0 and fetched(confluence) == 0
+    # per space: a listing, a label search; TECH: one CQL search brings both bodies
+    assert confluence.stats["GET /wiki/rest/api/content/search"] == 3
+    assert summary["TECH"]["api_calls"] == 3 and summary["DOCS"]["api_calls"] == 2
+    # same sha256: the content is not sent again, the metadata says version 2 (copy)
+    assert s3.head_document(f"confluence/TECH/{same}.md")["Metadata"]["version"] == "2"
     assert load_manifest("TECH").pages[same]["version"] == 2
     assert s3.head_document(f"confluence/TECH/{changed}.md")["Metadata"]["version"] == "2"
 
@@ -68,22 +70,28 @@ def test_trashed_and_purged_pages_leave_the_knowledge_base(confluence, sync_env)
 
 
 def test_resume_after_crash_does_not_refetch_stored_pages(confluence, sync_env) -> None:
+    """A stopped full sync resumes from the listing cursor in its checkpoint: the pages
+    before it are neither listed nor converted again, nothing is fetched page by page."""
     confluence.generate(["TECH"], 30, body_bytes=500)
-    sync_env(spaces=["TECH"], checkpoint_pages=10)
+    sync_env(spaces=["TECH"], checkpoint_pages=10, page_size=10)
     s3.ensure_bucket()
     with pytest.raises(RuntimeError, match="simulated crash"):
         sync_space_impl("TECH", crash_after=10)
     manifest = load_manifest("TECH")
     assert len(manifest.pages) == 10 and manifest.watermark is None and manifest.full_started
+    assert manifest.cursor and "cursor=" in manifest.cursor
     confluence.stats.clear()
     summary = confluence_sync()
-    assert summary["TECH"]["created"] == 20 and fetched(confluence) == 20
-    assert load_manifest("TECH").watermark is not None
+    assert summary["TECH"]["created"] == 20 and fetched(confluence) == 0
+    assert confluence.stats["GET /wiki/api/v2/spaces/{id}/pages"] == 2  # from the cursor on
+    final = load_manifest("TECH")
+    assert final.watermark is not None and final.cursor is None and len(final.pages) == 30
 
 
 def test_missing_space_and_failed_page_fail_the_run_not_the_others(confluence, sync_env) -> None:
     confluence.generate(["TECH", "DOCS"], 5, body_bytes=500)
     broken = ids(confluence, "TECH")[0]
+    confluence.listing_omits_body = {broken}  # so it is fetched by itself, and that fails
     confluence.broken_pages = {broken}
     sync_env(spaces=["TECH", "NOPE", "DOCS"])
     state = confluence_sync(return_state=True)
@@ -239,4 +247,24 @@ def test_deleted_page_is_removed_from_its_configured_space_whatever_the_event_sa
     assert _keys("_manifests/confluence/../") == [] and _keys("_manifests/confluence/NOPE") == []
     # a page gone that no configured space holds: nothing to do, not a failure
     summary = confluence_sync(page_id=page, space="DOCS")
-    assert summary["DOCS"]["deleted"] == 0
+    assert list(summary) == ["TECH"] and summary["TECH"]["deleted"] == 0
+
+
+def test_resume_retries_a_page_that_failed_before_the_crash(confluence, sync_env) -> None:
+    """The checkpointed cursor never moves past a listing answer with a failed page: the
+    resumed full sync lists it again and retries the page before the watermark moves."""
+    confluence.generate(["TECH"], 30, body_bytes=300)
+    broken = ids(confluence, "TECH")[12]  # in the second listing answer
+    confluence.listing_omits_body = {broken}
+    confluence.broken_pages = {broken}
+    sync_env(spaces=["TECH"], checkpoint_pages=10, page_size=10, retry_attempts=0)
+    s3.ensure_bucket()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sync_space_impl("TECH", crash_after=25)
+    manifest = load_manifest("TECH")
+    assert broken not in manifest.pages and manifest.cursor and manifest.watermark is None
+    confluence.broken_pages = set()
+    summary = confluence_sync()
+    assert summary["TECH"]["failed"] == 0 and summary["TECH"]["created"] >= 1
+    final = load_manifest("TECH")
+    assert broken in final.pages and len(final.pages) == 30 and final.watermark is not None

@@ -59,3 +59,90 @@ def test_resolved_change_carries_duration_and_previous_level(store_url: str) -> 
     assert change is not None and change.kind == "resolved" and change.notify
     assert change.previous_level == "unhealthy" and change.duration_s == 600
     assert change.severity == "high"  # the recovery message goes where the alert went
+
+
+def run(engine, levels, *, start=T0, step_s=300, key="svc", failures=2, successes=2):
+    """Feed one level per 5-min round; returns [(kind, severity, notify)] of the changes."""
+    out = []
+    for i, level in enumerate(levels):
+        change = apply_status(
+            engine,
+            key,
+            level,
+            level,
+            now=start + i * step_s,
+            reminder_seconds=3600,
+            failure_threshold=failures,
+            success_threshold=successes,
+        )
+        if change is not None:
+            out.append((change.kind, change.severity, change.notify))
+    return out
+
+
+def test_recovery_of_a_high_alert_healing_through_degraded_is_announced_at_high(
+    store_url: str,
+) -> None:
+    engine = get_engine(store_url)
+    changes = run(
+        engine,
+        ["unhealthy", "unhealthy", "unhealthy", "degraded", "degraded", "healthy", "healthy"],
+    )
+    assert changes == [
+        ("opened", "high", True),
+        ("improved", "medium", False),  # event only
+        ("resolved", "high", True),  # whoever was paged hears the recovery
+    ]
+
+
+def test_flapping_is_confirmed_once_and_never_repages_a_notified_level(store_url: str) -> None:
+    engine = get_engine(store_url)
+    # Three down/up cycles in 30 min: the window keeps an "up" round degraded.
+    flaps = ["unhealthy", "degraded"] * 3
+    assert run(engine, flaps) == [("opened", "medium", True)]
+    assert [a["level"] for a in open_alerts(engine)] == ["degraded"]
+    # One single failed round never opens anything.
+    assert run(engine, ["unhealthy", "healthy", "healthy"], key="blip") == []
+    # Escalated once (notified), improved, escalated again: the second is an event only.
+    escalations = run(
+        engine,
+        ["degraded", "degraded", "unhealthy", "unhealthy", "degraded", "unhealthy", "unhealthy"],
+        key="again",
+    )
+    assert escalations == [
+        ("opened", "medium", True),
+        ("escalated", "high", True),
+        ("improved", "medium", False),
+        ("escalated", "high", False),
+    ]
+
+
+def test_resolution_needs_success_threshold_healthy_rounds(store_url: str) -> None:
+    engine = get_engine(store_url)
+    changes = run(engine, ["unhealthy"] * 2 + ["healthy", "unhealthy", "healthy", "healthy"])
+    assert [c[0] for c in changes] == ["opened", "resolved"]
+    # Durable across processes: the streaks live in the store.
+    engine2 = get_engine(store_url)
+    assert run(engine2, ["degraded"], start=T0 + 9000) == []
+    reset_engines()
+    assert run(get_engine(store_url), ["degraded"], start=T0 + 9300) == [("opened", "medium", True)]
+
+
+def test_an_alert_table_from_before_the_streaks_gains_them(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE nura_alerts (key VARCHAR(100) PRIMARY KEY, alert_id VARCHAR(32) NOT "
+            "NULL, state VARCHAR(16) NOT NULL, level VARCHAR(16) NOT NULL, severity VARCHAR(16) "
+            "NOT NULL, reason TEXT, opened_at FLOAT NOT NULL, last_notified_at FLOAT NOT NULL, "
+            "resolved_at FLOAT, reminders INTEGER NOT NULL, updated_at FLOAT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO nura_alerts VALUES ('svc', 'a1', 'open', 'degraded', 'medium', 'r', "
+            f"{T0}, {T0}, NULL, 0, {T0})"
+        )
+    engine = get_engine(f"sqlite:///{path}")
+    assert run(engine, ["unhealthy", "unhealthy"], start=T0 + 300) == [("escalated", "high", True)]
+    assert run(engine, ["healthy", "healthy"], start=T0 + 900) == [("resolved", "high", True)]

@@ -34,3 +34,28 @@ def test_exit_codes_follow_overall_status(world) -> None:
     unhealthy = run("--timeout", "1")
     assert unhealthy.exit_code == 2, unhealthy.output
     assert "unhealthy" in unhealthy.output
+
+
+def test_unreadable_config_exits_3_not_unhealthy(tmp_path, monkeypatch) -> None:
+    from nura.core.runtime import reset_runtime
+
+    bad = tmp_path / "integrations.yaml"
+    bad.write_text("health_monitoring:\n  check_timeout_seconds: -1\n")
+    monkeypatch.setenv("NURA_CONFIG", str(bad))
+    reset_runtime()
+    try:
+        result = run()
+    finally:
+        reset_runtime()
+    assert result.exit_code == 3, result.output
+    assert "Cannot judge health: configuration error" in result.output
+
+
+def test_unreadable_store_exits_3_not_degraded(nura_config) -> None:
+    from tests.support.servers import free_port
+
+    nura_config({}, store=f"postgresql+psycopg://postgres:pw@127.0.0.1:{free_port()}/nura")
+    result = run()
+    assert result.exit_code == 3, result.output
+    assert "the store cannot be read" in result.output
+    assert "pw@" not in result.output  # the URL (and its password) is never printed

@@ -113,3 +113,39 @@ def _seeded(store_url: str):
     engine = get_engine(store_url)
     seed(engine)
     return engine
+
+
+def _unreachable_store() -> str:
+    from tests.support.servers import free_port
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nura"  # nothing listens
+
+
+def test_metrics_server_answers_503_when_the_store_is_down(nura_config) -> None:
+    nura_config({}, store=_unreachable_store())
+    server = serve("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        assert response.status_code == 503
+        assert "store cannot be read" in response.text and "postgres@" not in response.text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_receiver_metrics_answer_503_when_the_platform_store_is_down(
+    nura_config, store_url: str
+) -> None:
+    from sqlalchemy import create_engine
+    from starlette.testclient import TestClient
+
+    from nura.webhooks.app import create_app
+
+    cfg = nura_config({}, store=store_url)
+    down = create_engine(_unreachable_store())
+    app = create_app(cfg, run_dispatcher=False, extra_metrics=lambda _engine: render_metrics(down))
+    with TestClient(app) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 503
+    assert "store cannot be read" in response.text

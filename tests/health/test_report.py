@@ -75,3 +75,18 @@ def test_sla_figures_split_in_two_narrow_tables_with_all_the_figures() -> None:
         assert len(rate) <= 7 and len(lat) <= 7
         assert (rate["service"], rate["window"]) == (lat["service"], lat["window"])
         assert {**rate, **lat} == window  # nothing lost, nothing added
+
+
+def test_the_report_says_which_notifications_are_not_delivered_yet() -> None:
+    pending = [
+        {
+            "channel": "slack",
+            "title": "UNHEALTHY beta",
+            "attempts": 3,
+            "last_error": "ServiceUnavailable: transport failure",
+        }
+    ]
+    md = render_markdown(_report(), [], pending)
+    section = md.split("## Notifications not delivered yet (1)", 1)[1]
+    assert "- slack: UNHEALTHY beta (3 attempts): ServiceUnavailable" in section
+    assert "not delivered yet" not in render_markdown(_report(), [])

@@ -8,9 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from nura import CallLayer, get_call_layer
+from nura import get_call_layer
 from nura.core.breaker import BreakerState
-from nura.core.ratelimit import NoLimiter
 from nura.core.stores.alerts import history, open_alerts
 from nura.core.stores.db import get_engine
 from nura.health.alerts import apply_report
@@ -152,22 +151,40 @@ def test_reminder_after_the_interval_and_escalation(world) -> None:
     assert [(c.kind, c.level, c.severity) for c in changes] == [("escalated", "unhealthy", "high")]
 
 
-def test_passing_check_moves_open_breaker_towards_half_open(world) -> None:
+def test_passing_check_closes_an_open_breaker_with_no_traffic(world) -> None:
+    """The check is the half-open probe: the breaker closes and the status follows, in the
+    same round, although no call was made and the cool-down (300 s) has not passed."""
     layer = get_call_layer()
     for _ in range(2):  # threshold 2 in the world
         layer.breakers.record_failure("alpha", 2)
     assert layer.breakers.snapshot("alpha", fresh=True).state is BreakerState.OPEN
     report, _ = monitor_round(world, T0)
     alpha = by_service(report)["alpha"]
-    assert alpha["status"] == "unhealthy" and "breaker open" in alpha["reason"]
-    results = check_round(now=T0 + 1)
-    assert next(r for r in results if r.service == "alpha").breaker_probe is True
-    # The next real call is admitted as the probe, and its success closes the breaker.
-    # (Traffic through the same breakers; no Prefect server here, so no rate limiter.)
-    traffic = CallLayer(layer.policies, breakers=layer.breakers, limiter=NoLimiter())
-    res = traffic.request("alpha", "GET", "/echo", retries=0)
-    assert res.value.status_code == 200
+    assert alpha["status"] == "healthy", alpha["reason"]
+    assert alpha["breaker"] == "closed"
     assert layer.breakers.snapshot("alpha", fresh=True).state is BreakerState.CLOSED
+
+
+def test_failing_check_reopens_an_open_breaker_and_spares_a_live_probe(world) -> None:
+    layer = get_call_layer()
+    world.services["gamma"].stop()
+    for _ in range(2):
+        layer.breakers.record_failure("gamma", 2)
+    opened = layer.breakers.snapshot("gamma", fresh=True)
+    results = check_round(now=T0)
+    assert not next(r for r in results if r.service == "gamma").ok
+    after = layer.breakers.snapshot("gamma", fresh=True)
+    # The failed probe re-opened it (a new generation, the cool-down restarted).
+    assert after.state is BreakerState.OPEN and after.generation == opened.generation + 1
+    # A traffic probe in flight keeps its turn: the check only observes.
+    for _ in range(2):
+        layer.breakers.record_failure("beta", 2)
+    probe = layer.breakers.admit_probe("beta")  # as traffic would be admitted
+    assert probe.probe_token
+    check_round(now=T0 + 300)
+    assert layer.breakers.snapshot("beta", fresh=True).state is BreakerState.HALF_OPEN
+    layer.breakers.record_success("beta", probe)
+    assert layer.breakers.snapshot("beta", fresh=True).state is BreakerState.CLOSED
 
 
 def test_failing_check_does_not_move_a_breaker(world) -> None:

@@ -95,20 +95,29 @@ def pd_isna(v) -> bool:
         ),
         # Error rate >= 2x threshold is unhealthy, even though it also exceeds the degraded
         # threshold: the seed tested degraded first and never reached unhealthy.
-        ({"error_rate_pct": 10.0}, {"ok": True}, None, "unhealthy"),
-        ({"error_rate_pct": 6.0}, {"ok": True}, None, "degraded"),
-        ({"error_rate_pct": 5.0}, {"ok": True}, None, "healthy"),  # not above the threshold
+        ({"error_rate_pct": 10.0, "calls": 100}, {"ok": True}, None, "unhealthy"),
+        ({"error_rate_pct": 6.0, "calls": 100}, {"ok": True}, None, "degraded"),
+        (
+            {"error_rate_pct": 5.0, "calls": 100},
+            {"ok": True},
+            None,
+            "healthy",
+        ),  # not above the threshold
         ({"p95_ms": 5001.0}, {"ok": True}, None, "degraded"),
         ({"p95_ms": 5000.0}, {"ok": True}, None, "healthy"),
         ({"availability_pct": 94.9}, {"ok": True}, None, "degraded"),
         ({"p95_ms": 9000.0}, {"ok": False, "error_type": "ServiceTimeout"}, None, "unhealthy"),
         ({}, {"ok": True}, "open", "unhealthy"),
         ({}, {"ok": True}, "half_open", "degraded"),
-        ({"fallback_rate_pct": 2.0}, {"ok": True}, None, "degraded"),
+        ({"fallback_rate_pct": 2.0, "calls": 100}, {"ok": True}, None, "degraded"),
         ({}, {"ok": True, "level": "degraded", "detail": "rate limited (429)"}, None, "degraded"),
         ({}, {"ok": True, "level": "unhealthy", "detail": "count=500"}, None, "unhealthy"),
         ({}, None, None, "unknown"),
         ({"calls": 3}, None, None, "healthy"),
+        # Below min_calls (10) a rate is shown, not judged: 1 failure in 3 calls.
+        ({"error_rate_pct": 33.3, "calls": 3}, {"ok": True}, None, "healthy"),
+        ({"fallback_rate_pct": 33.3, "calls": 3}, {"ok": True}, None, "healthy"),
+        ({"error_rate_pct": 10.0, "calls": 10}, {"ok": True}, None, "unhealthy"),
     ],
 )
 def test_status_rules(figures, latest, breaker, expected) -> None:
@@ -136,3 +145,14 @@ def test_evaluate_uses_the_status_window_for_status_and_counts_checks_once() -> 
     one_hour = next(w for w in report["windows"] if w["window"] == "1h")
     assert one_hour["checks"] == 2 and one_hour["calls"] == 0
     assert one_hour["p95_ms"] > 5000
+
+
+def test_one_error_in_three_calls_is_shown_but_does_not_decide() -> None:
+    t = calls(
+        (NOW - 30, "a", "ok", 10.0), (NOW - 20, "a", "error", 10.0), (NOW - 10, "a", "ok", 9.0)
+    )
+    latest = [{"service": "a", "ok": True, "latency_ms": 5.0, "configured": True}]
+    report = evaluate(checks(), t, latest, {}, TH, now=NOW, status_window_s=900)
+    a = report["services"][0]
+    assert a["status"] == "healthy", a["reason"]
+    assert a["error_rate_pct"] == pytest.approx(33.333, abs=1e-3) and a["calls"] == 3

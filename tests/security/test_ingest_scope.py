@@ -244,9 +244,9 @@ FROM_THE_PROVIDER_ONLY = ["a\x00b.md"]
 def test_hostile_paths_in_a_push_never_reach_the_api_or_s3(
     prefect_server, moto_reset, fake_github, nura_config
 ) -> None:
-    """Hostile paths from the provider's compare (a tree the stand-in holds) and from the
-    payload (a new branch: its commit lists) are rejected row by row; the good files of
-    the same push are stored; nothing outside `git/octo/docs/` is written or deleted."""
+    """Hostile paths from the provider's compare and from its tree listing (a new branch)
+    are rejected row by row; the good files of the same push are stored; nothing outside
+    `git/octo/docs/main/` is written or deleted."""
     from flows.git_ingest import git_ingest
     from nura.kb import s3
 
@@ -264,15 +264,20 @@ def test_hostile_paths_in_a_push_never_reach_the_api_or_s3(
     contents = [p for p in fake_github.paths if "/contents/" in p]
     assert contents == ["/repos/octo/docs/contents/docs/ok.md"], contents
 
-    # a new branch: the changes come from the payload's commit lists
+    # a new branch: the changes come from the tree of `after` (the payload's commit lists,
+    # hostile here too, are not read)
     payload = fake_github.push_payload("octo", "docs", "0" * 40, sha2)
     payload["commits"] = [
         {"id": sha2, "added": ["docs/ok.md", *HOSTILE_IN_A_PUSH], "removed": HOSTILE_IN_A_PUSH}
     ]
     payload["head_commit"] = payload["commits"][0]
     summary = git_ingest(payload=payload)
-    assert summary["rejected"] == len(HOSTILE_IN_A_PUSH) and summary.get("deleted", 0) == 0
-    assert _keys(bucket) == ["confluence/TECH/1.md", "git/octo/docs/docs/ok.md"]
+    assert summary["rejected"] == len(hostile) and summary.get("deleted", 0) == 0
+    assert _keys(bucket) == [
+        "confluence/TECH/1.md",
+        "git/octo/docs/main/README.md",
+        "git/octo/docs/main/docs/ok.md",
+    ]
 
 
 @pytest.mark.integration
@@ -332,7 +337,7 @@ def test_rotated_git_token_is_picked_up_on_the_next_401(
     summary = git_ingest(payload=fake_github.push_payload("octo", "docs", sha1, sha2))
     assert summary["stored"] == 1, summary
     assert fake_github.auth[0] == "Bearer token-one" and fake_github.auth[-1] == "Bearer token-two"
-    assert _keys(bucket) == ["git/octo/docs/a.md"]
+    assert _keys(bucket) == ["git/octo/docs/main/a.md"]
 
 
 def test_stand_in_rejects_unknown_tokens_like_github() -> None:

@@ -13,7 +13,7 @@ def test_packaged_default_loads_with_seed_values() -> None:
     cfg = load_config(DEFAULT_PATH, env={})
     assert cfg.api_gateway.circuit_breaker_threshold == 5
     assert cfg.external_services.confluence.spaces == ["TECH", "DOCS", "ARCH"]
-    assert cfg.external_services.aws.bedrock.models[0] == "anthropic.claude-3-sonnet-20240229-v1:0"
+    assert cfg.external_services.aws.bedrock.models[0] == "global.anthropic.claude-sonnet-4-6"
     assert cfg.webhooks.incoming["git_updates"].event_types == ["git.push"]
     assert cfg.health_monitoring.alert_thresholds.availability_percentage == 95.0
 

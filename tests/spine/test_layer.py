@@ -130,7 +130,7 @@ def test_retry_after_is_honoured_and_capped(layer) -> None:
 
 
 @respx.mock
-def test_huge_retry_after_on_429_is_capped(layer) -> None:
+def test_huge_retry_after_on_429_is_ignored(layer) -> None:
     respx.get(f"{BASE}/x").mock(
         side_effect=[
             httpx.Response(429, headers={"Retry-After": "9223372036854775807"}),
@@ -138,15 +138,16 @@ def test_huge_retry_after_on_429_is_capped(layer) -> None:
         ]
     )
     layer.request("svc", "GET", "/x")
-    assert layer.sleeps == [20]
+    assert len(layer.sleeps) == 1 and layer.sleeps[0] <= 1  # backoff, not the 20 s cap
 
 
 @respx.mock
 def test_exhausted_retries_raise_typed_error_with_attempts(layer) -> None:
     respx.get(f"{BASE}/x").respond(429)
     with pytest.raises(RateLimited) as err:
-        layer.request("nofb", "GET", "/x")
-    assert err.value.attempts == 4 and err.value.service == "nofb" and err.value.status == 429
+        layer.request("nofb", "GET", "/x", deadline=10_000)
+    # 429s have their own budget (tests/spine/test_retry_budget.py)
+    assert err.value.attempts == 11 and err.value.service == "nofb" and err.value.status == 429
 
 
 @respx.mock

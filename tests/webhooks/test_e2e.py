@@ -132,7 +132,7 @@ def test_signed_push_creates_exactly_one_run_that_stores_files(
         )  # logo.png binary, big.txt too large
 
         s3 = aws_client("s3")
-        head = s3.head_object(Bucket="kb-test", Key="git/octo/docs/README.md")
+        head = s3.head_object(Bucket="kb-test", Key="git/octo/docs/main/README.md")
         assert head["ServerSideEncryption"] == "AES256"
         assert head["Metadata"]["commit"] == sha1 and len(head["Metadata"]["sha256"]) == 64
         assert (
@@ -156,8 +156,8 @@ def test_signed_push_creates_exactly_one_run_that_stores_files(
         summary = execute(entry2["flow_run_id"])
         assert summary["stored"] == 2 and summary["deleted"] == 1
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="kb-test")["Contents"]}
-        assert keys == {"git/octo/docs/README.md", "git/octo/docs/docs/b.md"}
-        body = s3.get_object(Bucket="kb-test", Key="git/octo/docs/README.md")["Body"].read()
+        assert keys == {"git/octo/docs/main/README.md", "git/octo/docs/main/docs/b.md"}
+        body = s3.get_object(Bucket="kb-test", Key="git/octo/docs/main/README.md")["Body"].read()
         assert body == b"# Docs v2\n"
         assert len(runs(prefect_server.api_url, deployment_id)) == 2
 

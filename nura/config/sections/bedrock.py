@@ -1,18 +1,26 @@
 """`external_services.aws.bedrock` model chain, prices, budgets, limits, tracing.
 
-Prices are keyed by the *full* model id (`anthropic.claude-3-haiku-20240307-v1:0`), a
-cross-region inference profile id (`us.anthropic...`) or `region/model-id` for a regional
-price. Resolution order for a call in region R to model M (see `price_for`):
-`R/M`, `M`, then - when M is an inference profile `geo.base` - `R/base`, `base`.
-A configured chain model without a price is an error at load (never a silent default);
-an ad-hoc model without a price is refused before the call unless
-`allow_unpriced_models` is on, in which case it runs with a visible `cost_unknown` flag.
+Prices are keyed by the *full* model id (`anthropic.claude-haiku-4-5-20251001-v1:0`), a
+cross-region inference profile id (`global.anthropic...`) or `region/model-id` for a
+regional price. Resolution order for a call in region R to model M (see `price_for`):
+`R/M`, `M`, then - when M is an inference profile `geo.base` - `R/base`, `base`. So a
+`global.` profile takes its own (global) rate where one is listed, and `us.`/`eu.`/...
+profiles the source region's rate of the base model, as AWS bills them.
+A configured chain model without any price (regional ones included) is an error at load
+(never a silent default); an ad-hoc model without a price is refused before the call
+unless `allow_unpriced_models` is on, in which case it runs with a visible `cost_unknown`.
+
+The shipped prices are a dated fallback (`PRICES_AS_OF`, from AWS's Bedrock pricing page);
+`nura bedrock prices sync` replaces them with the Price List API's. Prices older than
+`price_max_age_days` are warned about.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from decimal import Decimal
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -21,6 +29,9 @@ from nura.config.sections.common import Section, ServiceSettings
 # Cross-region inference profile prefixes (Bedrock "system-defined inference profiles").
 PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 GLOBAL_SCOPE = "global"  # the budget scope that counts every call
+# When the shipped prices were read from https://aws.amazon.com/bedrock/pricing/.
+PRICES_AS_OF = dt.date(2026, 12, 1)
+PRICES_SOURCE = "aws.amazon.com/bedrock/pricing (shipped fallback)"
 
 
 class ModelPrice(Section):
@@ -28,6 +39,9 @@ class ModelPrice(Section):
 
     input_per_1k: Decimal = Field(ge=0, max_digits=18, decimal_places=9)
     output_per_1k: Decimal = Field(ge=0, max_digits=18, decimal_places=9)
+    # Where the price comes from and since when it applies (None: the shipped fallback).
+    source: str | None = None
+    effective: dt.date | None = None
 
 
 class ModelLimits(Section):
@@ -38,6 +52,12 @@ class ModelLimits(Section):
     tokens_per_minute: int | None = Field(default=None, gt=0, le=100_000_000)
     max_input_tokens: int = Field(default=200_000, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
+    # Output tokens count this many times against the tokens-per-minute quota (AWS's
+    # "burndown rate": 5 for Claude 3.7 and later, 1 for the others).
+    output_burndown: int = Field(default=1, ge=1, le=20)
+    # False: the model takes no `system` prompt (AWS's supported-features table); the
+    # system text is folded into the first user turn instead.
+    system_prompt: bool = True
 
 
 class Budget(Section):
@@ -69,28 +89,48 @@ class LangSmithSettings(Section):
 
 
 def _seed_prices() -> dict[str, ModelPrice]:
-    # The seed's figures (section 2), now under the ids Bedrock actually uses.
+    # USD per 1,000 tokens, on-demand, us-east-1 (PRICES_AS_OF). Claude 4.5+ costs 10 %
+    # less through a `global.` profile than in-region or through a geo (`us.`) profile.
     table = {
-        "anthropic.claude-3-sonnet-20240229-v1:0": ("0.003", "0.015"),
-        "anthropic.claude-3-haiku-20240307-v1:0": ("0.00025", "0.00125"),
-        "amazon.titan-text-lite-v1": ("0.0003", "0.0004"),
-        "amazon.titan-text-express-v1": ("0.0008", "0.0016"),
+        "anthropic.claude-sonnet-4-6": ("0.0033", "0.0165"),
+        "global.anthropic.claude-sonnet-4-6": ("0.003", "0.015"),
+        "anthropic.claude-sonnet-4-5-20250929-v1:0": ("0.0033", "0.0165"),
+        "global.anthropic.claude-sonnet-4-5-20250929-v1:0": ("0.003", "0.015"),
+        "anthropic.claude-haiku-4-5-20251001-v1:0": ("0.0011", "0.0055"),
+        "global.anthropic.claude-haiku-4-5-20251001-v1:0": ("0.001", "0.005"),
+        "amazon.nova-pro-v1:0": ("0.0008", "0.0032"),
+        "amazon.nova-lite-v1:0": ("0.00006", "0.00024"),
+        "amazon.nova-micro-v1:0": ("0.000035", "0.00014"),
     }
     return {
-        k: ModelPrice(input_per_1k=Decimal(i), output_per_1k=Decimal(o))
+        k: ModelPrice(
+            input_per_1k=Decimal(i),
+            output_per_1k=Decimal(o),
+            source=PRICES_SOURCE,
+            effective=PRICES_AS_OF,
+        )
         for k, (i, o) in table.items()
     }
 
 
 def _seed_limits() -> dict[str, ModelLimits]:
+    claude: dict[str, Any] = {"max_output_tokens": 64_000, "output_burndown": 5}
     return {
-        "anthropic.claude-3-sonnet-20240229-v1:0": ModelLimits(tokens_per_minute=200_000),
-        "anthropic.claude-3-haiku-20240307-v1:0": ModelLimits(tokens_per_minute=400_000),
-        "amazon.titan-text-lite-v1": ModelLimits(
-            tokens_per_minute=300_000, max_input_tokens=4096, max_output_tokens=4096
+        "anthropic.claude-sonnet-4-6": ModelLimits(tokens_per_minute=200_000, **claude),
+        "anthropic.claude-sonnet-4-5-20250929-v1:0": ModelLimits(
+            tokens_per_minute=200_000, **claude
         ),
-        "amazon.titan-text-express-v1": ModelLimits(
-            tokens_per_minute=300_000, max_input_tokens=8192, max_output_tokens=8192
+        "anthropic.claude-haiku-4-5-20251001-v1:0": ModelLimits(
+            tokens_per_minute=400_000, **claude
+        ),
+        "amazon.nova-pro-v1:0": ModelLimits(
+            tokens_per_minute=400_000, max_input_tokens=300_000, max_output_tokens=10_000
+        ),
+        "amazon.nova-lite-v1:0": ModelLimits(
+            tokens_per_minute=400_000, max_input_tokens=300_000, max_output_tokens=10_000
+        ),
+        "amazon.nova-micro-v1:0": ModelLimits(
+            tokens_per_minute=400_000, max_input_tokens=128_000, max_output_tokens=10_000
         ),
     }
 
@@ -106,9 +146,9 @@ def base_model_id(model_id: str) -> str:
 class BedrockSettings(ServiceSettings):
     models: list[str] = Field(
         default_factory=lambda: [
-            "anthropic.claude-3-sonnet-20240229-v1:0",
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            "amazon.titan-text-express-v1",
+            "global.anthropic.claude-sonnet-4-6",
+            "global.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "amazon.nova-pro-v1:0",
         ],
         min_length=1,
     )
@@ -126,6 +166,28 @@ class BedrockSettings(ServiceSettings):
     last_model_retries: int | None = Field(default=None, ge=0, le=10)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     langsmith: LangSmithSettings = Field(default_factory=LangSmithSettings)
+    # Read timeout of one model call: `timeout_seconds` + max_tokens / this rate (AWS
+    # advises long timeouts for large outputs), rounded up to 10 s steps.
+    output_tokens_per_second: float = Field(default=25.0, gt=0)
+    # Check the chain against bedrock:ListFoundationModels / ListInferenceProfiles (cached
+    # this long); LEGACY, missing or profile-less models are skipped with a medium alert.
+    lifecycle_check: bool = True
+    lifecycle_ttl_seconds: float = Field(default=3600.0, gt=0)
+    # Warn when the prices in use are older than this.
+    price_max_age_days: int = Field(default=120, gt=0)
+    # `nura bedrock prices sync`: the Price List API's model names -> our model ids, and
+    # its endpoint (empty: AWS's, api.pricing.us-east-1; the sandbox sets its stand-in).
+    price_list_names: dict[str, str] = Field(
+        default_factory=lambda: {
+            "Claude Sonnet 4.6": "anthropic.claude-sonnet-4-6",
+            "Claude Sonnet 4.5": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "Claude Haiku 4.5": "anthropic.claude-haiku-4-5-20251001-v1:0",
+            "Nova Pro": "amazon.nova-pro-v1:0",
+            "Nova Lite": "amazon.nova-lite-v1:0",
+            "Nova Micro": "amazon.nova-micro-v1:0",
+        }
+    )
+    pricing_endpoint_url: str | None = None
 
     @field_validator("models")
     @classmethod
@@ -137,7 +199,7 @@ class BedrockSettings(ServiceSettings):
     @model_validator(mode="after")
     def _chain_is_priced(self) -> Self:
         if not self.allow_unpriced_models:
-            missing = [m for m in self.models if self.price_for(m, None) is None]
+            missing = [m for m in self.models if not self.has_price(m)]
             if missing:
                 raise ValueError(
                     f"no price for {', '.join(missing)} in external_services.aws.bedrock.prices "
@@ -158,6 +220,19 @@ class BedrockSettings(ServiceSettings):
             if price is not None:
                 return price
         return None
+
+    def has_price(self, model_id: str) -> bool:
+        """Priced in some region (the region of a call is known only at call time)."""
+        base = base_model_id(model_id)
+        return self.price_for(model_id, None) is not None or any(
+            k.endswith("/" + model_id) or k.endswith("/" + base) for k in self.prices
+        )
+
+    def read_timeout(self, max_tokens: int, base_seconds: float) -> float:
+        """Read timeout for a call that may produce `max_tokens` tokens: the base plus the
+        time to generate them, in steps of 10 s (few distinct clients, one per step)."""
+        extra = round(max_tokens / self.output_tokens_per_second, 3)
+        return base_seconds + 10.0 * math.ceil(extra / 10.0)
 
     def limits_for(self, model_id: str) -> ModelLimits:
         return (

@@ -25,8 +25,14 @@ class ConfluenceSettings(ServiceSettings):
     convert_processes: int = Field(default=0, ge=0, le=64)
     # Below this many pages to convert, conversion stays in-process (no pool start-up).
     process_pool_min_pages: int = Field(default=50, ge=0)
-    # Pages per checkpoint of the manifest (resume after a crash re-fetches at most this).
+    # Pages per checkpoint of the manifest (at least one listing answer: the checkpoint
+    # keeps the listing's cursor, and a resumed sync starts from there).
     checkpoint_pages: int = Field(default=250, ge=1)
+    # Pages per v2 listing answer (Confluence's maximum, 250, makes the fewest calls).
+    page_size: int = Field(default=250, ge=1, le=250)
+    # Labels of every page go into the object metadata: one CQL search without bodies per
+    # space and run (200 pages an answer). Off: fewer calls, no `labels` metadata.
+    sync_labels: bool = True
     # S3 puts in flight at once.
     s3_concurrency: int = Field(default=16, ge=1, le=128)
     # On 409 Conflict when publishing: fail (never overwrite a newer remote edit

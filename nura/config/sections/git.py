@@ -29,9 +29,17 @@ class GitSettings(ServiceSettings):
         ),
     )
     # Only pushes to these branches are ingested (fnmatch patterns); empty = every branch.
+    # Each branch has its own prefix in the knowledge base: git/{owner}/{repo}/{branch}/.
     branches: list[str] = Field(default_factory=lambda: ["main", "master"])
-    # Files larger than this are skipped (not stored), as are binaries.
-    max_file_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Files larger than this are skipped (not stored, a "skipped" row), as are binaries.
+    # GitHub inlines files up to 1 MB; larger ones are fetched raw (its limit: 100 MB).
+    max_file_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        gt=0,
+        le=100 * 1024 * 1024,
+        description="Largest file stored (bytes); larger files are skipped and listed as such. "
+        "GitHub files over 1 MB are fetched with the raw media type. At most 100 MiB.",
+    )
     # Only paths matching one of these patterns are ingested; empty = every path.
     include_paths: list[str] = Field(default_factory=list)
 

@@ -12,6 +12,12 @@ class AlertThresholds(Section):
     response_time_seconds: float = Field(default=5.0, gt=0)
     error_rate_percentage: float = Field(default=5.0, ge=0, le=100)
     availability_percentage: float = Field(default=95.0, ge=0, le=100)
+    min_calls: int = Field(
+        default=10,
+        ge=1,
+        description="Traffic calls in the status window from which the error and fallback "
+        "rates decide the status; below it they are shown but do not count.",
+    )
 
 
 class ComponentThresholds(Section):
@@ -34,6 +40,11 @@ class HealthMonitoringSettings(Section):
     status_window_minutes: float = Field(default=15, gt=0)
     # An alert that persists is repeated at most this often (0 = never repeat).
     reminder_interval_minutes: float = Field(default=60, ge=0)
+    # Confirmation and hysteresis (Gatus' failure-threshold / success-threshold): an alert
+    # opens or escalates after this many consecutive evaluations at the level, and
+    # resolves after this many consecutive healthy ones.
+    failure_threshold: int = Field(default=2, ge=1, le=100)
+    success_threshold: int = Field(default=2, ge=1, le=100)
     component_thresholds: ComponentThresholds = Field(default_factory=ComponentThresholds)
     # Confluence: the saved ConfluenceCredentials block used for the authenticated check;
     # unset, the one the sync uses (`external_services.confluence.credentials_block`).

@@ -26,11 +26,8 @@ DEFAULT_ROUTING = {
     # every Confluence page event (nura.webhooks.schemes.CONFLUENCE_PAGE_EVENTS)
     **{
         f"confluence.page.{action}": PAGE_INGEST
-        for action in (
-            "created", "updated", "trashed", "removed", "restored", "moved", "archived",
-            "unarchived",
-        )
-    },  # fmt: skip
+        for action in "created updated trashed removed restored moved archived unarchived".split()
+    },
 }
 
 

@@ -39,6 +39,7 @@ health_checks = Table(
     Column("error_type", String(100), nullable=True),
     Column("detail", Text, nullable=True),
     Index("ix_nura_health_checks_service_ts", "service", "ts"),
+    Index("ix_nura_health_checks_ts", "ts"),  # the SLA windows read by time range
 )
 
 health_status = Table(

@@ -61,6 +61,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -91,6 +92,9 @@ ledger = Table(
     Column("output_tokens", Integer, nullable=False),
     Column("cost_pusd", BigInteger, nullable=False),
     Column("cost_unknown", Boolean, nullable=False, default=False),
+    # True: not what Bedrock reported but an estimate (input + max output at the model's
+    # price) - a call abandoned on timeout, an unreadable answer, a stream cut off midway.
+    Column("estimated", Boolean, nullable=False, default=False, server_default=text("false")),
     Column("over_budget", Boolean, nullable=False, default=False),
     Column("latency_ms", Float, nullable=False),
     Column("conversation_id", String(200), nullable=True),
@@ -121,6 +125,19 @@ reservations = Table(
     Column("reserved_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Index("ix_nura_bedrock_reservations_expiry", "expires_at"),
+)
+
+# Prices synced from AWS's Price List API (`nura bedrock prices sync`), keyed like the
+# config's price table (model id, `global.` profile, `region/model-id`); Decimals as text.
+prices = Table(
+    "nura_bedrock_prices",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("input_per_1k", String(40), nullable=False),
+    Column("output_per_1k", String(40), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("effective", String(10), nullable=True),  # ISO date the price applies from
+    Column("synced_at", Float, nullable=False),
 )
 
 budget_alerts = Table(
@@ -175,6 +192,7 @@ class LedgerEntry:
     over_budget: bool = False
     detail: str | None = None
     ts: float | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,27 +280,28 @@ _upgraded: set[str] = set()
 _upgrade_lock = threading.Lock()
 
 
+_ADDED_COLUMNS = (
+    (spend.name, "reserved_pusd", "BIGINT NOT NULL DEFAULT 0"),
+    (ledger.name, "estimated", "BOOLEAN NOT NULL DEFAULT false"),
+)
+
+
 def _add_reserved_column(engine: Engine) -> None:
-    """Stores created before reservations lack `nura_bedrock_spend.reserved_pusd` (the
-    table exists, so `create_all` skips it): add the column once, tolerating another
-    process adding it at the same moment."""
+    """Stores created before reservations lack `nura_bedrock_spend.reserved_pusd` and
+    `nura_bedrock_ledger.estimated` (the tables exist, so `create_all` skips them): add
+    each column once, tolerating another process adding it at the same moment."""
     key = str(engine.url)
     with _upgrade_lock:
         if key in _upgraded:
             return
-        columns = {c["name"] for c in inspect(engine).get_columns(spend.name)}
-        if "reserved_pusd" not in columns:
+        for table, column, ddl in _ADDED_COLUMNS:
+            if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+                continue
             try:
                 with engine.begin() as conn:
-                    conn.execute(
-                        text(
-                            f"ALTER TABLE {spend.name} "
-                            "ADD COLUMN reserved_pusd BIGINT NOT NULL DEFAULT 0"
-                        )
-                    )
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
             except DatabaseError:
-                columns = {c["name"] for c in inspect(engine).get_columns(spend.name)}
-                if "reserved_pusd" not in columns:
+                if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
                     raise
         _upgraded.add(key)
 
@@ -537,6 +556,22 @@ class CostLedger:
         except IntegrityError:
             return False
 
+    def save_prices(self, rows: Sequence[dict[str, Any]], synced_at: float | None = None) -> int:
+        """Upsert synced prices (key, input_per_1k, output_per_1k, source, effective)."""
+        ts = synced_at if synced_at is not None else utcnow_ts()
+        upsert = _upsert(self.engine.dialect.name)
+        with self.engine.begin() as conn:
+            for row in rows:
+                values = {**row, "synced_at": ts}
+                stmt = upsert(prices).values(**values)
+                update_cols = {k: stmt.excluded[k] for k in values if k != "key"}
+                conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=update_cols))
+        return len(rows)
+
+    def stored_prices(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(prices).order_by(prices.c.key))]
+
     def calls(
         self, *, flow_run_id: str | None = None, since: float | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
@@ -557,6 +592,9 @@ class CostLedger:
                 func.sum(ledger.c.input_tokens).label("input_tokens"),
                 func.sum(ledger.c.output_tokens).label("output_tokens"),
                 func.sum(ledger.c.cost_pusd).label("cost_pusd"),
+                func.sum(case((ledger.c.estimated, ledger.c.cost_pusd), else_=0)).label(
+                    "estimated_pusd"
+                ),
             )
             .where(ledger.c.ts >= since)
             .group_by(ledger.c.model_id)

@@ -16,9 +16,10 @@ a naive sender does); its `lost` is every failed first attempt.
 Outage phase (`--outage-events`, 0 to skip): a second batch is submitted and the partner
 goes down mid-batch for `--outage-seconds` (every request dropped unanswered, as while it
 restarts); redrive passes run every 0.2 s (each as if a day had passed, so every dead
-letter is due; the breaker keeps real time) until the store is empty. The target's breaker opens; entries it refuses wait for
-its probes. Reported: lost, duplicates at the partner, exhausted (all must be 0), per_s
-of the phase and how many requests the outage cost. The phase's breaker cool-down is
+letter is due; the breaker keeps real time) until the store is empty. The target's
+breaker opens; entries it refuses wait for its probes. Reported: lost, duplicates at the
+partner, exhausted (all must be 0), per_s of the phase and how many requests the outage
+cost. The phase's breaker cool-down is
 `--cooldown` seconds (the default 300 s would make the phase last five minutes).
 
 Rate limits: with `PREFECT_API_URL` set, the call layer leases from Prefect global

@@ -268,8 +268,7 @@ def notify_test(
         raise typer.Exit(2) from None
     if not result.channels:
         console.print(
-            f"severity {severity} routes to no channel "
-            "(health_monitoring.notifications.routing)"
+            f"severity {severity} routes to no channel (health_monitoring.notifications.routing)"
         )
         return
     table = Table(title="notification")

@@ -94,9 +94,7 @@ def test_due_claim_and_expired_leases(store_url: str) -> None:
     # The process holding the leases died: after the lease they are due again.
     assert {r["id"] for r in dl.due(engine, now=T0 + 61)} == {"a0", "a1", "b0"}
     assert {r["id"] for r in dl.due(engine, now=T0 + 61, exclude_targets=["b"])} == {"a0", "a1"}
-    assert {r["id"] for r in dl.due(engine, now=T0 + 61, keys=[("b", "b0"), ("a", "b0")])} == {
-        "b0"
-    }
+    assert {r["id"] for r in dl.due(engine, now=T0 + 61, keys=[("b", "b0"), ("a", "b0")])} == {"b0"}
     assert dl.claim(engine, "a", "a0", owner=ME, lease_seconds=60, now=T0 + 61)
     assert not dl.claim(engine, "a", "a0", owner="other", lease_seconds=60, now=T0 + 61)
     assert dl.claim(engine, "a", "a0", owner=ME, lease_seconds=60, now=T0 + 62)  # renewed

@@ -255,9 +255,7 @@ def test_operator_resets_a_target_breaker_and_retries_in_one_go(
     from nura.core.runtime import get_call_layer
     from nura.webhooks.delivery import submit_events
 
-    cfg = outgoing_config(
-        sink.url, retry_attempts=0, circuit_breaker_threshold=3, concurrency=1
-    )
+    cfg = outgoing_config(sink.url, retry_attempts=0, circuit_breaker_threshold=3, concurrency=1)
     cfg["api_gateway"]["circuit_breaker_cooldown_seconds"] = 300
     nura_config(cfg)
     runner = CliRunner()

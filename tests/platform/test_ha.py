@@ -36,9 +36,21 @@ from nura.platform.ha import HaSettings, HaStack
 from tests.support.rates import worst_window
 from tests.support.servers import postgres_available
 
+
+def _redis_available() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not postgres_available(), reason="needs PostgreSQL on 127.0.0.1:5432"),
+    pytest.mark.skipif(not _redis_available(), reason="needs Redis on 127.0.0.1:6379"),
 ]
 
 RATE_PER_MIN = 120  # 2 calls/s shared by every worker's flow processes

@@ -25,7 +25,8 @@ Documented behaviour followed (developer.atlassian.com, REST v2 reference and v1
   - v1 /content/search: at most 50 results a call with a body expanded, 200 with other
     expansions, 1000 without (whatever `limit` asks); cursor in `_links.next`.
 Control (tests, benchmark and sandbox; no auth): POST /_control {"latency_ms", "fail_next",
-"fail_status", "retry_after", "broken_pages": [ids], "race_next_update": bool,
+"fail_status", "retry_after", "retry_after_header", "rate_limit": [limit, remaining],
+"revoked_spaces": [keys], "broken_pages": [ids], "race_next_update": bool,
 "listing_omits_body": [ids], "listing_truncates_body": {id: bytes}} (the last two make
 bulk listings leave out or cut bodies: what a client must survive by fetching the page);
 POST /_edit {"ids": [...] | "space": K, "count": N,
@@ -33,6 +34,27 @@ POST /_edit {"ids": [...] | "space": K, "count": N,
 
 Auth: Basic `email:api_token` (default bot@example.com / sandbox-token) or a Bearer token
 it issued; anything else is 401 with Confluence's JSON error body.
+
+OAuth 2.0 (3LO) through Atlassian's gateway (developer.atlassian.com, "Making calls to
+API" and Confluence "OAuth 2.0 (3LO) apps"): 3LO requests are made via api.atlassian.com,
+not the site. This one server plays the site, the gateway and api.atlassian.com:
+  GET /oauth/token/accessible-resources   (Bearer) -> [{"id": cloudId, "name", "url": site,
+                                           "scopes", "avatarUrl"}]
+  /ex/confluence/{cloudId}/wiki/...        the site's API for a Bearer token (or Basic);
+                                           an unknown cloud id: 404
+  /wiki/...                                the site itself: a Bearer token is refused (401)
+Through the gateway the answers are the site's: `_links.base` names the site
+("https://<site>/wiki"), v1 `_links.next` is relative to it, v2 `_links.next` is
+"/wiki/api/v2/...".
+Errors: v2 paths answer `{"errors": [{"status", "code", "title", "detail"}]}` (the
+REST v2 error shape), v1 paths `{"statusCode", "message"}` (the v1 reference).
+Rate limiting (Confluence "Rate limiting"): 429, and transient 503s, may carry
+`Retry-After`; `"retry_after_header": "Beta-Retry-After"` sends that header instead;
+`"rate_limit": [limit, remaining]` sends `X-RateLimit-Limit`, `X-RateLimit-Remaining`
+(counting down) and `X-RateLimit-NearLimit` (under 20 % left) on every answer.
+Permissions: `revoke(space_key)` takes the bot's view permission on a space away; as the
+v2 reference says of GET /pages/{id} and /spaces/{id}, a page or space the caller may not
+view answers 404, and listings and searches leave it out.
 
     python -m deployments.sandbox.confluence_server --port 8702          # sample data
     python -m deployments.sandbox.confluence_server --pages 3000 --spaces TECH,DOCS,ARCH
@@ -87,6 +109,28 @@ class _HttpError(Exception):
         self.headers = headers or {}
 
 
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "REQUEST_ENTITY_TOO_LARGE",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_SERVER_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def _error_body(path: str, status: int, message: str) -> dict[str, Any]:
+    """Confluence's error body: v2's `errors` list, v1's `statusCode` + `message`."""
+    if path.startswith(V2):
+        code = ERROR_CODES.get(status, "ERROR")
+        return {"errors": [{"status": status, "code": code, "title": message, "detail": None}]}
+    return {"statusCode": status, "message": message}
+
+
 class ConfluenceServer(LocalServer):
     """An in-memory Confluence site. Mutate it directly in tests (`edit`, `trash`, `purge`)."""
 
@@ -100,8 +144,13 @@ class ConfluenceServer(LocalServer):
         email: str = "bot@example.com",
         api_token: str = "sandbox-token",  # noqa: S107 - the stand-in's documented token
         latency_ms: float = 0.0,
+        cloud_id: str = "9f3c2a1e-5b7d-4e21-8c6f-0a1b2c3d4e5f",
     ) -> None:
         super().__init__((host, port), _Handler)
+        self.cloud_id = cloud_id
+        self.retry_after_header = "Retry-After"
+        self.rate_limit: list[int] | None = None  # [limit, remaining]
+        self.revoked_spaces: set[str] = set()  # spaces the bot may no longer view
         self.email = email
         self.api_token = api_token
         self.lock = threading.RLock()
@@ -121,7 +170,15 @@ class ConfluenceServer(LocalServer):
         self.max_request_bytes = MAX_REQUEST_BYTES  # larger writes: 413 (tests lower it)
         self.clock = time.time
 
-    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str:
+        """The site's API through Atlassian's gateway (what OAuth 2.0 tokens must use)."""
+        return f"{self.url}/ex/confluence/{self.cloud_id}"
+
+    def revoke(self, space_key: str) -> None:
+        """The bot loses the view permission on the space (a credentials problem)."""
+        with self.lock:
+            self.revoked_spaces.add(space_key)
 
     # -- data ----------------------------------------------------------------------------
     def add_space(self, key: str, name: str | None = None) -> dict[str, Any]:
@@ -371,6 +428,9 @@ class _Handler(JsonHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        super()._send(status, body, {**getattr(self, "_extra_headers", {}), **(headers or {})})
+
     def _dispatch(self, method: str) -> None:
         parsed = urlparse(self.path)
         path = parsed.path.rstrip("/") or "/"
@@ -379,6 +439,10 @@ class _Handler(JsonHandler):
         # Array parameters (`status`) come repeated or comma-separated.
         query.update({k: ",".join(v) for k, v in multi.items() if k == "status"})
         srv = self.server
+        self._extra_headers: dict[str, str] = {}
+        gateway = re.match(r"/ex/confluence/([^/]+)(/.*)", path)
+        if gateway:  # api.atlassian.com/ex/confluence/{cloudId}/wiki/...: the site's API
+            path = gateway.group(2)
         try:
             if method in ("POST", "PUT") and int(self.headers.get("Content-Length") or 0) > (
                 srv.max_request_bytes
@@ -386,27 +450,72 @@ class _Handler(JsonHandler):
                 self._read_body()
                 raise _HttpError(413, "Request entity too large")
             body = self._body()
-            if path.startswith("/_"):
+            if path.startswith("/_") and not gateway:
                 return self._control(method, path, body)
             with srv.lock:
                 srv.stats["requests"] += 1
-                srv.stats[f"{method} {_route_name(path)}"] += 1
+                srv.stats[f"{method} {'gateway ' if gateway else ''}{_route_name(path)}"] += 1
             if srv.faults.latency_ms:
                 time.sleep(srv.faults.latency_ms / 1000)
-            if path == "/oauth/token" and method == "POST":
+            if path == "/oauth/token" and method == "POST" and not gateway:
                 return self._oauth(body or {})
-            if not srv.authorized(self.headers.get("Authorization")):
+            authorization = self.headers.get("Authorization") or ""
+            bearer = authorization.lower().startswith("bearer ")
+            if path == "/oauth/token/accessible-resources" and method == "GET" and not gateway:
+                if not (bearer and srv.authorized(authorization)):
+                    raise _HttpError(401, "Unauthorized")
+                return self._send(200, self._accessible_resources())
+            if gateway and gateway.group(1) != srv.cloud_id:
+                raise _HttpError(404, "Site not found")  # not a site this token can reach
+            if bearer and not gateway:
+                # "Requests that use OAuth 2.0 (3LO) are made via api.atlassian.com (not
+                # https://your-domain.atlassian.net)": the site refuses the token.
+                raise _HttpError(401, "Unauthorized; scope does not match")
+            if not srv.authorized(authorization):
                 raise _HttpError(401, "Current user not permitted to use Confluence")
+            self._count_budget()
             fault = srv.faults.take()
             if fault.status is not None:
+                waits = (
+                    {srv.retry_after_header: fault.retry_after}
+                    if fault.retry_after is not None
+                    else {}
+                )
                 raise _HttpError(
                     fault.status,
                     "Rate limit exceeded" if fault.status == 429 else "Service unavailable",
-                    fault.headers,
+                    waits,
                 )
             self._route(method, path, query, body)
         except _HttpError as err:
-            self._send(err.status, {"statusCode": err.status, "message": err.message}, err.headers)
+            self._send(err.status, _error_body(path, err.status, err.message), err.headers)
+
+    def _accessible_resources(self) -> list[dict[str, Any]]:
+        srv = self.server
+        return [
+            {
+                "id": srv.cloud_id,
+                "name": "Sandbox site",
+                "url": srv.url,
+                "scopes": ["read:confluence-content.all", "write:confluence-content"],
+                "avatarUrl": "https://site-admin-avatar-cdn.prod.public.atl-paas.net/avatars/240/site.png",
+            }
+        ]
+
+    def _count_budget(self) -> None:
+        """`X-RateLimit-*` on this answer when a budget is scripted (counting down)."""
+        srv = self.server
+        with srv.lock:
+            if srv.rate_limit is None:
+                return
+            limit, remaining = srv.rate_limit
+            remaining = max(0, remaining - 1)
+            srv.rate_limit = [limit, remaining]
+        self._extra_headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-NearLimit": "true" if remaining < limit * 0.2 else "false",
+        }
 
     def _control(self, method: str, path: str, body: Any) -> None:
         srv = self.server
@@ -419,6 +528,12 @@ class _Handler(JsonHandler):
                 retry_after=None if b.get("retry_after") is None else str(b["retry_after"]),
             )
             with srv.lock:
+                if "retry_after_header" in b:
+                    srv.retry_after_header = str(b["retry_after_header"])
+                if "rate_limit" in b:
+                    srv.rate_limit = None if b["rate_limit"] is None else list(b["rate_limit"])
+                if "revoked_spaces" in b:
+                    srv.revoked_spaces = {str(k) for k in b["revoked_spaces"]}
                 if "broken_pages" in b:
                     srv.broken_pages = {str(i) for i in b["broken_pages"]}
                 if "race_next_update" in b:
@@ -484,13 +599,13 @@ class _Handler(JsonHandler):
         m = re.fullmatch(V2 + r"/spaces/(\d+)/pages", path)
         if m and method == "GET":
             key = next((s["key"] for s in srv.spaces.values() if s["id"] == m.group(1)), None)
-            if key is None:
+            if key is None or key in srv.revoked_spaces:
                 raise _HttpError(404, f"Space {m.group(1)} not found")
             return self._v2_list(path, q, lambda p: p["space_key"] == key)
         m = re.fullmatch(V2 + r"/spaces/(\d+)", path)
         if m and method == "GET":
             space = next((s for s in srv.spaces.values() if s["id"] == m.group(1)), None)
-            if space is None:
+            if space is None or space["key"] in srv.revoked_spaces:
                 raise _HttpError(404, f"Space {m.group(1)} not found")
             return self._send(200, {**space, "type": "global", "status": "current"})
         if path == V2 + "/spaces" and method == "GET":
@@ -498,7 +613,7 @@ class _Handler(JsonHandler):
             spaces = [
                 {**s, "type": "global", "status": "current"}
                 for s in srv.spaces.values()
-                if not keys or s["key"] in keys
+                if (not keys or s["key"] in keys) and s["key"] not in srv.revoked_spaces
             ]
             return self._paged_v2(path, q, spaces)
         if path == V1 + "/content/search" and method == "GET":
@@ -528,6 +643,8 @@ class _Handler(JsonHandler):
     def _page(self, page_id: str, *, any_status: bool = True) -> dict[str, Any]:
         page = self.server.pages.get(page_id)
         if page is None or (not any_status and page["status"] != "current"):
+            raise _HttpError(404, f"Page {page_id} not found")
+        if page["space_key"] in self.server.revoked_spaces:  # "or no permission to view it"
             raise _HttpError(404, f"Page {page_id} not found")
         return page
 
@@ -569,7 +686,10 @@ class _Handler(JsonHandler):
             pages = [
                 p
                 for p in srv.pages.values()
-                if where(p) and p["status"] in statuses and (title is None or p["title"] == title)
+                if where(p)
+                and p["status"] in statuses
+                and (title is None or p["title"] == title)
+                and p["space_key"] not in srv.revoked_spaces
             ]
             pages.sort(key=lambda p: int(p["id"]))
             limit = self._limit(q, 25, 250, strict=True)
@@ -678,6 +798,7 @@ class _Handler(JsonHandler):
                     and (title is None or p["title"] == title)
                     and (status == "any" or p["status"] == status)
                     and ctype == "page"
+                    and p["space_key"] not in srv.revoked_spaces
                 ),
                 key=lambda p: int(p["id"]),
             )
@@ -711,7 +832,13 @@ class _Handler(JsonHandler):
                 for p in srv.pages.values():
                     if not p["_text"]:
                         p["_text"] = TAG.sub(" ", p["body"])
-            matches = [p for p in srv.pages.values() if p["status"] == "current" and predicate(p)]
+            matches = [
+                p
+                for p in srv.pages.values()
+                if p["status"] == "current"
+                and p["space_key"] not in srv.revoked_spaces
+                and predicate(p)
+            ]
             if order:
                 field, desc = order
                 attr = {"lastmodified": "modified_at", "created": "created_at"}.get(field, field)

@@ -51,6 +51,16 @@ class ConfluenceCredentials(Block):
     oauth_client_id: str | None = Field(default=None)
     oauth_client_secret: SecretStr | None = Field(default=None)
     oauth_token_url: str = Field(default="https://auth.atlassian.com/oauth/token")
+    oauth_api_url: str = Field(
+        default="https://api.atlassian.com",
+        description="Atlassian's API gateway: OAuth 2.0 (3LO) tokens are only accepted at "
+        "{oauth_api_url}/ex/confluence/{cloudId}, never on the site URL.",
+    )
+    oauth_cloud_id: str | None = Field(
+        default=None,
+        description="The site's cloud id; empty: looked up once from "
+        "{oauth_api_url}/oauth/token/accessible-resources (the entry whose url is base_url).",
+    )
 
     def auth(self) -> httpx.Auth:
         """The auth scheme these credentials use (Basic or Bearer), for the call layer."""
@@ -63,5 +73,14 @@ class ConfluenceCredentials(Block):
         )
 
     def get_client(self, **kwargs: Any) -> httpx.Client:
-        """A standalone httpx client for this site (tasks use the shared call layer instead)."""
-        return httpx.Client(base_url=self.base_url, auth=self.auth(), timeout=30, **kwargs)
+        """A standalone httpx client for this site (tasks use the shared call layer instead).
+        With OAuth it needs `oauth_cloud_id` (3LO tokens only work through the gateway)."""
+        base = self.base_url
+        if self.oauth_access_token is not None:
+            if not self.oauth_cloud_id:
+                raise ValueError(
+                    "OAuth 2.0 (3LO) tokens only work through Atlassian's gateway: set "
+                    "oauth_cloud_id (or use nura.confluence.client.ConfluenceClient)"
+                )
+            base = f"{self.oauth_api_url.rstrip('/')}/ex/confluence/{self.oauth_cloud_id}"
+        return httpx.Client(base_url=base, auth=self.auth(), timeout=30, **kwargs)

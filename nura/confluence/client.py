@@ -1,8 +1,11 @@
 """Confluence Cloud client: REST v2 for pages and spaces, v1 for CQL search and labels.
 
 Every request goes through the call layer (`service="confluence"`): rate limit, breaker,
-timeouts, retries of 429/503 with a capped `Retry-After`. Pagination follows
-`_links.next` (or the `Link: rel="next"` header) to the end, never stopping at a batch.
+timeouts, retries of 429/503 with a capped `Retry-After` (or `Beta-Retry-After`). Pagination
+follows `_links.next` (or the `Link: rel="next"` header) to the end, never stopping at a
+batch, and always on this client's own base URL: with OAuth 2.0 (3LO) that is Atlassian's
+gateway `https://api.atlassian.com/ex/confluence/{cloudId}` (the cloud id resolved from
+`accessible-resources`), never the site a v1 answer's `_links.base` names.
 
     client = ConfluenceClient.from_config()
     space = client.get_space("TECH")
@@ -22,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -46,6 +49,10 @@ CQL_OPERATORS = frozenset({"=", "!=", "~", "!~", ">", ">=", "<", "<="})
 LIST_LIMIT = 250
 SEARCH_BODY_LIMIT = 50
 LABELS_LIMIT = 200
+GATEWAY = "https://api.atlassian.com"  # where OAuth 2.0 (3LO) tokens are accepted
+# Statuses whose body we read for Confluence's own message (v2 `errors[]`, v1 `message`);
+# retryable ones (429, 5xx) stay with the call layer, which retries them.
+READ_ERROR_BODY = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422)
 
 logger = logging.getLogger("nura.confluence")
 
@@ -61,6 +68,12 @@ class ConfluenceError(IntegrationError):
 
 class ConfluenceAuthError(ConfluenceError):
     """401/403: wrong or expired credentials. Not retried."""
+
+
+class ConfluenceAccessUnconfirmed(ConfluenceAuthError):
+    """A page answered 404 and the space it was in cannot be read either: Confluence says
+    404 for what the caller may not view, so this may be lost access (a credentials or
+    permission problem), not a deletion. Nothing is deleted on it."""
 
 
 class ConfluenceInputError(ConfluenceError, InvalidInput):
@@ -201,29 +214,99 @@ def _auth_for_block(block: Any, save: Callable[[], None] | None = None) -> httpx
     return block.auth()  # type: ignore[no-any-return]
 
 
-def load_site() -> tuple[str, httpx.Auth]:
-    """Base URL and auth from the configured credentials block, or the environment.
+def load_site(layer: CallLayer | None = None) -> tuple[str, httpx.Auth, str]:
+    """API base URL, auth and site URL from the configured credentials block, or the
+    environment.
 
     Basic credentials from a block are wrapped in `BlockAuth`, so a rotated API token is
-    picked up on the next 401 without restarting the worker.
+    picked up on the next 401 without restarting the worker. OAuth 2.0 (3LO) tokens are
+    only accepted through Atlassian's gateway: the API base is then
+    `{oauth_api_url}/ex/confluence/{cloudId}`, the cloud id the block's or the one
+    `accessible-resources` gives for the block's site.
     """
     cfg = get_config().external_services.confluence
     block = _load_block(cfg.credentials_block)
     if block is not None:
+        site = block.base_url.rstrip("/")
         if block.oauth_access_token is not None:
             name = cfg.credentials_block
-            return block.base_url, _auth_for_block(
-                block, save=lambda: block.save(name, overwrite=True)
+            auth = _auth_for_block(block, save=lambda: block.save(name, overwrite=True))
+            api = block.oauth_api_url.rstrip("/")
+            cloud_id = block.oauth_cloud_id or resolve_cloud_id(
+                layer or get_call_layer(), api, site, auth
             )
+            return gateway_url(api, cloud_id), auth, site
         auth = BlockAuth(lambda: _load_block(cfg.credentials_block) or block, _auth_for_block)
-        return block.base_url, auth
+        return site, auth, site
     email, token = os.environ.get("CONFLUENCE_EMAIL"), os.environ.get("CONFLUENCE_API_TOKEN")
     if not (email and token and cfg.base_url):
         raise ConfluenceAuthError(
             f"no Confluence credentials: save a nura-confluence-credentials block named "
             f"{cfg.credentials_block!r} or set CONFLUENCE_EMAIL and CONFLUENCE_API_TOKEN"
         )
-    return cfg.base_url, httpx.BasicAuth(email, token)
+    return cfg.base_url, httpx.BasicAuth(email, token), cfg.base_url
+
+
+def gateway_url(api_url: str, cloud_id: str) -> str:
+    """The site's API through Atlassian's gateway, for OAuth 2.0 (3LO) tokens."""
+    if not cloud_id or "/" in cloud_id or "?" in cloud_id or "#" in cloud_id:
+        raise ConfluenceInputError(f"invalid Atlassian cloud id {cloud_id[:60]!r}")
+    return f"{api_url.rstrip('/')}/ex/confluence/{cloud_id}"
+
+
+_cloud_ids: dict[tuple[str, str], str] = {}  # (gateway, site) -> cloud id: it never changes
+_cloud_ids_lock = threading.Lock()
+
+
+def resolve_cloud_id(layer: CallLayer, api_url: str, site_url: str, auth: httpx.Auth) -> str:
+    """The cloud id of `site_url` among the sites the OAuth token can reach
+    (`GET {api_url}/oauth/token/accessible-resources`: `id` is the cloud id, `url` the site).
+    A token whose grant does not cover the site is a ConfluenceAuthError naming it."""
+    key = (api_url.rstrip("/"), site_url.rstrip("/").lower())
+    with _cloud_ids_lock:
+        if key in _cloud_ids:
+            return _cloud_ids[key]
+    operation = "oauth.accessible_resources"
+    try:
+        response = layer.request(
+            SERVICE,
+            "GET",
+            f"{key[0]}/oauth/token/accessible-resources",
+            auth=auth,
+            operation=operation,
+            headers={"Accept": "application/json"},
+        ).value
+    except ClientError as exc:
+        raise ConfluenceAuthError(
+            f"Atlassian's gateway {key[0]} refused the OAuth token on {operation} "
+            f"(HTTP {exc.status}); check the OAuth grant",
+            status=exc.status,
+            attempts=exc.attempts,
+            operation=operation,
+        ) from exc
+    try:
+        resources = response.json()
+    except ValueError:
+        resources = None
+    if not isinstance(resources, list):
+        raise ConfluenceError(
+            f"{operation} answered with something other than a list of sites",
+            status=response.status_code,
+            operation=operation,
+        )
+    sites = [r for r in resources if isinstance(r, dict)]
+    for resource in sites:
+        if str(resource.get("url", "")).rstrip("/").lower() == key[1] and resource.get("id"):
+            cloud_id = str(resource["id"])
+            with _cloud_ids_lock:
+                _cloud_ids[key] = cloud_id
+            return cloud_id
+    reachable = ", ".join(sorted(str(r.get("url")) for r in sites)) or "none"
+    raise ConfluenceAuthError(
+        f"the OAuth grant does not cover {site_url} (it reaches: {reachable[:300]}); "
+        "grant the app access to that site",
+        operation=operation,
+    )
 
 
 def _load_block(name: str) -> Any:
@@ -237,10 +320,24 @@ def _load_block(name: str) -> Any:
 
 
 class ConfluenceClient:
-    def __init__(self, base_url: str, auth: httpx.Auth, *, layer: CallLayer | None = None) -> None:
+    """`base_url` is where the API is called (the site, or the gateway for OAuth 2.0);
+    `site_url` (default: `base_url`) is the site people browse, for page links."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        layer: CallLayer | None = None,
+        site_url: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.site_url = (site_url or base_url).rstrip("/")
         self.auth = auth
         self._layer = layer
+        # The last `X-RateLimit-*` Confluence sent (limit, remaining, near_limit): there is
+        # no adaptive limiter yet, so it is kept here and logged when near the limit.
+        self.rate_budget: dict[str, Any] = {}
         self.calls = 0  # requests made by this client (benchmarks, run summaries)
         self._calls_lock = threading.Lock()
         self._parent: ConfluenceClient | None = None
@@ -263,8 +360,8 @@ class ConfluenceClient:
 
     @classmethod
     def from_config(cls, layer: CallLayer | None = None) -> ConfluenceClient:
-        base_url, auth = load_site()
-        return cls(base_url, auth, layer=layer)
+        base_url, auth, site_url = load_site(layer)
+        return cls(base_url, auth, layer=layer, site_url=site_url)
 
     @property
     def layer(self) -> CallLayer:
@@ -283,31 +380,74 @@ class ConfluenceClient:
     ) -> httpx.Response:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         self._count()
+        readable = tuple(s for s in READ_ERROR_BODY if s not in expected)
         try:
-            return self.layer.request(
+            result = self.layer.request(
                 SERVICE,
                 method,
                 url,
                 auth=self.auth,
                 params=params,
                 json=json,
-                expected=expected,
+                expected=(*expected, *readable),
                 operation=operation,
                 headers={"Accept": "application/json"},
-            ).value
+            )
         except ClientError as exc:
-            kind = ConfluenceAuthError if exc.status in (401, 403) else ConfluenceError
-            hint = "check the API token or OAuth grant" if kind is ConfluenceAuthError else ""
-            raise kind(
-                f"Confluence at {self.base_url} answered HTTP {exc.status} on {operation}"
-                + (f"; {hint}" if hint else f": {exc.args[0]}"),
-                status=exc.status,
-                attempts=exc.attempts,
-                operation=operation,
-                code=exc.code,
-            ) from exc
+            raise self._error(exc.status, operation, exc.attempts, exc.code) from exc
+        response = result.value
+        self._note_budget(response)
+        if response.status_code in readable:
+            code, detail = _error_detail(response)
+            raise self._error(response.status_code, operation, result.attempts, code, detail)
+        return response
+
+    def _error(
+        self,
+        status: int | None,
+        operation: str,
+        attempts: int,
+        code: str | None,
+        detail: str = "",
+    ) -> ConfluenceError:
+        kind = ConfluenceAuthError if status in (401, 403) else ConfluenceError
+        hint = "; check the API token or OAuth grant" if kind is ConfluenceAuthError else ""
+        return kind(
+            f"Confluence at {self.base_url} answered HTTP {status} on {operation}"
+            + (f": {detail}" if detail else "")
+            + hint,
+            status=status,
+            attempts=attempts,
+            operation=operation,
+            code=code,
+        )
+
+    def _note_budget(self, response: httpx.Response) -> None:
+        """Keep (and log when near the limit) the `X-RateLimit-*` budget Confluence sent."""
+        headers = response.headers
+        if "X-RateLimit-Remaining" not in headers:
+            return
+        budget = {
+            "limit": headers.get("X-RateLimit-Limit"),
+            "remaining": headers.get("X-RateLimit-Remaining"),
+            "near_limit": headers.get("X-RateLimit-NearLimit", "").lower() == "true",
+        }
+        self.rate_budget = budget
+        if self._parent is not None:
+            self._parent.rate_budget = budget
+        log = logger.warning if budget["near_limit"] else logger.debug
+        log(
+            "Confluence rate limit budget: %s of %s left%s",
+            budget["remaining"],
+            budget["limit"],
+            " (near the limit)" if budget["near_limit"] else "",
+        )
 
     def _next_url(self, response: httpx.Response, data: dict[str, Any]) -> str | None:
+        """The next page's URL, always on `base_url`: v2 answers `/wiki/api/v2/...`, v1
+        answers relative to `_links.base` (the site's `.../wiki`, also through the OAuth
+        gateway, where a bearer token is refused); an absolute URL keeps only its path and
+        query (credentials go nowhere else)."""
         links = data.get("_links") or {}
         nxt = links.get("next")
         if not nxt:
@@ -315,13 +455,14 @@ class ConfluenceClient:
             nxt = header.get("url") if header else None
         if not nxt:
             return None
-        if nxt.startswith(("http://", "https://")):
-            return str(nxt)
-        if not nxt.startswith("/wiki/"):
-            # v1 answers relative to `_links.base` (".../wiki"), v2 relative to the site.
-            base = links.get("base") or (self.base_url + "/wiki")
-            return str(base).rstrip("/") + nxt
-        return urljoin(self.base_url + "/", nxt.lstrip("/"))
+        parts = urlsplit(str(nxt))
+        path = parts.path if parts.path.startswith("/") else "/" + parts.path
+        base_path = urlsplit(self.base_url).path.rstrip("/")
+        if base_path and path.startswith(base_path + "/"):
+            path = path[len(base_path) :]
+        if not path.startswith("/wiki/"):
+            path = "/wiki" + path  # v1: relative to `_links.context` ("/wiki")
+        return self.base_url + path + (f"?{parts.query}" if parts.query else "")
 
     def _paginate(
         self, path: str, params: dict[str, Any], operation: str
@@ -421,6 +562,22 @@ class ConfluenceClient:
             if names:
                 labels[str(hit["id"])] = names
         return labels
+
+    def confirm_gone(self, page_id: str, space_key: str) -> None:
+        """Make sure a 404 for `page_id` means the page is gone: Confluence also answers
+        404 for what the caller may not view, so the page's space must still be readable
+        (a second authenticated read); else `ConfluenceAccessUnconfirmed`, and the caller
+        deletes nothing."""
+        if space_key in self.get_spaces([space_key]):
+            return
+        raise ConfluenceAccessUnconfirmed(
+            f"page {page_id} answered 404 and its space {space_key} cannot be read at "
+            f"{self.base_url} either: lost access (credentials or permissions), or the "
+            "space was deleted; nothing is deleted until the space can be read",
+            status=404,
+            operation="pages.get",
+            code="access_unconfirmed",
+        )
 
     def get_page(self, page_id: str, *, body: bool = True) -> dict[str, Any] | None:
         """The current page with its storage body, or None if deleted or trashed."""
@@ -535,7 +692,7 @@ class ConfluenceClient:
 
     def page_url(self, page: dict[str, Any]) -> str:
         webui = (page.get("_links") or {}).get("webui") or f"/pages/{page.get('id')}"
-        return f"{self.base_url}/wiki{webui}"
+        return f"{self.site_url}/wiki{webui}"
 
 
 def _json(response: httpx.Response, operation: str) -> Any:
@@ -573,13 +730,35 @@ def _check_id(page_id: str) -> None:
 
 
 def _message(response: httpx.Response) -> str:
+    return _error_detail(response)[1] or f"HTTP {response.status_code}"
+
+
+def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
+    """(code, message) of a Confluence error body: v2 `{"errors": [{status, code, title,
+    detail}]}` (every entry), v1 `{"statusCode", "message"}`; (None, "") when it is
+    neither. At most 300 characters: it goes into an exception."""
     try:
-        return str(response.json().get("message", ""))[:200]
+        data = response.json()
     except ValueError:
-        return f"HTTP {response.status_code}"
+        return None, ""
+    if not isinstance(data, dict):
+        return None, ""
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors:
+        parts, code = [], None
+        for item in errors:
+            if not isinstance(item, dict):
+                continue
+            code = code or (str(item["code"]) if item.get("code") else None)
+            text = " - ".join(str(item[k]) for k in ("title", "detail") if item.get(k))
+            parts.append(text or str(item.get("code") or ""))
+        return code, "; ".join(p for p in parts if p)[:300]
+    message = data.get("message")
+    return None, (str(message)[:300] if message else "")
 
 
 __all__ = [
+    "ConfluenceAccessUnconfirmed",
     "ConfluenceAuthError",
     "ConfluenceClient",
     "ConfluenceError",
@@ -592,5 +771,7 @@ __all__ = [
     "cql_datetime",
     "cql_or",
     "cql_string",
+    "gateway_url",
     "load_site",
+    "resolve_cloud_id",
 ]

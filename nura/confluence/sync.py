@@ -303,7 +303,11 @@ class PageSyncer:
                     fetched.append((work, work.page, None))
                     continue
                 try:  # omitted or not well-formed in a bulk answer: the page itself
-                    page = self.client.get_page(work.page_id, body=True)
+                    page = self.client.get_page_any(work.page_id, body=True)
+                    if page is None:  # 404: gone, or no longer visible to us?
+                        self.client.confirm_gone(work.page_id, self.space)
+                    elif page.get("status") != "current":  # trashed, archived: gone
+                        page = None
                 except (ConfluenceAuthError, CircuitOpen) as exc:
                     with lock:
                         abort.append(exc)
@@ -816,20 +820,28 @@ def _page_space(client: ConfluenceClient, page: dict[str, Any]) -> str:
 
 
 def _remove_gone_page(
-    page_id: str, hint: str | None, configured: list[str], known: str | None = None
+    page_id: str,
+    hint: str | None,
+    configured: list[str],
+    known: str | None = None,
+    confirm: Callable[[str], None] | None = None,
 ) -> PageReport:
     """A page Confluence no longer has as current: remove it from the configured space
     that holds it.
 
     `known`: the space Confluence says the page was in (a trashed page keeps its
     `spaceId`); else (purged) the configured spaces are searched, the event's space first
-    only when it is configured; no manifest or key is ever built from the event."""
+    only when it is configured; no manifest or key is ever built from the event.
+    `confirm(space)` runs before anything is deleted and raises when the disappearance
+    cannot be trusted (a 404 while the space cannot be read either)."""
     if known is not None:
         spaces = [known] if known in configured else []
     else:
         spaces = ([hint] if hint in configured else []) + [s for s in configured if s != hint]
     for key in spaces:
         manifest = load_manifest(key)
+        if page_id in manifest.pages and confirm is not None:
+            confirm(key)
         entry = manifest.pages.pop(page_id, None)
         if entry is not None:
             s3.delete_document(entry["key"])
@@ -863,8 +875,12 @@ def sync_page_impl(
         return report
 
     page = client.get_page_any(page_id, body=True)
-    if page is None:  # purged (or never was): whichever configured space holds it
-        return done(_remove_gone_page(page_id, space, configured))
+    if page is None:  # 404: purged (or never was), once the space is still readable
+        return done(
+            _remove_gone_page(
+                page_id, space, configured, confirm=lambda key: client.confirm_gone(page_id, key)
+            )
+        )
     real = _page_space(client, page)
     if page.get("status") != "current":  # trashed or archived: gone from the knowledge base
         return done(_remove_gone_page(page_id, space, configured, known=real))

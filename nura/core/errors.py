@@ -152,6 +152,7 @@ class ServerError(IntegrationError):
 
 class ServiceUnavailable(IntegrationError):
     retryable = True
+    retry_after: float | None = None  # a 503's Retry-After, when the service sent one
 
 
 class UnexpectedError(ServiceUnavailable):

@@ -135,14 +135,16 @@ def classify_http(service: str, operation: str, response: httpx.Response, attemp
         "attempts": attempts,
         "operation": operation,
     }
+    # Atlassian sends `Beta-Retry-After` where a newer limit applies (no Retry-After then).
+    wait = response.headers.get("Retry-After") or response.headers.get("Beta-Retry-After")
     if status == 429:
-        return RateLimited(
-            "rate limited by the service",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            **kw,
-        )
+        return RateLimited("rate limited by the service", retry_after=parse_retry_after(wait), **kw)
     if status == 503:
-        return ServiceUnavailable("service unavailable", **kw)
+        # A 503 may say when to come back (RFC 9110 10.2.3; Confluence does when a
+        # resource limit is reached): honoured like a 429's.
+        unavailable = ServiceUnavailable("service unavailable", **kw)
+        unavailable.retry_after = parse_retry_after(wait)
+        return unavailable
     if status == 408:
         return ServiceTimeout("request timeout reported by the service", **kw)
     if is_retryable_status(status) and status >= 500:
@@ -155,7 +157,7 @@ def classify_http(service: str, operation: str, response: httpx.Response, attemp
 
 
 def _retry_after(err: IntegrationError, service: str) -> float | None:
-    if not isinstance(err, RateLimited):
+    if not isinstance(err, (RateLimited, ServiceUnavailable)):
         return None
     return sane_retry_after(err.retry_after, service)
 

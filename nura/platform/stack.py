@@ -521,8 +521,15 @@ def stop_recorded_stack(state_dir: Path) -> dict[str, int]:
         if name != "postgresql" and is_alive(pid, state.starts.get(name)):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    if "postgresql" in running and is_alive(running["postgresql"], state.starts.get("postgresql")):
+    postmaster = running.get("postgresql")
+    if postmaster is not None and is_alive(postmaster, state.starts.get("postgresql")):
         EmbeddedPostgres(state_dir / "pg").stop()
+        _wait_gone(state, {"postgresql": postmaster}, 10)
+        if is_alive(postmaster, state.starts.get("postgresql")):
+            # pg_ctl could not act (its system user lost access to the data dir's parents,
+            # e.g. a tmp dir re-made 0700): SIGINT is the fast shutdown pg_ctl would ask for
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(postmaster, signal.SIGINT)
     _wait_gone(state, running, 10)
     if supervisor is not None:
         running = {"supervisor": supervisor, **running}

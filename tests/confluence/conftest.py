@@ -50,6 +50,7 @@ def make_client(tmp_path: Path, sleeps: Sleeps):
         server: ConfluenceServer,
         auth: httpx.Auth | None = None,
         gateway: dict[str, Any] | None = None,
+        base_url: str | None = None,
     ) -> ConfluenceClient:
         cfg = IntegrationsConfig.model_validate(
             {
@@ -63,7 +64,9 @@ def make_client(tmp_path: Path, sleeps: Sleeps):
             limiter=NoLimiter(),
             sleep=sleeps,
         )
-        return ConfluenceClient(server.url, auth or httpx.BasicAuth(EMAIL, TOKEN), layer=layer)
+        # `base_url`: e.g. `server.gateway_url`, where OAuth 2.0 tokens are accepted
+        auth = auth or httpx.BasicAuth(EMAIL, TOKEN)
+        return ConfluenceClient(base_url or server.url, auth, layer=layer)
 
     return make
 

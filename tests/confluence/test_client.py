@@ -106,7 +106,7 @@ def test_oauth_access_token_refreshes_once_on_401(confluence, make_client) -> No
         client_secret=SecretStr("secret"),
         on_refresh=lambda a, r: rotated.append((a.get_secret_value(), r.get_secret_value())),
     )
-    client = make_client(confluence, auth=auth)
+    client = make_client(confluence, auth=auth, base_url=confluence.gateway_url)
     assert client.get_space("TECH")["key"] == "TECH"
     confluence.expire_access_tokens()
     assert client.get_space("TECH")["key"] == "TECH"
@@ -123,8 +123,8 @@ def test_oauth_refresh_failure_surfaces_the_401(confluence, make_client) -> None
         client_id="client",
         client_secret=None,
     )
-    with pytest.raises(ConfluenceAuthError, match=confluence.url):
-        make_client(confluence, auth=auth).get_space("TECH")
+    with pytest.raises(ConfluenceAuthError, match=confluence.gateway_url):
+        make_client(confluence, auth=auth, base_url=confluence.gateway_url).get_space("TECH")
 
 
 def test_checkpointed_cursor_only_resumes_this_spaces_listing(confluence, make_client) -> None:

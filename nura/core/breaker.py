@@ -291,27 +291,9 @@ class CircuitBreakers:
         this admission, exactly as a traffic probe's result would. Granted only while the
         breaker is open, or half-open with no live probe (a probe in flight keeps its turn);
         a closed breaker has nothing to probe."""
-        now = self.clock()
-        token = uuid.uuid4().hex
-        c = breakers.c
-        stmt = (
-            update(breakers)
-            .where(c.service == service)
-            .where(
-                (c.state == BreakerState.OPEN)
-                | (
-                    (c.state == BreakerState.HALF_OPEN)
-                    & (c.probe_started <= now - self.probe_timeout)
-                )
-            )
-            .values(
-                state=BreakerState.HALF_OPEN, probe_token=token, probe_started=now, updated_at=now
-            )
-        )
-        with self.engine.begin() as conn:
-            won = conn.execute(stmt).rowcount == 1
-        self._cache.pop(service, None)
-        return Admission(True, probe_token=token) if won else Admission(False)
+        # the traffic probe's own admission with no cool-down left to wait for
+        granted = self._try_probe(service, 0.0, self.clock())
+        return granted if granted.allowed else Admission(False)
 
     def reset(self, service: str) -> None:
         """Operator override: close the breaker (results of calls in flight are then stale)."""

@@ -297,6 +297,16 @@ def load_confluence_auth(cfg: IntegrationsConfig) -> tuple[str, Any] | Exception
         creds: Any = load_block(ConfluenceCredentials, name)
         if creds is None:
             return NotConfigured(f"credentials block {name!r} does not exist")
+        if creds.oauth_access_token is not None:
+            # OAuth 2.0 (3LO) tokens are accepted only through Atlassian's gateway
+            from nura.confluence.client import gateway_url, resolve_cloud_id
+            from nura.core.runtime import get_call_layer
+
+            api, auth = creds.oauth_api_url.rstrip("/"), creds.auth()
+            cloud_id = creds.oauth_cloud_id or resolve_cloud_id(
+                get_call_layer(), api, str(creds.base_url).rstrip("/"), auth
+            )
+            return gateway_url(api, cloud_id), auth
         return str(creds.base_url or ""), creds.auth()
     except Exception as exc:  # handed to the check, which reports it as a failure
         from pydantic import ValidationError

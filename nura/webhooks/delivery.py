@@ -290,17 +290,9 @@ class _Batch:
         msg_id, event_type, body = entry
         if self.gone.is_set():
             return msg_id, _Result(False, error="410 Gone", gone=True)
-        t = self.target
-        if not dl.claim(
-            self.engine,
-            t.name,
-            msg_id,
-            owner=self.owner,
-            lease_seconds=self.lease,
-            now=self.now(),
-        ):
+        if not self._claim(msg_id):
             return msg_id, None
-        result = _send_one(t, msg_id, event_type, body)
+        result = _send_one(self.target, msg_id, event_type, body)
         if result.gone:
             self.gone.set()
         return msg_id, result
@@ -391,18 +383,20 @@ class _Batch:
             )
         )
 
-    def _park(self, msg_id: str, reason: str, attempts: int = 0, code: int | None = None) -> None:
-        t = self.target
-        held = dl.claim(
+    def _claim(self, msg_id: str) -> bool:
+        return dl.claim(
             self.engine,
-            t.name,
+            self.target.name,
             msg_id,
             owner=self.owner,
             lease_seconds=self.lease,
             now=self.now(),
-        ) and dl.park(
+        )
+
+    def _park(self, msg_id: str, reason: str, attempts: int = 0, code: int | None = None) -> None:
+        held = self._claim(msg_id) and dl.park(
             self.engine,
-            t.name,
+            self.target.name,
             msg_id,
             reason,
             owner=self.owner,
@@ -415,19 +409,11 @@ class _Batch:
 
     def defer_rest(self, entries: Sequence[tuple[str, str, str]], reason: str) -> None:
         """The breaker refuses: the entries not tried wait for its next probe, untouched."""
-        t = self.target
-        until = breaker_ready_at(t)
+        until = breaker_ready_at(self.target)
         for msg_id, _, _ in entries:
-            held = dl.claim(
+            held = self._claim(msg_id) and dl.defer(
                 self.engine,
-                t.name,
-                msg_id,
-                owner=self.owner,
-                lease_seconds=self.lease,
-                now=self.now(),
-            ) and dl.defer(
-                self.engine,
-                t.name,
+                self.target.name,
                 msg_id,
                 owner=self.owner,
                 until=until,

@@ -36,7 +36,9 @@ def bedrock_standin() -> Iterator[BedrockStandIn]:
         server.stop()
 
 
-def world_config(urls: dict[str, str], moto: str, bedrock: str, **health: Any) -> dict[str, Any]:
+def world_config(
+    urls: dict[str, str], moto: str, bedrock: str, check_timeout: float = 2, **health: Any
+) -> dict[str, Any]:
     return {
         "api_gateway": {"circuit_breaker_threshold": 2, "circuit_breaker_cooldown_seconds": 300},
         "external_services": {
@@ -50,7 +52,7 @@ def world_config(urls: dict[str, str], moto: str, bedrock: str, **health: Any) -
             },
         },
         "health_monitoring": {
-            "check_timeout_seconds": 2,
+            "check_timeout_seconds": check_timeout,
             "status_window_minutes": 15,
             "reminder_interval_minutes": 60,
             "publish_cloudwatch": True,
@@ -65,8 +67,8 @@ def world_config(urls: dict[str, str], moto: str, bedrock: str, **health: Any) -
 def world(
     request, nura_config, moto_reset: str, store_url: str, bedrock_standin
 ) -> Iterator[World]:
-    """Services alpha/beta/gamma; response threshold 0.5 s unless the test module sets
-    RESPONSE_THRESHOLD (end-to-end runs through Prefect are slower on a loaded machine)."""
+    """Services alpha/beta/gamma; response threshold 0.5 s and check timeout 2 s unless the
+    test module sets RESPONSE_THRESHOLD / CHECK_TIMEOUT (a loaded machine is slower)."""
     services = {name: FlakyService().start() for name in SERVICES}
     try:
         cfg = nura_config(
@@ -74,6 +76,7 @@ def world(
                 {n: s.url for n, s in services.items()},
                 moto_reset,
                 bedrock_standin.url,
+                check_timeout=getattr(request.module, "CHECK_TIMEOUT", 2),
                 alert_thresholds={
                     "response_time_seconds": getattr(request.module, "RESPONSE_THRESHOLD", 0.5)
                 },

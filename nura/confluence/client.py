@@ -50,9 +50,6 @@ LIST_LIMIT = 250
 SEARCH_BODY_LIMIT = 50
 LABELS_LIMIT = 200
 GATEWAY = "https://api.atlassian.com"  # where OAuth 2.0 (3LO) tokens are accepted
-# Statuses whose body we read for Confluence's own message (v2 `errors[]`, v1 `message`);
-# retryable ones (429, 5xx) stay with the call layer, which retries them.
-READ_ERROR_BODY = (400, 401, 403, 404, 405, 409, 410, 413, 415, 422)
 
 logger = logging.getLogger("nura.confluence")
 
@@ -380,7 +377,6 @@ class ConfluenceClient:
     ) -> httpx.Response:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         self._count()
-        readable = tuple(s for s in READ_ERROR_BODY if s not in expected)
         try:
             result = self.layer.request(
                 SERVICE,
@@ -389,17 +385,15 @@ class ConfluenceClient:
                 auth=self.auth,
                 params=params,
                 json=json,
-                expected=(*expected, *readable),
+                expected=expected,
                 operation=operation,
                 headers={"Accept": "application/json"},
+                error_detail=_error_detail,  # v2 `errors[]` / v1 `message` into the error
             )
         except ClientError as exc:
-            raise self._error(exc.status, operation, exc.attempts, exc.code) from exc
+            raise self._error(exc.status, operation, exc.attempts, exc.code, exc.detail) from exc
         response = result.value
         self._note_budget(response)
-        if response.status_code in readable:
-            code, detail = _error_detail(response)
-            raise self._error(response.status_code, operation, result.attempts, code, detail)
         return response
 
     def _error(

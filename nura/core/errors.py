@@ -45,6 +45,9 @@ class IntegrationError(NuraError):
 
     retryable = False
     default_service = ""
+    # What the service said, when the caller gave the layer a reader for its error bodies
+    # (`CallLayer.request(error_detail=...)`): at most 300 characters, never a secret.
+    detail = ""
 
     def __init__(
         self,

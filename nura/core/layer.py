@@ -418,11 +418,15 @@ class CallLayer:
         max_response_bytes: int | None = None,
         deadline: float | None = None,
         client: httpx.Client | None = None,
+        error_detail: Callable[[httpx.Response], tuple[str | None, str]] | None = None,
     ) -> CallResult[httpx.Response]:
         """One HTTP call through the layer; `expected` statuses (e.g. 404) are answers.
 
         `max_response_bytes` and `deadline` (seconds, over every attempt and wait) override
         the service's; `client` replaces the shared one (e.g. a guarded, pinned client).
+        `error_detail` reads (code, message) from an error answer's body into the raised
+        error's `code` and `detail`, so a caller learns what the service said while the
+        call is still recorded as the failure it is.
         """
         policy = self.policy(service)
         if policy.base_url and not url.startswith(("http://", "https://")):
@@ -478,7 +482,15 @@ class CallLayer:
                 raise ServiceUnavailable(f"transport failure: {type(exc).__name__}", **kw) from exc
             if status < 300 or status in ok:
                 return response, size, status
-            raise classify_http(service, op, response, n)
+            error = classify_http(service, op, response, n)
+            if error_detail is not None:
+                try:
+                    code, detail = error_detail(response)
+                except Exception:  # an unreadable body: the status says enough
+                    code, detail = None, ""
+                error.code = code or error.code
+                error.detail = detail[:300]
+            raise error
 
         return self._execute(
             service,

@@ -132,28 +132,31 @@ def post_slack(url: str, payload: dict[str, Any]) -> SlackResponse:
     """POST one message; Slack answers 200 `ok`. A refusal raises `SlackPayloadRejected`
     or `SlackWebhookDead` (see the module docstring); other failures are the call layer's
     typed errors."""
-    result = get_call_layer().request(
-        "slack",
-        "POST",
-        url,
-        json=payload,
-        operation="incoming-webhook.post",
-        expected=SLACK_REFUSALS,
-    )
-    response = result.value
-    status = response.status_code
-    if status in SLACK_REFUSALS:
-        code = _error_code(response.text)
-        kind = SlackWebhookDead if status in DEAD_STATUSES else SlackPayloadRejected
-        what = "webhook cannot deliver" if status in DEAD_STATUSES else "message rejected"
+    try:
+        result = get_call_layer().request(
+            "slack",
+            "POST",
+            url,
+            json=payload,
+            operation="incoming-webhook.post",
+            error_detail=lambda r: (_error_code(r.text), ""),  # Slack's error string
+        )
+    except ClientError as exc:
+        if exc.status not in SLACK_REFUSALS:
+            raise
+        code = exc.code or ""
+        dead = exc.status in DEAD_STATUSES
+        kind = SlackWebhookDead if dead else SlackPayloadRejected
+        what = "webhook cannot deliver" if dead else "message rejected"
         raise kind(
             f"Slack {what}: {code}",
-            status=status,
+            status=exc.status,
             code=code,
-            attempts=result.attempts,
+            attempts=exc.attempts,
             operation="incoming-webhook.post",
-        )
-    return SlackResponse(status, response.text[:500], result.attempts)
+        ) from exc
+    response = result.value
+    return SlackResponse(response.status_code, response.text[:500], result.attempts)
 
 
 def send_slack(url: str, payload: dict[str, Any]) -> SlackResponse:

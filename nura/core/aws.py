@@ -68,6 +68,10 @@ def classify_boto_error(
         message = str(err.get("Message", ""))[:300] or code
         if code in THROTTLING_CODES or status == 429:
             return RateLimited(message, code=code, status=status, **kw)
+        if status == 408 or code in ("ModelTimeoutException", "RequestTimeout"):
+            # the service timed out on its side (Bedrock's ModelTimeoutException is a 408):
+            # a timeout, retryable and counted by the breaker, not a refusal
+            return ServiceTimeout(message, code=code, status=status, **kw)
         if code in SERVER_CODES or (status is not None and status >= 500):
             if status == 503 or "Unavailable" in code:
                 return ServiceUnavailable(message, code=code, status=status, **kw)

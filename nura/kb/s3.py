@@ -1,6 +1,6 @@
 """The S3 knowledge base: encrypted documents with provenance metadata, and JSON manifests.
 
-Layout (ARCHITECTURE.md): `confluence/{space}/{page_id}.md`, `git/{owner}/{repo}/{path}`,
+Layout (ARCHITECTURE.md): `confluence/{space}/{page_id}.md`, `git/{owner}/{repo}/{branch}/{path}`,
 manifests under `_manifests/`. Every object is written with server-side encryption
 (AES256 by default, `aws:kms` with an optional key id from config).
 

@@ -1,6 +1,6 @@
 """The SANDBOX's stand-ins, every one in this process: moto server, Confluence, Bedrock,
-GitHub, the Slack/webhook sink and a demo partner. `nura up` starts it from the project
-directory; the config that points at it is `nura.platform.sandbox`.
+GitHub, the Slack/webhook sink, a demo partner and the AWS Price List. `nura up` starts it
+from the project directory; the config that points at it is `nura.platform.sandbox`.
 
     python -m deployments.sandbox.stack --ports '{"moto": 0, ...}' --ready-file ready.json
 """
@@ -57,6 +57,7 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from deployments.sandbox.aws_pricing_server import PricingStandIn
     from deployments.sandbox.bedrock_server import BedrockStandIn
     from deployments.sandbox.confluence_server import ConfluenceServer, sample_server
     from deployments.sandbox.github_server import FakeGitHub
@@ -75,6 +76,7 @@ def main() -> None:
         github,
         WebhookSink(port=ports["sink"]),
         FlakyService(port=ports["demo"]),
+        PricingStandIn(port=ports["pricing"]),
     ]
     for server in servers:
         server.start()

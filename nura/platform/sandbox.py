@@ -22,7 +22,7 @@ SANDBOX_WEBHOOK_SECRETS = {  # incoming endpoint -> secret the sandbox signs wit
 }
 # The sink verifies the sandbox target's deliveries with this Standard Webhooks secret.
 SANDBOX_SECRET = "whsec_c2FuZGJveC1vbmx5LW5vdC1hLXNlY3JldC1rZXktMzJi"  # noqa: S105
-SERVICES = ("moto", "confluence", "bedrock", "github", "sink", "demo")
+SERVICES = ("moto", "confluence", "bedrock", "github", "sink", "demo", "pricing")
 
 
 def sandbox_ports() -> dict[str, int]:
@@ -54,7 +54,12 @@ def sandbox_overrides(urls: dict[str, str]) -> dict[str, Any]:
             "aws": {
                 "endpoint_url": urls["moto"],
                 "credentials_block": None,
-                "bedrock": {"endpoint_url": urls["bedrock"], "health_check_endpoint": None},
+                "bedrock": {
+                    "endpoint_url": urls["bedrock"],
+                    "health_check_endpoint": None,
+                    # `nura bedrock prices sync` reads the Price List stand-in, never AWS
+                    "pricing_endpoint_url": urls["pricing"],
+                },
             },
             "confluence": {
                 "base_url": urls["confluence"],

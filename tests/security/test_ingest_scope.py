@@ -192,10 +192,9 @@ def test_allow_list_patterns_are_validated_at_load(pattern: str) -> None:
 
 
 def test_the_sandbox_allows_its_handbook_repository_only() -> None:
-    from nura.platform.sandbox import sandbox_overrides
+    from nura.platform.sandbox import SERVICES, sandbox_overrides
 
-    urls = {name: "http://127.0.0.1:1" for name in ("moto", "confluence", "bedrock", "github",
-                                                   "sink", "demo")}  # fmt: skip
+    urls = {name: "http://127.0.0.1:1" for name in SERVICES}
     git = sandbox_overrides(urls)["external_services"]["git"]
     assert git["repositories"] == ["nura/handbook"]
 

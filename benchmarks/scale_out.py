@@ -3,7 +3,7 @@
     python -m benchmarks.scale_out [--webhooks 30] [--outage 30]
 
 Needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379); creates and drops its own
-databases (Redis databases 10 and 11). Three runs of `nura.platform.ha` on this machine,
+databases (a claimed pair of Redis databases). Three runs of `nura.platform.ha` on this machine,
 each with 2 Prefect API servers (--no-services) behind a balancer and the background
 services:
 
@@ -46,20 +46,22 @@ from deployments.sandbox.ha_probe import (
     probe_runs,
     send,
 )
-from nura.platform.ha import HaSettings, HaStack
+from nura.platform.ha import HaSettings, HaStack, claim_redis_pair, release_redis_pair
 from nura.platform.processes import wait_http
 
 
-def _stack(root: Path, project: Path, receivers: int, dispatchers: int, workers: int) -> HaStack:
-    suffix = uuid.uuid4().hex[:8]
+def _stack(
+    root: Path, project: Path, receivers: int, dispatchers: int, workers: int, suffix: str
+) -> HaStack:
+    pair = claim_redis_pair("127.0.0.1", 6379, owner=suffix)
     settings = HaSettings(
         state_dir=root / f"ha-{suffix}",
         project=project,
         config_path=project / "integrations.yaml",
         prefect_database=f"nura_bench_prefect_{suffix}",
         store_database=f"nura_bench_store_{suffix}",
-        redis_messaging_db=10,
-        redis_docket_db=11,
+        redis_messaging_db=pair[0],
+        redis_docket_db=pair[1],
         api_servers=2,
         receivers=receivers,
         dispatchers=dispatchers,
@@ -113,7 +115,8 @@ def _phase(
     shape: tuple[int, int, int],
     outage: float = 0.0,
 ) -> dict[str, Any]:
-    stack = _stack(root, project, *shape)
+    suffix = uuid.uuid4().hex[:8]
+    stack = _stack(root, project, *shape, suffix=suffix)
     print(f"{name}: {shape[0]} receivers, {shape[1]} dispatchers, {shape[2]} workers", flush=True)
     try:
         state = stack.up()
@@ -141,6 +144,9 @@ def _phase(
         elapsed = time.perf_counter() - started
     finally:
         stack.down(drop=True)
+        release_redis_pair(
+            "127.0.0.1", 6379, suffix, (stack.s.redis_messaging_db, stack.s.redis_docket_db)
+        )
     keys = [r["idempotency_key"] for r in result["runs"]]
     run_ids = {r["id"] for r in result["runs"]}
     calls = [run for _, run in recorder.calls if run in run_ids]

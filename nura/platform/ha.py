@@ -35,6 +35,35 @@ from nura.platform.processes import Child, StackError, free_port, wait_http
 from nura.platform.stack import is_alive, process_start
 
 STATE_FILE = "ha-stack.json"
+# Redis database pairs a throwaway stack (a test, a benchmark) may claim; 0-5 are left to
+# operators (`nura ha up` uses 4/5 by default).
+CLAIMABLE_REDIS_PAIRS = ((6, 7), (8, 9), (10, 11), (12, 13), (14, 15))
+CLAIM_KEY = "nura:ha:redis-claim:{}-{}"
+
+
+def claim_redis_pair(host: str, port: int, owner: str, ttl_s: int = 7200) -> tuple[int, int]:
+    """Reserve a free (messaging, docket) Redis database pair for `owner` (SET NX with a TTL
+    in database 0), so two stacks on one Redis, e.g. two CI runs, never share or flush each
+    other's databases. Raises StackError when every pair is taken."""
+    import redis
+
+    claims = redis.Redis(host=host, port=port, db=0)
+    for pair in CLAIMABLE_REDIS_PAIRS:
+        if claims.set(CLAIM_KEY.format(*pair), owner, nx=True, ex=ttl_s):
+            for db in pair:  # leftovers of a stack killed before its teardown
+                redis.Redis(host=host, port=port, db=db).flushdb()
+            return pair
+    raise StackError(f"every claimable Redis database pair on {host}:{port} is in use")
+
+
+def release_redis_pair(host: str, port: int, owner: str, pair: tuple[int, int]) -> None:
+    """Give back a pair claimed by `owner` (a claim that expired and was re-taken stays)."""
+    import redis
+
+    claims = redis.Redis(host=host, port=port, db=0)
+    key = CLAIM_KEY.format(*pair)
+    if claims.get(key) == owner.encode():
+        claims.delete(key)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from deployments.sandbox.ha_probe import (
     send,
 )
 from nura.core.ratelimit import LimitSpec, PrefectSlotLeaser, limit_name
-from nura.platform.ha import HaSettings, HaStack
+from nura.platform.ha import HaSettings, HaStack, claim_redis_pair, release_redis_pair
 from tests.support.rates import worst_window
 from tests.support.servers import postgres_available
 
@@ -62,6 +62,7 @@ WEBHOOK_KEY = "nura-webhook:probe:"
 @pytest.mark.timeout(1500)
 def test_sigkill_one_of_each_loses_and_doubles_nothing(tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:8]
+    pair = claim_redis_pair("127.0.0.1", 6379, owner=suffix)
     recorder = Recorder().start()
     project = make_project(tmp_path / "project", recorder.url, rate_per_min=RATE_PER_MIN)
     config = yaml.safe_load((project / "integrations.yaml").read_text())
@@ -73,8 +74,8 @@ def test_sigkill_one_of_each_loses_and_doubles_nothing(tmp_path: Path) -> None:
         config_path=project / "integrations.yaml",
         prefect_database=f"nura_ha_prefect_{suffix}",
         store_database=f"nura_ha_store_{suffix}",
-        redis_messaging_db=8,
-        redis_docket_db=9,
+        redis_messaging_db=pair[0],
+        redis_docket_db=pair[1],
         api_servers=2,
         receivers=2,
         dispatchers=2,
@@ -157,6 +158,7 @@ def test_sigkill_one_of_each_loses_and_doubles_nothing(tmp_path: Path) -> None:
         assert seen.stdout.strip().endswith("False"), seen.stdout + seen.stderr
     finally:
         stack.down(drop=True)
+        release_redis_pair("127.0.0.1", 6379, suffix, pair)
         recorder.stop()
 
     keys = [r["idempotency_key"] for r in from_webhooks]

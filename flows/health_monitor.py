@@ -9,7 +9,10 @@ Scheduled every `health_monitoring.check_interval_minutes` (deployment `health-m
 
 One run: all checks concurrently (each bounded by its own timeout; a passing check closes
 its service's open breaker) -> SLA figures and status per service (aggregated in the
-store) -> notifications earlier runs could not deliver, retried -> alert transitions,
+store; maintenance time left out) -> notifications earlier runs could not deliver,
+retried -> maintenance notices (start/end, alerts held through a window sent at its end)
+-> configuration-change check (a low alert when the config or a block changed) -> alert
+transitions (services in maintenance: recorded, not sent),
 and the Bedrock chain's models checked against ListFoundationModels (LEGACY or missing:
 a medium alert)
 (durable, confirmed; notify + Prefect event per change) -> markdown and table artifacts
@@ -25,12 +28,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from tasks.health import (
+    check_config_changes,
     deliver_alert,
     evaluate_sla,
+    maintenance_round,
     publish_artifacts,
     put_health_metrics,
     run_health_checks,
     update_alerts,
+    update_security_alerts,
 )
 from tasks.notify import retry_notifications
 
@@ -62,7 +68,16 @@ def health_monitor(params: HealthMonitorParams | None = None) -> dict[str, Any]:
     undelivered: dict[str, str] = {}
     if params.alerts:
         retried = retry_notifications()  # what Slack/SES did not take before, oldest first
-        changes = update_alerts(report)
+        maintenance_round()  # start/end notices; alerts held through a window, sent at its end
+        try:
+            config_change = check_config_changes()  # a low alert when config/blocks changed
+        except Exception as exc:  # like CloudWatch: must not hide the report and alerts
+            logger.warning("configuration-change check failed: %s", exc)
+        else:
+            if config_change["status"] == "changed":
+                logger.info("configuration changed: %s", config_change["changed_by"])
+        changes = update_alerts(report)  # services in maintenance: recorded, not sent
+        changes += update_security_alerts()  # bursts of refusals, failed logins: high
         for change in changes:
             delivery = deliver_alert(change)
             for channel, why in delivery["failed"].items():

@@ -6,7 +6,7 @@ calls (and what the Prefect UI shows as a task run); the work is the plain funct
 
 from prefect import task
 
-from nura.confluence import publish, sync
+from nura.confluence import publish, sync, watch
 
 sync_space = task(name="confluence-sync-space", retries=0, task_run_name="sync-space-{space}")(
     sync.sync_space
@@ -19,4 +19,8 @@ publish_one = task(name="confluence-publish-page", task_run_name="publish-{page.
     publish.publish_one
 )
 
-__all__ = ["publish_one", "sync_page", "sync_space"]
+# No Prefect retries: the next scheduled poll is the retry (the state only moves once the
+# events were delivered), and the call layer already retried the Confluence calls.
+watch_poll = task(name="confluence-watch-poll", retries=0)(watch.run_watch)
+
+__all__ = ["publish_one", "sync_page", "sync_space", "watch_poll"]

@@ -32,6 +32,21 @@ Token counts are its own tokenizer-like rule (`count_tokens`: a word piece per 4
 each digit and each punctuation mark a token, 3 tokens of framing per message), not the
 ~4 characters a token that nura's client estimates with.
 
+Answers are deterministic per (model, prompt). A prompt with numbered context
+(`<source n="N">...</source>` blocks and a `Question:` line) gets a grounded answer: the
+context sentence sharing most words with the question, cited `[N]` (`grounded_answer`).
+
+Embeddings (InvokeModel, AWS's model parameters pages): `amazon.titan-embed-text-v2:0`
+({"inputText", "dimensions" 256/512/1024, "normalize"} -> {"embedding",
+"inputTextTokenCount", "embeddingsByType"}; one text per call, at most 50,000 characters
+and 8,192 tokens) and `cohere.embed-english-v3` / `-multilingual-v3` ({"texts" (up to
+96, 2,048 characters each), "input_type"} -> {"embeddings", ...}, 1,024 dimensions). The
+vectors carry meaning (`meaning_vector`: hashed words and bigrams), so retrieval can be
+measured against this server. Converse on an embedding model is refused.
+
+Knowledge Bases (`bedrock-agent`): StartIngestionJob and GetIngestionJob, see
+deployments/sandbox/bedrock_agent.py (`server.knowledge_bases.add(kb_id, ds_id)`).
+
 Faults, per model (or `*`), each for the next N calls (-1: every call):
 `throttle` (429 ThrottlingException), `not_ready` (429 ModelNotReadyException),
 `timeout` (408 ModelTimeoutException), `model_error` (424 ModelErrorException),
@@ -67,6 +82,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from deployments.sandbox.base import JsonHandler, LocalServer, serve_main
+from deployments.sandbox.bedrock_agent import AgentError, KnowledgeBases
 
 WORDS = (
     "prefect flows orchestrate resilient integrations while bedrock models answer with "
@@ -132,6 +148,7 @@ class CatalogModel:
     max_output: int = 4096
     context: int = 200_000
     access: bool = True  # the account has access to the model
+    output: str = "TEXT"  # TEXT | EMBEDDING (an embedding model answers InvokeModel only)
 
 
 def default_catalog() -> dict[str, CatalogModel]:
@@ -176,6 +193,7 @@ def default_catalog() -> dict[str, CatalogModel]:
         "amazon.titan-text-lite-v1": CatalogModel(
             "Titan Text G1 - Lite", "Amazon", lifecycle="EOL"
         ),
+        **embedding_catalog(),
     }
 
 
@@ -199,8 +217,61 @@ def split_model(model_id: str) -> tuple[str | None, str]:
     return None, model_id
 
 
+_SOURCE = re.compile(r'<source n="(\d+)"[^>]*>\n?(.*?)</source>', re.S)
+_QUESTION = re.compile(r"^Question:\s*(.+)$", re.M)
+_REPLY_EXACTLY = re.compile(r'reply exactly "([^"]+)"')
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_TERM = re.compile(r"\w{4,}")
+# Question words every question shares with unrelated text: not evidence of an answer.
+_STOP = frozenset("what which when where does have with from that this there about".split())
+
+
+def grounded_answer(prompt: str) -> str | None:
+    """The answer to a prompt with numbered context, or None for any other prompt.
+
+    A prompt with `<source n="N" ...>text</source>` blocks and a `Question: ...` line is
+    answered the way a model told to answer only from its sources does, deterministically:
+    the context sentence sharing the most distinct words with the question (words of 4+
+    letters, any case, question words left out), cited `[N]`; ties go to the earlier
+    source and sentence. When no sentence shares a word, the reply is what the prompt asks
+    for then (`reply exactly "..."`), else "The sources do not say."
+    """
+    sources = _SOURCE.findall(prompt)
+    question = _QUESTION.search(prompt)
+    if not sources or question is None:
+        return None
+    wanted = {t.lower() for t in _TERM.findall(question.group(1))} - _STOP
+    best, best_score = "", 0
+    for number, text in sources:
+        for sentence in _SENTENCE_END.split(text):
+            score = len(wanted & {t.lower() for t in _TERM.findall(sentence)})
+            if score > best_score:
+                best, best_score = f"{sentence.strip()} [{number}]", score
+    if best_score:
+        return best
+    refusal = _REPLY_EXACTLY.search(prompt)
+    return refusal.group(1) if refusal else "The sources do not say."
+
+
+def _cut_to(words: list[str], max_tokens: int) -> tuple[str, bool]:
+    """The words that fit `max_tokens` (and whether the answer was cut)."""
+    kept: list[str] = []
+    used = 0
+    for word in words:
+        cost = count_tokens(word)  # a space between words is free
+        if used + cost > max_tokens:
+            return " ".join(kept), True
+        kept.append(word)
+        used += cost
+    return " ".join(kept), False
+
+
 def answer_for(model_id: str, prompt: str, max_tokens: int) -> tuple[str, bool]:
-    """A deterministic answer of 12-60 words for (model, prompt), cut at `max_tokens`."""
+    """A deterministic answer for (model, prompt), cut at `max_tokens`: the grounded answer
+    for a prompt with numbered sources (`grounded_answer`), else 12-60 words."""
+    grounded = grounded_answer(prompt)
+    if grounded is not None:
+        return _cut_to(grounded.split(), max_tokens)
     digest = hashlib.sha256(f"{model_id}\n{prompt}".encode()).digest()
     count = 12 + digest[0] % 49
     words: list[str] = []
@@ -262,6 +333,8 @@ class BedrockStandIn(LocalServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1") -> None:
         self.state = _State()
         self.region = region
+        # bedrock-agent's ingestion jobs (deployments/sandbox/bedrock_agent.py)
+        self.knowledge_bases = KnowledgeBases()
         super().__init__((host, port), _Handler)
 
     # In-process control for tests (the same as POST /_sandbox/control).
@@ -293,6 +366,7 @@ class BedrockStandIn(LocalServer):
     def reset(self) -> None:
         with self.state.lock:
             self.state.reset()
+        self.knowledge_bases.reset()
 
     def calls(self, model_id: str | None = None) -> int:
         with self.state.lock:
@@ -380,8 +454,8 @@ class BedrockStandIn(LocalServer):
                     "modelName": model.name,
                     "providerName": model.provider,
                     "inputModalities": ["TEXT"],
-                    "outputModalities": ["TEXT"],
-                    "responseStreamingSupported": True,
+                    "outputModalities": [model.output],
+                    "responseStreamingSupported": model.output == "TEXT",
                     "customizationsSupported": [],
                     "inferenceTypesSupported": kinds,
                     "modelLifecycle": {"status": model.lifecycle},
@@ -404,8 +478,27 @@ class _Handler(JsonHandler):
         body = {"message": message or default, **extra}
         self._send(status, body, {"x-amzn-ErrorType": f"{code}:"})
 
+    def do_PUT(self) -> None:
+        raw = self._read_body()
+        path = urlparse(self.path).path
+        try:
+            answer = self.server.knowledge_bases.start(path, json.loads(raw or b"{}"))
+        except AgentError as exc:
+            return self._send(
+                exc.status, {"message": str(exc)}, {"x-amzn-ErrorType": f"{exc.code}:"}
+            )
+        except ValueError:
+            return self._error("validation", "request body must be JSON")
+        return self._send(202, answer)
+
     def do_GET(self) -> None:
         url = urlparse(self.path)
+        if self.server.knowledge_bases.handles(url.path):
+            try:
+                return self._send(200, self.server.knowledge_bases.get(url.path))
+            except AgentError as exc:
+                headers = {"x-amzn-ErrorType": f"{exc.code}:"}
+                return self._send(exc.status, {"message": str(exc)}, headers)
         if url.path == "/_sandbox/stats":
             with self.server.state.lock:
                 calls = dict(self.server.state.calls)
@@ -490,6 +583,12 @@ class _Handler(JsonHandler):
         self, model_id: str, model: CatalogModel, body: dict[str, Any], scripted: str | None
     ) -> tuple[int, Any]:
         started = time.perf_counter()
+        if model.output != "TEXT":
+            raise _Refused(
+                "validation",
+                "This action doesn't support the model that you provided. "
+                "Try again with a supported text or chat model.",
+            )
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _Refused("validation", "The messages field is required.")
@@ -575,6 +674,23 @@ class _Handler(JsonHandler):
             return self._invoke_anthropic(model_id, model, body)
         if base.startswith("amazon.nova"):
             return self._invoke_nova(model_id, model, body)
+        if base.startswith("amazon.titan-embed-text-v2"):
+            vector, tokens = titan_embedding(body, model.context)
+            answer = {
+                "embedding": vector,
+                "inputTextTokenCount": tokens,
+                "embeddingsByType": {"float": vector},
+            }
+            return 200, answer, self._token_headers(tokens, 0)
+        if base.startswith("cohere.embed-"):
+            vectors, tokens = cohere_embeddings(body)
+            answer = {
+                "id": str(uuid.uuid4()),
+                "embeddings": vectors,
+                "response_type": "embeddings_floats",
+                "texts": body["texts"],
+            }
+            return 200, answer, self._token_headers(tokens, 0)
         raise _Refused("validation", f"the stand-in has no InvokeModel body for {base}")
 
     def _token_headers(self, usage_in: int, usage_out: int) -> dict[str, str]:
@@ -647,6 +763,113 @@ class _Handler(JsonHandler):
             "usage": {"inputTokens": usage_in, "outputTokens": usage_out},
         }
         return 200, answer, self._token_headers(usage_in, usage_out)
+
+
+# -- embeddings ----------------------------------------------------------------------
+def embedding_catalog() -> dict[str, CatalogModel]:
+    """Embedding models (AWS model cards): Titan V2 takes 8,192 tokens, Cohere v3 512."""
+    embed: dict[str, Any] = {"output": "EMBEDDING", "max_output": 1}
+    return {
+        "amazon.titan-embed-text-v2:0": CatalogModel(
+            "Titan Text Embeddings V2", "Amazon", context=8192, **embed
+        ),
+        "cohere.embed-english-v3": CatalogModel("Embed English", "Cohere", context=512, **embed),
+        "cohere.embed-multilingual-v3": CatalogModel(
+            "Embed Multilingual", "Cohere", context=512, **embed
+        ),
+    }
+
+
+_WORD = re.compile(r"[^\W_]+")
+_EMBED_STOP = frozenset(
+    "a an and are as at be by for from has have how i in is it its of on or that the this "
+    "to was were what when where which who why will with you your do does can".split()
+)
+TITAN_DIMENSIONS = (1024, 512, 256)
+TITAN_MAX_CHARS = 50_000
+COHERE_MAX_TEXTS = 96
+COHERE_MAX_CHARS = 2048
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+
+
+def meaning_vector(text: str, dimensions: int, *, normalize: bool = True) -> list[float]:
+    """An embedding that carries meaning: hashed bag of words and word bigrams (stop words
+    dropped, sublinear counts, a signed hash per feature), L2-normalised. Texts that share
+    words point the same way, so retrieval can be measured locally; deterministic."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in _EMBED_STOP]
+    counts: dict[str, float] = {}
+    for word in words:
+        counts[word] = counts.get(word, 0.0) + 1.0
+    for pair in zip(words, words[1:], strict=False):
+        key = " ".join(pair)
+        counts[key] = counts.get(key, 0.0) + 0.5
+    if not counts:  # only punctuation or stop words: still a vector, never all zeros
+        counts["\\0" + text] = 1.0
+    vector = [0.0] * dimensions
+    for feature, count in counts.items():
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        slot = int.from_bytes(digest[:4], "big") % dimensions
+        sign = 1.0 if digest[4] & 1 else -1.0
+        vector[slot] += sign * (1.0 + math.log(count)) if count >= 1 else sign * count
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector] if normalize else vector
+
+
+def _malformed(detail: str) -> _Refused:
+    return _Refused(
+        "validation",
+        f"Malformed input request: {detail}, please reformat your input and try again.",
+    )
+
+
+def titan_embedding(body: dict[str, Any], max_tokens: int) -> tuple[list[float], int]:
+    """Titan Text Embeddings V2 InvokeModel: {"inputText", "dimensions", "normalize",
+    "embeddingTypes"} -> (vector, inputTextTokenCount), or Bedrock's ValidationException."""
+    allowed = {"inputText", "dimensions", "normalize", "embeddingTypes"}
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise _malformed(f"#: extraneous key [{extra[0]}] is not permitted")
+    text = body.get("inputText")
+    if not isinstance(text, str):
+        raise _malformed("#: required key [inputText] not found")
+    if not text:
+        raise _malformed("#/inputText: expected minLength: 1, actual: 0")
+    if len(text) > TITAN_MAX_CHARS:
+        raise _malformed(f"#/inputText: expected maxLength: {TITAN_MAX_CHARS}, actual: {len(text)}")
+    dimensions = body.get("dimensions", 1024)
+    if dimensions not in TITAN_DIMENSIONS or isinstance(dimensions, bool):
+        raise _malformed(f"#/dimensions: {dimensions} is not a valid enum value")
+    normalize = body.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise _malformed("#/normalize: expected type: Boolean")
+    tokens = count_tokens(text)
+    if tokens > max_tokens:
+        raise _Refused(
+            "validation",
+            f"400 Bad Request: Too many input tokens. Max input tokens: {max_tokens}, "
+            f"request input token count: {tokens} ",
+        )
+    return meaning_vector(text, dimensions, normalize=normalize), tokens
+
+
+def cohere_embeddings(body: dict[str, Any]) -> tuple[list[list[float]], int]:
+    """Cohere Embed v3 InvokeModel: {"texts": [...] (up to 96, 2,048 characters each),
+    "input_type", "truncate"} -> (1,024-dimension vectors, input tokens)."""
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise _malformed("#: required key [texts] not found")
+    if len(texts) > COHERE_MAX_TEXTS:
+        raise _malformed(f"#/texts: expected maxItems: {COHERE_MAX_TEXTS}, actual: {len(texts)}")
+    if body.get("input_type") not in COHERE_INPUT_TYPES:
+        raise _malformed("#: required key [input_type] not found")
+    truncate = body.get("truncate", "NONE")
+    if truncate == "NONE" and any(len(t) > COHERE_MAX_CHARS for t in texts):
+        raise _malformed(f"#/texts: expected maxLength: {COHERE_MAX_CHARS}")
+    clipped = [
+        t[-COHERE_MAX_CHARS:] if truncate == "START" else t[:COHERE_MAX_CHARS] for t in texts
+    ]
+    vectors = [meaning_vector(t, 1024) for t in clipped]
+    return vectors, sum(count_tokens(t) for t in clipped)
 
 
 def _header(name: str, value: str) -> bytes:

@@ -105,6 +105,7 @@ class BudgetGuard:
         *,
         sync_seconds: float = 0.5,
         reservation_ttl: float = 900.0,
+        override_sync_seconds: float = 5.0,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -112,6 +113,8 @@ class BudgetGuard:
         self.reservation_ttl = reservation_ttl
         self._cache: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
+        self.override_sync_seconds = override_sync_seconds
+        self._override_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def scopes_of(self, scope: str) -> list[str]:
         """The budgeted scopes a call in `scope` counts towards."""
@@ -119,11 +122,29 @@ class BudgetGuard:
         return [s for s in candidates if self._limits(s)]
 
     def _limits(self, scope: str) -> dict[str, Decimal]:
-        budget = self.settings.budgets.scopes.get(scope)
-        if budget is None:
-            return {}
-        out = {"daily": budget.daily_usd, "monthly": budget.monthly_usd}
+        override = self._overrides().get(scope)  # an operator's `nura budgets set` wins
+        if override is not None:
+            out = {"daily": override["daily_usd"], "monthly": override["monthly_usd"]}
+        else:
+            budget = self.settings.budgets.scopes.get(scope)
+            if budget is None:
+                return {}
+            out = {"daily": budget.daily_usd, "monthly": budget.monthly_usd}
         return {k: v for k, v in out.items() if v is not None}
+
+    def _overrides(self) -> dict[str, dict[str, Any]]:
+        """The store's budget overrides, re-read at most every `override_sync_seconds`."""
+        from nura.core.stores.admin_overrides import budget_overrides
+
+        now = time.monotonic()
+        with self._lock:
+            cached = self._override_cache
+        if cached is not None and now - cached[0] < self.override_sync_seconds:
+            return cached[1]
+        rows = budget_overrides(self.ledger.engine)
+        with self._lock:
+            self._override_cache = (now, rows)
+        return rows
 
     def _totals(self, scopes: list[str], keys: dict[str, str]) -> dict[tuple[str, str], int]:
         now = time.monotonic()
@@ -176,9 +197,15 @@ class BudgetGuard:
             unconditional = [Hold(h.scope, h.period, None) for h in holds]
             self.ledger.reserve(token, amount_pusd, unconditional, ttl_seconds=ttl, now=now)
             return Reservation(token, amount_pusd, over_budget=True)
-        raise BudgetExceeded(
-            message, scope=refusal.scope, period=period, operation="budget.reserve"
-        )
+        raise self._refused(message, refusal.scope, period, "budget.reserve")
+
+    def _refused(self, message: str, scope: str, period: str, operation: str) -> BudgetExceeded:
+        """The refusal, counted as a security event (a hard budget stopped a call)."""
+        from nura.core.security_events import report_event
+
+        detail = {"period": period, "operation": operation}
+        report_event("budget_refusal", scope, detail, engine=self.ledger.engine)
+        return BudgetExceeded(message, scope=scope, period=period, operation=operation)
 
     def release(self, reservation: Reservation | None) -> None:
         """Hand a hold back: the model did not answer (nothing billed)."""
@@ -208,7 +235,7 @@ class BudgetGuard:
                     why = "override" if override else "not enforced"
                     logger.warning("%s; calling anyway (%s)", message, why)
                     return True
-                raise BudgetExceeded(message, scope=s, period=period, operation="budget.check")
+                raise self._refused(message, s, period, "budget.check")
         return False
 
     def record(self, entry: LedgerEntry, reservation: Reservation | None = None) -> list[Crossing]:

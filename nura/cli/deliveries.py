@@ -53,16 +53,11 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """List dead letters (default: pending and exhausted), oldest first."""
-    from nura.core.stores import dead_letters as dl
+    from nura.cli.admin import run_action
 
     statuses = status or ["pending", "exhausted"]
-    bad = [s for s in statuses if s not in dl.STATUSES]
-    if bad:
-        err_console.print(
-            f"[red]unknown status[/] {', '.join(bad)} (one of {', '.join(dl.STATUSES)})"
-        )
-        raise typer.Exit(2)
-    rows = dl.list_entries(_engine(), statuses=statuses, target=target, limit=limit)
+    params = {"status": statuses, "target": target, "limit": limit}
+    rows = run_action("deliveries.list", params)["entries"]
     if as_json:
         for row in rows:
             console.print_json(json.dumps({k: v for k, v in row.items() if k != "payload"}))
@@ -106,37 +101,35 @@ def retry_cmd(
     Exit 0 when every replayed entry was delivered, 1 otherwise (the others are listed by
     `nura deliveries list`). Only the entries this command requeued are sent.
     """
-    from nura.core.stores import dead_letters as dl
-    from nura.webhooks.delivery import redrive_due
+    from nura.cli.admin import run_action
 
-    engine = _engine()
     if not ids and not target and not all_exhausted:
         err_console.print("say which: webhook-ids, --target NAME or --all-exhausted")
         raise typer.Exit(2)
-    statuses = ["exhausted"] if all_exhausted else []
-    keys = dl.requeue(engine, ids=ids or [], statuses=statuses, target=target)
+    params = {"ids": ids or [], "target": target, "all_exhausted": all_exhausted}
+    out = run_action("deliveries.retry", params)
+    keys = out["requeued"]
     if not keys:
         console.print("nothing to retry (only pending or exhausted entries can be replayed)")
         raise typer.Exit(1)
-    summary = redrive_due(keys=keys, engine=engine)
+    s = out["redrive"]
     console.print(
-        f"requeued {len(keys)}: delivered {summary.delivered}, dead-lettered again "
-        f"{summary.pending}, exhausted {summary.exhausted}, parked {summary.parked}"
-        + (f", waiting for an open breaker {summary.deferred}" if summary.deferred else "")
-        + (f", sent by another process {summary.taken}" if summary.taken else "")
+        f"requeued {len(keys)}: delivered {s['delivered']}, dead-lettered again "
+        f"{s['pending']}, exhausted {s['exhausted']}, parked {s['parked']}"
+        + (f", waiting for an open breaker {s['deferred']}" if s["deferred"] else "")
+        + (f", sent by another process {s['taken']}" if s["taken"] else "")
         + (
-            f" (disabled targets skipped: {', '.join(summary.skipped_targets)})"
-            if summary.skipped_targets
+            f" (disabled targets skipped: {', '.join(s['skipped_targets'])})"
+            if s["skipped_targets"]
             else ""
         )
     )
-    for name, result in summary.targets.items():
-        if result.deferred:
-            console.print(
-                f"the breaker of webhooks.{name} is open: once the partner is back, "
-                f"`nura breakers reset webhooks.{name}` and retry"
-            )
-    if summary.delivered + summary.taken < len(keys):
+    for name in out["deferred_targets"]:
+        console.print(
+            f"the breaker of webhooks.{name} is open: once the partner is back, "
+            f"`nura breakers reset webhooks.{name}` and retry"
+        )
+    if s["delivered"] + s["taken"] < len(keys):
         raise typer.Exit(1)
 
 
@@ -151,21 +144,20 @@ def purge_cmd(
     yes: Annotated[bool, typer.Option("--yes", help="Do it (no prompt).")] = False,
 ) -> None:
     """Give up on dead letters: they are marked `purged` and never sent."""
-    from nura.core.stores import dead_letters as dl
+    from nura.cli.admin import run_action
 
     if not ids and not target and older_than_days is None and not status:
         err_console.print("say which: webhook-ids, --target, --status or --older-than-days")
         raise typer.Exit(2)
     if not yes and not typer.confirm("Purge these dead letters for good?"):
         raise typer.Exit(1)
-    count = dl.purge(
-        _engine(),
-        ids=ids or [],
-        statuses=status or ["pending", "exhausted"],
-        target=target,
-        older_than=None if older_than_days is None else older_than_days * 86400,
-    )
-    console.print(f"purged {count}")
+    params = {
+        "ids": ids or [],
+        "target": target,
+        "status": status or [],
+        "older_than_days": older_than_days,
+    }
+    console.print(f"purged {run_action('deliveries.purge', params)['purged']}")
 
 
 @deliveries_app.command("stats")
@@ -208,9 +200,9 @@ def endpoints_cmd() -> None:
 @deliveries_app.command("enable")
 def enable_cmd(target: str) -> None:
     """Re-enable a target (after a 410 or auto-disable); its waiting entries become due."""
-    from nura.core.stores import dead_letters as dl
+    from nura.cli.admin import run_action
 
-    if not dl.enable_endpoint(_engine(), target):
+    if not run_action("targets.enable", {"target": target})["was_disabled"]:
         console.print(f"{target} was not disabled")
         return
     console.print(f"{target} enabled; the next webhook-redrive run delivers its waiting events")
@@ -219,9 +211,9 @@ def enable_cmd(target: str) -> None:
 @deliveries_app.command("disable")
 def disable_cmd(target: str, reason: str = "disabled by an operator") -> None:
     """Pause a target: new events are stored and wait until it is enabled."""
-    from nura.core.stores import dead_letters as dl
+    from nura.cli.admin import run_action
 
-    dl.disable_endpoint(_engine(), target, reason)
+    run_action("targets.disable", {"target": target, "reason": reason})
     console.print(f"{target} disabled")
 
 

@@ -12,8 +12,9 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from nura.cli.console import console, err_console, load_config_or_exit
 
 app = typer.Typer(
     name="nura",
@@ -21,8 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["app", "console", "err_console", "load_config_or_exit", "main"]
 
 # Command modules of each area (each has `register(app)`); a broken one fails loudly.
 EXTENSIONS = (
@@ -33,6 +33,11 @@ EXTENSIONS = (
     "nura.cli.bedrock",  # invoke, costs, budgets
     "nura.cli.health",  # health, metrics serve
     "nura.cli.ha",  # ha up/status/down
+    "nura.cli.ratelimits",  # ratelimits, ratelimits reset (adaptive rates)
+    "nura.cli.maintenance",  # maintenance start/end/list
+    "nura.cli.retention",  # retention run, erase
+    "nura.cli.ask",  # ask (knowledge-base answers)
+    "nura.cli.admin",  # admin status/audit, endpoints, budgets, secrets rotate
 )
 
 
@@ -59,12 +64,27 @@ def _root(
             "or the nearest parent with a prefect.yaml.",
         ),
     ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            help="Admin API of a remote stack (default: NURA_ADMIN_URL); token from "
+            "NURA_ADMIN_TOKEN. Operator commands then act there, not on a local store.",
+        ),
+    ] = None,
 ) -> None:
     if project:
         os.environ["NURA_PROJECT"] = project
     if config:
         os.environ["NURA_CONFIG"] = config
-    if ctx.invoked_subcommand not in LOCAL_COMMANDS and "--help" not in sys.argv[1:]:
+    if remote:
+        os.environ["NURA_ADMIN_URL"] = remote
+    remote_mode = bool(os.environ.get("NURA_ADMIN_URL"))
+    if (
+        ctx.invoked_subcommand not in LOCAL_COMMANDS
+        and "--help" not in sys.argv[1:]
+        and not remote_mode
+    ):
         _attach_or_exit()
     from nura.core.runtime import reset_runtime
 
@@ -81,18 +101,6 @@ def _attach_or_exit() -> None:
     ):
         err_console.print(f"[bold red]{NO_STACK}[/]")
         raise typer.Exit(2)
-
-
-def load_config_or_exit():  # type: ignore[no-untyped-def]
-    """The configuration, or a readable error and exit code 2."""
-    from nura.config import ConfigError
-    from nura.core.runtime import get_config
-
-    try:
-        return get_config()
-    except ConfigError as exc:
-        err_console.print(f"[bold red]Configuration error[/] {exc}")
-        raise typer.Exit(2) from None
 
 
 config_app = typer.Typer(help="Inspect and validate integrations.yaml.", no_args_is_help=True)
@@ -118,6 +126,10 @@ def config_check() -> None:
             "yes" if p.fallback_enabled else "no",
         )
     console.print(table)
+    from nura.cli.maintenance import config_watch_lines
+
+    for line in config_watch_lines(cfg):  # changed since the last snapshot? (read-only)
+        console.print(line, markup=False)
 
 
 breakers_app = typer.Typer(
@@ -153,19 +165,10 @@ def breakers_show(ctx: typer.Context) -> None:
 
 @breakers_app.command("reset")
 def breakers_reset(service: str) -> None:
-    """Close a service's breaker (operator override)."""
-    from nura.core.runtime import get_call_layer
+    """Close a service's breaker (operator override; audited, remote with --remote)."""
+    from nura.cli.admin import run_action
 
-    load_config_or_exit()
-    layer = get_call_layer()
-    _register_target_services()
-    known = set(layer.policies) | {s.service for s in layer.breakers.all()}
-    if service not in known:
-        err_console.print(
-            f"[red]unknown service[/] {service!r} (known: {', '.join(sorted(known))})"
-        )
-        raise typer.Exit(2)
-    layer.breakers.reset(service)
+    run_action("breakers.reset", {"service": service})
     console.print(f"breaker of {service} closed")
 
 

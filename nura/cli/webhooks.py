@@ -35,7 +35,7 @@ def serve(
 ) -> None:
     """Run the webhook receiver (and, unless configured off, its dispatcher)."""
     from nura.platform.metrics import render_metrics
-    from nura.webhooks.app import serve as run
+    from nura.platform.receiver_app import serve as run
 
     cfg = _cfg()
     h = host or cfg.webhooks.receiver.host

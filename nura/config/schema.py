@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import Field
 
+from nura.config.sections.adaptive import AdaptiveRateSettings
+from nura.config.sections.admin import AdminSettings
 from nura.config.sections.common import Section, ServiceSettings
 from nura.config.sections.health import HealthMonitoringSettings
+from nura.config.sections.kb import KbSettings
+from nura.config.sections.kb_ask import KbAskSettings
 from nura.config.sections.platform import ApiGatewaySettings, PlatformSettings
+from nura.config.sections.retention import RetentionSettings
 from nura.config.sections.services import ExternalServices
 from nura.config.sections.webhooks import WebhooksSettings
 
@@ -31,6 +36,7 @@ class ServicePolicy:
     health_check_endpoint: str | None
     max_response_bytes: int | None = None  # None: the call layer's default cap
     deadline_seconds: float | None = None  # None: the call layer's default (4 timeouts)
+    adaptive: AdaptiveRateSettings = field(default_factory=AdaptiveRateSettings)
 
     @property
     def limit_name(self) -> str:
@@ -44,6 +50,21 @@ class IntegrationsConfig(Section):
     external_services: ExternalServices = Field(default_factory=ExternalServices)
     webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings)
     health_monitoring: HealthMonitoringSettings = Field(default_factory=HealthMonitoringSettings)
+    kb_ask: KbAskSettings = Field(
+        default_factory=KbAskSettings,
+        description="Answers from the knowledge base (`nura ask`, docs/knowledge-base.md).",
+    )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="How long each store keeps its rows (docs/retention.md).",
+    )
+    admin: AdminSettings = Field(
+        default_factory=AdminSettings, description="The admin HTTP API (docs/admin.md)."
+    )
+    kb: KbSettings = Field(
+        default_factory=KbSettings,
+        description="Chunks, embeddings and the vector index (docs/knowledge-base.md).",
+    )
 
     def service_settings(self) -> dict[str, ServiceSettings]:
         """Every service the call layer knows, by name."""
@@ -84,6 +105,7 @@ class IntegrationsConfig(Section):
                 health_check_endpoint=s.health_check_endpoint,
                 max_response_bytes=s.max_response_bytes,
                 deadline_seconds=s.deadline_seconds,
+                adaptive=s.adaptive,
             )
             for name, s in self.service_settings().items()
         }

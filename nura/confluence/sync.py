@@ -277,6 +277,9 @@ class PageSyncer:
         self.s3_threads = conf.s3_concurrency
         self.seen: str | None = None  # the full sync that listed the pages (manifest mark)
         self.refetched = 0  # bodies a bulk answer omitted or cut: fetched page by page
+        # page id -> (Markdown or None for a metadata copy, URL) written by this run,
+        # for the vector index (nura.kb.sources)
+        self.bodies: dict[str, tuple[bytes | None, str]] = {}
 
     def run(
         self,
@@ -398,6 +401,7 @@ class PageSyncer:
                 s3.update_metadata(result.entry["key"], metadata)
             else:
                 s3.put_document(result.entry["key"], body, metadata)
+            self.bodies[result.page_id] = (body, url)
         except IntegrationError as exc:
             on_done(PageResult(result.page_id, "failed", error=_describe(exc), title=result.title))
             return
@@ -751,9 +755,41 @@ def sync_space_impl(
         )
         logger.warning("%s: %s", space, report.error)
         _finish(state, client, started, iso(run_started), complete=False)
+        _refresh_index(report, manifest.pages, state.syncer.bodies, complete=True)
         return report
     _finish(state, client, started, iso(run_started), complete=report.failed == 0)
+    _refresh_index(report, manifest.pages, state.syncer.bodies, complete=True)
     return report
+
+
+def _refresh_index(
+    report: SpaceReport,
+    pages: dict[str, dict[str, Any]],
+    bodies: dict[str, tuple[bytes | None, str]],
+    removed: list[str] | None = None,
+    complete: bool = False,
+) -> None:
+    """Chunk and embed what changed into the vector index (`nura.kb.sources`). A failure
+    fails the report (`error`): the S3 documents are stored, and the next run embeds
+    what this one could not (the index's digests say what is missing)."""
+    from nura.kb.sources import index_confluence
+
+    try:
+        outcome = index_confluence(
+            report.space, pages, bodies, removed=removed or [], complete=complete
+        )
+    except Exception as exc:
+        problem = f"knowledge-base index not updated: {_describe(exc)}"
+    else:
+        if outcome is None or outcome.ok:
+            return
+        reason = next(iter(outcome.failed.values()))
+        problem = (
+            f"knowledge-base index: {len(outcome.failed)} page(s) not embedded "
+            f"({', '.join(sorted(outcome.failed)[:10])}): {reason}"
+        )
+    logger.warning("%s: %s", report.space, problem)
+    report.error = f"{report.error}; {problem}" if report.error else problem
 
 
 def _finish(
@@ -870,6 +906,8 @@ def sync_page_impl(
     client = (client or ConfluenceClient.from_config()).scoped()
 
     def done(report: PageReport) -> PageReport:
+        if report.deleted:  # gone from the knowledge base: its chunks go in this run
+            _refresh_index(report, {}, {}, removed=[page_id])
         report.api_calls = client.calls
         report.duration_s = time.perf_counter() - started
         return report
@@ -921,6 +959,8 @@ def sync_page_impl(
     record = {k: v for k, v in page.items() if k != "body"}
     syncer.run([Work(page_id, record, _storage(page), labels, bulk=False)], on_done)
     save_manifest(manifest)
+    stored = {page_id: manifest.pages[page_id]} if page_id in manifest.pages else {}
+    _refresh_index(report, stored, syncer.bodies)
     return done(report)
 
 

@@ -164,6 +164,12 @@ class UnexpectedError(ServiceUnavailable):
     retryable = False
 
 
+class TlsRefused(IntegrationError):
+    """No TLS connection could be agreed with the service (its version is below
+    `platform.tls_min_version`, or its certificate does not verify). Not retried: the same
+    server answers the same way, and the minimum is never lowered to get through."""
+
+
 class InvalidInput(IntegrationError, ValueError):
     """The caller's argument or payload is invalid: nothing was sent, retrying cannot help."""
 
@@ -181,6 +187,7 @@ __all__ = [
     "ServerError",
     "ServiceTimeout",
     "ServiceUnavailable",
+    "TlsRefused",
     "UnexpectedError",
     "UnknownService",
 ]

@@ -1,4 +1,4 @@
-"""One pooled httpx client per process, TLS verified with TLS 1.2 as the floor.
+"""One pooled httpx client per process, TLS verified with `platform.tls_min_version` as the floor.
 
 Seed defect 5 opened a new session per request. Here every task shares this client, so
 connections to a service are reused; redirects are never followed (a 3xx is an answer).
@@ -7,6 +7,10 @@ connections to a service are reused; redirects are never followed (a 3xx is an a
 its transport asks a `pin` callback for the addresses of a request's host, connects to
 those and nothing else, and keeps the name in the Host header and TLS SNI (httpcore's
 `sni_hostname` request extension), so certificates are still verified against the name.
+
+TLS minimum: 1.2 by default (some partners still end at 1.2), 1.3 when configured; a
+server that cannot meet it is refused in the handshake (`TlsRefused` in the call layer).
+The receiver serves HTTPS with the same minimum (`nura.platform.receiver_app.server_config`).
 """
 
 from __future__ import annotations
@@ -29,19 +33,48 @@ LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
 Pin = Callable[[str, int], Sequence[str]]
 
 
-def tls_context() -> ssl.SSLContext:
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_tls: str | None = None  # the minimum the shared client was built with
+# The process's `platform.tls_min_version`, set when its configuration loads
+# (`nura.core.runtime.get_config`; this module sits below the configuration).
+_tls_minimum = "1.2"
+
+
+def set_tls_minimum(version: str) -> None:
+    """Clients built from now on refuse TLS below `version` ("1.2" or "1.3")."""
+    global _tls_minimum
+    if version not in TLS_VERSIONS:
+        raise ValueError(f"TLS minimum must be one of {sorted(TLS_VERSIONS)}, not {version!r}")
+    _tls_minimum = version
+
+
+def tls_context(minimum: str | None = None) -> ssl.SSLContext:
+    """A verifying client context refusing TLS below `minimum` (default: the process's)."""
     ctx = ssl.create_default_context()
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = TLS_VERSIONS[minimum or _tls_minimum]
     return ctx
 
 
+def tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error (version refused, certificate not verified) behind a transport error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def shared_client() -> httpx.Client:
-    """The process-wide client (re-created after a fork, whose sockets are not ours)."""
-    global _client, _pid
+    """The process-wide client (re-created after a fork, whose sockets are not ours, and
+    when the configured TLS minimum changed)."""
+    global _client, _pid, _tls
+    minimum = _tls_minimum
     with _lock:
-        if _client is None or _pid != os.getpid():
+        if _client is None or _pid != os.getpid() or _tls != minimum:
+            _tls = minimum
             _client = httpx.Client(
-                verify=tls_context(),
+                verify=tls_context(minimum),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
                 limits=LIMITS,

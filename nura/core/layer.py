@@ -33,6 +33,7 @@ import anyio
 import httpx
 
 from nura.config import ServicePolicy
+from nura.core.adaptive import AdaptiveRates
 from nura.core.breaker import CircuitBreakers
 from nura.core.call_records import CallRecord, CallRecorder, payload_digest
 from nura.core.errors import (
@@ -46,9 +47,11 @@ from nura.core.errors import (
     ServerError,
     ServiceTimeout,
     ServiceUnavailable,
+    TlsRefused,
     UnexpectedError,
     UnknownService,
 )
+from nura.core.http import tls_failure
 from nura.core.ratelimit import Limiter
 from nura.core.retry import (
     RATE_LIMITED_RETRIES,
@@ -174,6 +177,7 @@ class CallLayer:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rates: AdaptiveRates | None = None,
     ) -> None:
         self.policies = dict(policies)
         self.breakers = breakers
@@ -184,6 +188,7 @@ class CallLayer:
         self.clock = clock  # deadlines; `sleep` should advance it when faked
         self.rng = rng or random.Random()
         self._fallbacks: dict[str, Fallback] = {}
+        self.rates = rates  # dynamic rate adjustment (nura.core.adaptive); None: fixed rates
 
     # -- registry ----------------------------------------------------------------------
     @property
@@ -281,8 +286,10 @@ class CallLayer:
             return self._fail(policy, operation, error, started, payload, fallback, rejected=True)
         probe = admission.probe_token
         while True:
-            self.limiter.acquire(service, policy.rate_limit_per_minute)
+            rate = self.rates.effective(policy) if self.rates else policy.rate_limit_per_minute
+            self.limiter.acquire(service, rate)
             attempts += 1
+            sent = time.perf_counter()
             try:
                 value, bytes_in, status = attempt(attempts, ends)
             except Exception as exc:
@@ -299,6 +306,8 @@ class CallLayer:
                     )
                     breaker_open = probe is not None or state != "closed"
                     probe = None
+                if isinstance(err, RateLimited) and self.rates is not None:
+                    self.rates.throttled(policy)  # the service said "too fast": slow down
                 if not own_429_budget:
                     budget = attempts <= max_retries
                 elif isinstance(err, RateLimited):
@@ -336,6 +345,10 @@ class CallLayer:
                     continue
                 return self._fail(policy, operation, err, started, payload, fallback)
             self.breakers.record_success(service, admission)
+            if self.rates is not None:
+                window = 2 * policy.adaptive.increase_interval_seconds
+                bound = self.limiter.limited_within(service, window)
+                self.rates.succeeded(policy, (time.perf_counter() - sent) * 1000, limited=bound)
             latency = (time.perf_counter() - started) * 1000
             self._record(
                 CallRecord(
@@ -479,6 +492,10 @@ class CallLayer:
                     raise DeadlineExceeded(f"deadline of {total}s passed", **kw) from exc
                 raise ServiceTimeout(f"timed out after {seconds}s", **kw) from exc
             except httpx.RequestError as exc:
+                tls = tls_failure(exc)
+                if tls is not None:  # a version or certificate refusal: retrying cannot help
+                    reason = tls.reason or type(tls).__name__
+                    raise TlsRefused(f"TLS refused: {reason}", **kw) from exc
                 raise ServiceUnavailable(f"transport failure: {type(exc).__name__}", **kw) from exc
             if status < 300 or status in ok:
                 return response, size, status

@@ -67,12 +67,19 @@ class LimitSpec:
 class Limiter(Protocol):
     def acquire(self, service: str, per_minute: float, timeout: float | None = None) -> None: ...
 
+    def limited_within(self, service: str, seconds: float) -> bool:
+        """Did the limit hold calls back in the last `seconds` (is it the bottleneck)?"""
+        ...
+
 
 class NoLimiter:
     """For unit tests of other decisions; production code uses `PrefectSlotLeaser`."""
 
     def acquire(self, service: str, per_minute: float, timeout: float | None = None) -> None:
         return None
+
+    def limited_within(self, service: str, seconds: float) -> bool:
+        return True  # no limiter, no evidence either way: dynamic adjustment decides alone
 
 
 class _Bucket:
@@ -128,6 +135,8 @@ class PrefectSlotLeaser:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
         self.leases = 0  # number of server round trips, for benchmarks and tests
+        self._denied_at: dict[str, float] = {}  # limit name -> last 423 (the limit was full)
+        self._denials_count_from: dict[str, float] = {}  # limit name -> a spec's start + burst
 
     @property
     def client(self) -> Any:
@@ -147,6 +156,9 @@ class PrefectSlotLeaser:
                         1, min(spec.burst_calls, math.ceil(spec.per_second * self.lease_seconds))
                     )
                     bucket = _Bucket(spec, batch, self.token_ttl)
+                    # A new spec's first burst meets the occupancy leased under the
+                    # previous one: denials then say nothing about demand.
+                    self._denials_count_from[spec.name] = self.clock() + self.burst_seconds
                     self._buckets[service] = bucket
         return bucket
 
@@ -171,6 +183,12 @@ class PrefectSlotLeaser:
                         f"local rate limit wait exceeded {timeout}s", service=service, attempts=0
                     )
                 bucket.cond.wait(timeout=min(remaining or 1.0, 1.0))
+
+    def limited_within(self, service: str, seconds: float) -> bool:
+        """Did the server deny a lease of `service`'s limit in the last `seconds`? A denial
+        means the calls of every process together fill the limit: raising it can help."""
+        denied = self._denied_at.get(limit_name(service))
+        return denied is not None and self.clock() - denied <= seconds
 
     def _start_refill(self, bucket: _Bucket) -> None:
         bucket.refilling = True
@@ -217,6 +235,8 @@ class PrefectSlotLeaser:
                 json={"names": [spec.name], "slots": calls * SLOT_SCALE, "mode": "rate_limit"},
             )
             if response.status_code == 423:
+                if self.clock() >= self._denials_count_from.get(spec.name, 0.0):
+                    self._denied_at[spec.name] = self.clock()
                 self.sleep(self._wait_for(spec, calls, response))
                 continue
             if response.status_code == 422:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 
 from nura.config import IntegrationsConfig, load_config
+from nura.core.adaptive import AdaptiveRates
 from nura.core.breaker import CircuitBreakers
 from nura.core.call_records import CallRecorder
+from nura.core.http import set_tls_minimum
 from nura.core.layer import CallLayer
 from nura.core.ratelimit import PrefectSlotLeaser
 from nura.core.stores.db import default_store_url, get_engine
@@ -22,6 +24,7 @@ def get_config() -> IntegrationsConfig:
     with _lock:
         if _config is None:
             _config = load_config()
+            set_tls_minimum(_config.platform.tls_min_version)  # every client built from now
         return _config
 
 
@@ -42,6 +45,7 @@ def get_call_layer() -> CallLayer:
                 breakers=CircuitBreakers(engine),
                 limiter=PrefectSlotLeaser(),
                 recorder=CallRecorder(engine),
+                rates=AdaptiveRates(engine),
             )
         return _layer
 

@@ -41,6 +41,7 @@ from nura import get_call_layer, get_config
 from nura.core.credentials import BlockAuth
 from nura.core.errors import IntegrationError, InvalidInput
 from nura.kb import s3
+from nura.kb.sources import GitDocument, git_indexed, index_git
 
 logger = logging.getLogger("nura.git")
 
@@ -52,6 +53,12 @@ class GitPushError(InvalidInput):
     """The payload is not a push we can read (neither GitHub's nor GitLab's shape)."""
 
     default_service = "git"
+
+
+class KnowledgeIndexError(IntegrationError):
+    """Files were stored but the vector index could not take them (embedding failed)."""
+
+    default_service = "bedrock"
 
 
 class GitCredentialsError(IntegrationError):
@@ -674,6 +681,8 @@ def sync_files(push: PushEvent, changes: dict[str, Action]) -> list[dict[str, An
         logger.warning("%s", reason)
         return [{"path": "*", "action": "ignored", "detail": reason, "bytes": 0}]
     rows: list[dict[str, Any]] = []
+    indexed: list[GitDocument] = []  # stored files for the vector index
+    deleted: list[str] = []
     for path, action in sorted(changes.items(), key=lambda item: str(item[0])):
         unsafe = unsafe_path(path)
         if unsafe:
@@ -687,6 +696,7 @@ def sync_files(push: PushEvent, changes: dict[str, Action]) -> list[dict[str, An
         key = push.key(path)
         if action == "delete":
             s3.delete_document(key)
+            deleted.append(key)
             rows.append({"path": path, "action": "deleted", "detail": key, "bytes": 0})
             continue
         content = fetch_file(push, path, git.max_file_bytes)
@@ -708,4 +718,21 @@ def sync_files(push: PushEvent, changes: dict[str, Action]) -> list[dict[str, An
             content_type="text/plain; charset=utf-8",
         )
         rows.append({"path": path, "action": "stored", "detail": key, "bytes": content.size})
+        if git_indexed(path):
+            indexed.append(GitDocument(key, path, push.source_url(path), content.data))
+    _refresh_index(push, indexed, deleted)
     return rows
+
+
+def _refresh_index(push: PushEvent, stored: list[GitDocument], deleted: list[str]) -> None:
+    """Chunk and embed the stored documents, drop the deleted ones' chunks
+    (`nura.kb.sources`). The files are in S3 already; a failure raises after that, so the
+    run fails and its retry embeds what is missing (unchanged digests are skipped)."""
+    if not stored and not deleted:
+        return
+    report = index_git(push.full_name, stored, deleted)
+    if report is not None and not report.ok:
+        reason = next(iter(report.failed.values()))
+        raise KnowledgeIndexError(
+            f"{push.full_name}: {len(report.failed)} file(s) stored but not embedded: {reason}"
+        )

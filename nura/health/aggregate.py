@@ -13,6 +13,9 @@ and the benchmark's baseline), over the same half-open windows `(now - length, n
   (what pandas' `quantile` uses), so the figures equal the reference's. Window functions
   rather than `percentile_cont` because SQLite has no ordered-set aggregates.
 
+`exclude` (service -> [(start, end)]) leaves out each service's samples with
+`start <= ts < end`: its maintenance windows (`nura.health.maintenance`).
+
 What a run reads is bounded by the longest window (7 d), whatever the tables hold: both
 scans are range scans on a `ts` index (`ensure_indexes` adds the one call records lacked),
 and Python holds a few rows per service, not the samples.
@@ -35,6 +38,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    not_,
     or_,
     select,
     true,
@@ -90,8 +94,30 @@ def quantile_from_ranks(values: Mapping[int, float], n: int, q: float) -> float:
     return _lerp(values[lo], values[hi], pos - lo)
 
 
+Spans = Mapping[str, list[tuple[float, float]]]
+
+
+def _overlapping(exclude: Spans | None, lo: float, hi: float) -> Spans:
+    """Only the spans that reach into `(lo, hi]`: fewer terms in the window's query."""
+    found = {
+        name: [(a, b) for a, b in spans if b > lo and a <= hi]
+        for name, spans in (exclude or {}).items()
+    }
+    return {name: spans for name, spans in found.items() if spans}
+
+
+def outside(service: Any, ts: Any, exclude: Spans | None) -> Any:
+    """SQL condition: the row is not inside one of its service's excluded spans."""
+    inside = [
+        and_(service == name, ts >= lo, ts < hi)
+        for name, spans in (exclude or {}).items()
+        for lo, hi in spans
+    ]
+    return not_(or_(*inside)) if inside else true()
+
+
 def _counts(
-    engine: Engine, now: float, windows: Mapping[str, float]
+    engine: Engine, now: float, windows: Mapping[str, float], exclude: Spans | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Counts per service and window from one grouped scan per table: each row falls in one
     band (the shortest window holding it) and a window sums its bands, the windows being
@@ -106,17 +132,23 @@ def _counts(
     failed = case((cr.outcome != "ok", 1), else_=0)
     fallback = case((or_(cr.outcome == "fallback", cr.fallback == true()), 1), else_=0)
     longest = windows[order[-1]]
+    exclude = _overlapping(exclude, now - longest, now)
     with engine.connect() as conn:
         checks = conn.execute(
             select(
                 hc.service, check_band, func.count(), func.sum(case((hc.ok == true(), 1), else_=0))
             )
-            .where(hc.ts > now - longest, hc.ts <= now)
+            .where(hc.ts > now - longest, hc.ts <= now, outside(hc.service, hc.ts, exclude))
             .group_by(hc.service, check_band)
         ).all()
         calls = conn.execute(
             select(cr.service, call_band, func.count(), func.sum(failed), func.sum(fallback))
-            .where(cr.ts > now - longest, cr.ts <= now, cr.operation != CHECK_OPERATION)
+            .where(
+                cr.ts > now - longest,
+                cr.ts <= now,
+                cr.operation != CHECK_OPERATION,
+                outside(cr.service, cr.ts, exclude),
+            )
             .group_by(cr.service, call_band)
         ).all()
     # service -> per band [checks, ok, calls, failed, fallback]
@@ -147,12 +179,18 @@ def _counts(
     return out
 
 
-def _percentiles(engine: Engine, now: float, seconds: float) -> dict[str, dict[str, float]]:
+def _percentiles(
+    engine: Engine, now: float, seconds: float, exclude: Spans | None = None
+) -> dict[str, dict[str, float]]:
     hc, cr = health_checks.c, call_records.c
     lo = now - seconds
+    exclude = _overlapping(exclude, lo, now)
     samples = union_all(
         select(hc.service.label("service"), hc.latency_ms.label("v")).where(
-            hc.ts > lo, hc.ts <= now, hc.latency_ms.is_not(None)
+            hc.ts > lo,
+            hc.ts <= now,
+            hc.latency_ms.is_not(None),
+            outside(hc.service, hc.ts, exclude),
         ),
         select(cr.service.label("service"), cr.latency_ms.label("v")).where(
             cr.ts > lo,
@@ -160,6 +198,7 @@ def _percentiles(engine: Engine, now: float, seconds: float) -> dict[str, dict[s
             cr.operation != CHECK_OPERATION,
             cr.outcome != "rejected",  # never reached the service: no latency
             cr.latency_ms.is_not(None),
+            outside(cr.service, cr.ts, exclude),
         ),
     ).subquery("samples")
     ranked = select(
@@ -189,13 +228,18 @@ def _percentiles(engine: Engine, now: float, seconds: float) -> dict[str, dict[s
 
 
 def window_figures_sql(
-    engine: Engine, *, now: float, windows: Mapping[str, float]
+    engine: Engine,
+    *,
+    now: float,
+    windows: Mapping[str, float],
+    exclude: Spans | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """window name -> service -> figures (the keys of `sla.window_figures`' columns)."""
+    """window name -> service -> figures (the keys of `sla.window_figures`' columns);
+    `exclude`: per service, spans left out (maintenance)."""
     ensure_indexes(engine)
-    out = _counts(engine, now, windows)
+    out = _counts(engine, now, windows, exclude)
     for name, secs in windows.items():
-        for service, figs in _percentiles(engine, now, secs).items():
+        for service, figs in _percentiles(engine, now, secs, exclude).items():
             out[name].setdefault(service, {}).update(figs)
     for figures in out.values():
         for fig in figures.values():

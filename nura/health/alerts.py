@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nura import get_config, store_url
@@ -33,6 +33,13 @@ Notifier = Callable[..., Any]
 
 def event_name(change: AlertChange) -> str:
     return "nura.health.recovered" if change.kind == "resolved" else f"nura.health.{change.level}"
+
+
+def _event_of(change: Mapping[str, Any]) -> str:
+    """The change's own event (security alerts carry one), else the health event."""
+    if change.get("event"):
+        return str(change["event"])
+    return event_name(AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__}))
 
 
 def apply_report(
@@ -76,7 +83,9 @@ def update_alerts(report: dict[str, Any], now: float | None = None) -> list[dict
         failure_threshold=hm.failure_threshold,
         success_threshold=hm.success_threshold,
     )
-    return [c.as_dict() for c in changes]
+    # Services in maintenance: recorded and emitted, not sent (nura.health.maintenance).
+    in_maintenance = report.get("maintenance", {}).get("active", [])
+    return hold([c.as_dict() for c in changes], in_maintenance)
 
 
 def message(change: Mapping[str, Any], affects: list[str]) -> tuple[str, str]:
@@ -107,9 +116,9 @@ def _emit(change: Mapping[str, Any], title: str) -> None:
     from prefect.events import emit_event
 
     emit_event(
-        event=event_name(AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})),
+        event=_event_of(change),
         resource={
-            "prefect.resource.id": f"nura.service.{change['key']}",
+            "prefect.resource.id": change.get("resource") or f"nura.service.{change['key']}",
             "prefect.resource.name": str(change["key"]),
         },
         payload={
@@ -120,6 +129,7 @@ def _emit(change: Mapping[str, Any], title: str) -> None:
             "reason": change["reason"],
             "alert_id": change["alert_id"],
             "title": title,
+            "maintenance": bool(change.get("maintenance")),
         },
     )
 
@@ -142,15 +152,16 @@ def deliver_alert(
     routed channel took it; `failed` names each channel that did not (yet) and why. Those
     stay in the durable outbox and are retried by later runs."""
     affects = list(get_config().health_monitoring.dependency_map.get(change["key"], []))
-    title, body = message(change, affects)
+    if change.get("title"):  # a change that brings its own words (nura.health.security)
+        title, body = str(change["title"]), str(change["body"])
+    else:
+        title, body = message(change, affects)
     _emit(change, title)
     notified, channels, failed = False, {}, {}
     if change.get("notify"):
         send = notifier or _default_notifier()
         kwargs: dict[str, Any] = {
-            "event": event_name(
-                AlertChange(**{k: change[k] for k in AlertChange.__dataclass_fields__})
-            ),
+            "event": _event_of(change),
             "details": {
                 "service": change["key"],
                 "alert_id": change["alert_id"],
@@ -183,3 +194,15 @@ def deliver_alert(
         "channels": channels,
         "failed": failed,
     }
+
+
+def hold(changes: list[dict[str, Any]], in_maintenance: Iterable[str]) -> list[dict[str, Any]]:
+    """Mark the alert changes of services in maintenance: recorded and emitted as events,
+    never sent to people (`notify` False, `maintenance` True). Changes `changes` in place."""
+    services = set(in_maintenance)
+    for change in changes:
+        if change["key"] in services:
+            change["held"] = bool(change.get("notify"))
+            change["notify"] = False
+            change["maintenance"] = True
+    return changes

@@ -21,7 +21,8 @@ REPORT_KEY = "health-report"
 SLA_KEY = "health-sla"  # per service and window: checks, calls and the rates
 SLA_LATENCY_KEY = "health-sla-latency"  # per service and window: p50 / p95 / p99
 SLA_RATE_COLUMNS = ("checks", "calls", "availability_pct", "error_rate_pct", "fallback_rate_pct")
-SLA_LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms")
+# maintenance_excluded_min: minutes of the window left out (maintenance), 0 when none
+SLA_LATENCY_COLUMNS = ("p50_ms", "p95_ms", "p99_ms", "maintenance_excluded_min")
 ICON = {"healthy": "🟢", "degraded": "🟠", "unhealthy": "🔴", "unknown": "⚪"}
 
 
@@ -57,8 +58,9 @@ def render_markdown(
     ]
     reasons = []
     for s in report["services"]:
+        held = " 🔧" if s.get("maintenance") else ""
         lines.append(
-            f"| {s['service']} | {ICON.get(s['status'], '')} {s['status']} "
+            f"| {s['service']} | {ICON.get(s['status'], '')} {s['status']}{held} "
             f"| {_fmt(s.get('latency_ms'), ' ms')} | {_fmt(s.get('p95_ms'), ' ms')} "
             f"| {_fmt(s.get('error_rate_pct'), ' %')} | {_fmt(s.get('availability_pct'), ' %')} "
             f"| {_fmt(s.get('fallback_rate_pct'), ' %')} | {s.get('breaker') or '–'} |"
@@ -68,6 +70,7 @@ def render_markdown(
             reasons.append(f"- **{s['service']}**: {reason}")
     if reasons:
         lines += ["", "## Why", "", *reasons]
+    lines += _maintenance_lines(report)
     lines += ["", f"## Open alerts ({len(open_alerts)})", ""]
     if not open_alerts:
         lines.append("None.")
@@ -89,6 +92,30 @@ def render_markdown(
         for s in impacted:
             lines.append(f"- {s['service']}: {', '.join(s.get('affects') or []) or 'not mapped'}")
     return "\n".join(lines) + "\n"
+
+
+def _maintenance_lines(report: Mapping[str, Any]) -> list[str]:
+    """Windows in effect (🔧 in the table) and, per service, the time each SLA window
+    left out; nothing when no maintenance touched the report."""
+    windows = (report.get("maintenance") or {}).get("windows") or []
+    excluded: dict[str, list[str]] = {}
+    for w in report["windows"]:
+        if w.get("maintenance_excluded_min"):
+            excluded.setdefault(w["service"], []).append(
+                f"{w['window']} {w['maintenance_excluded_min']:g}m"
+            )
+    if not windows and not excluded:
+        return []
+    lines = ["", "## Maintenance", ""]
+    for m in windows:
+        until = datetime.fromtimestamp(m["ends_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines.append(
+            f"- 🔧 **{m['service']}** until {until} ({m['source']}, {_cell(m['actor'])}): "
+            f"{_cell(m['reason']) or 'no reason given'}; alerts held"
+        )
+    for service, parts in sorted(excluded.items()):
+        lines.append(f"- {service}: maintenance excluded: {', '.join(parts)}")
+    return lines
 
 
 def _sla_rows(report: Mapping[str, Any], columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -114,12 +141,15 @@ def publish_artifacts(report: dict[str, Any]) -> dict[str, str]:
     from nura.core.stores.alerts import open_alerts
     from nura.core.stores.db import get_engine
     from nura.core.stores.notifications import pending
+    from nura.health.security import security_section
 
-    engine = get_engine(store_url(get_config()))
+    cfg = get_config()
+    engine = get_engine(store_url(cfg))
     alerts = open_alerts(engine)
+    security = security_section(engine, cfg.health_monitoring.security_alerts, now=report["ts"])
     md = create_markdown_artifact(
         key=REPORT_KEY,
-        markdown=render_markdown(report, alerts, pending(engine)),
+        markdown=render_markdown(report, alerts, pending(engine)) + security,
         description=f"Health: {report['overall']}",
     )
     table = create_table_artifact(

@@ -33,6 +33,12 @@ defect 7 tested "degraded" first):
 The error- and fallback-rate rules apply from `alert_thresholds.min_calls` traffic calls
 in the status window: below it one failure in three calls is a figure shown, not a status.
 Overall status = the worst service status (unknown is ignored).
+
+Maintenance (`nura.health.maintenance`): a service's samples inside its maintenance
+windows count in no window's figures. Each service says how much time was left out of
+the status window (`maintenance_excluded_s`) and each SLA row of its window
+(`maintenance_excluded_min`), and
+`report["maintenance"]` lists the windows in effect.
 """
 
 from __future__ import annotations
@@ -60,12 +66,31 @@ def _frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, columns: list[str])
     return df[columns]
 
 
+Spans = Mapping[str, list[tuple[float, float]]]
+
+
+def _outside(df: pd.DataFrame, exclude: Spans | None) -> pd.Series:
+    """Rows not inside their service's excluded spans (`start <= ts < end`)."""
+    keep = pd.Series(True, index=df.index)
+    for service, spans in (exclude or {}).items():
+        for lo, hi in spans:
+            keep &= ~((df["service"] == service) & (df["ts"] >= lo) & (df["ts"] < hi))
+    return keep
+
+
 def window_figures(
-    checks: pd.DataFrame, calls: pd.DataFrame, *, now: float, seconds: float
+    checks: pd.DataFrame,
+    calls: pd.DataFrame,
+    *,
+    now: float,
+    seconds: float,
+    exclude: Spans | None = None,
 ) -> pd.DataFrame:
-    """Per-service figures over `(now - seconds, now]`; index = service."""
+    """Per-service figures over `(now - seconds, now]`; index = service. `exclude`: per
+    service, spans whose samples are left out (maintenance)."""
     c = checks[(checks["ts"] > now - seconds) & (checks["ts"] <= now)]
     t = calls[(calls["ts"] > now - seconds) & (calls["ts"] <= now)]
+    c, t = c[_outside(c, exclude)], t[_outside(t, exclude)]
     reached = t[t["outcome"] != "rejected"]
     latencies = pd.concat(
         [c[["service", "latency_ms"]], reached[["service", "latency_ms"]]], ignore_index=True
@@ -164,17 +189,50 @@ def evaluate(
     now: float,
     status_window_s: float,
     dependency_map: Mapping[str, list[str]] | None = None,
+    exclude: Spans | None = None,
+    maintenance: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The health report from rows in memory (pandas): the reference implementation."""
+    """The health report from rows in memory (pandas): the reference implementation.
+    `exclude`: maintenance spans per service; `maintenance`: the windows in effect."""
     checks_df = _frame(checks, CHECK_COLUMNS)
     calls_df = _frame(calls, CALL_COLUMNS)
     # Health checks also leave call records; their samples are counted once, as checks.
     calls_df = calls_df[calls_df["operation"].astype(str) != "health.check"]
     figures = {
-        name: _as_dicts(window_figures(checks_df, calls_df, now=now, seconds=secs))
+        name: _as_dicts(window_figures(checks_df, calls_df, now=now, seconds=secs, exclude=exclude))
         for name, secs in {STATUS: status_window_s, **WINDOWS}.items()
     }
-    return assemble(figures, latest, breakers, thresholds, now=now, dependency_map=dependency_map)
+    report = assemble(figures, latest, breakers, thresholds, now=now, dependency_map=dependency_map)
+    return mark_maintenance(report, exclude or {}, maintenance, status_window_s=status_window_s)
+
+
+def mark_maintenance(
+    report: dict[str, Any],
+    exclude: Spans,
+    in_effect: Iterable[Mapping[str, Any]],
+    *,
+    status_window_s: float,
+) -> dict[str, Any]:
+    """Say in `report` what maintenance changed: per service the window in effect (or
+    None) and the seconds left out of the status window; per SLA row the seconds left
+    out of that window (minutes); `report["maintenance"]` = {active: [service], windows: [...]}."""
+    from nura.health.maintenance import excluded_seconds
+
+    now = report["ts"]
+    windows = [dict(w) for w in in_effect]
+    by_service = {w["service"]: w for w in windows}
+    for svc in report["services"]:
+        name = svc["service"]
+        svc["maintenance"] = by_service.get(name)
+        svc["maintenance_excluded_s"] = round(
+            excluded_seconds(exclude.get(name, []), now - status_window_s, now), 3
+        )
+    for row in report["windows"]:
+        secs = WINDOWS[row["window"]]
+        left_out = excluded_seconds(exclude.get(row["service"], []), now - secs, now)
+        row["maintenance_excluded_min"] = round(left_out / 60, 1)
+    report["maintenance"] = {"active": sorted(by_service), "windows": windows}
+    return report
 
 
 STATUS = "status"  # the key of the status window's figures
@@ -280,9 +338,11 @@ def build_report(
     layer = get_call_layer()
     if layer.recorder is not None:
         layer.recorder.flush()  # this round's traffic records are in the store before we read
-    figures = window_figures_sql(
-        engine, now=now, windows={STATUS: hm.status_window_minutes * 60, **WINDOWS}
-    )
+    from nura.health.maintenance import active, intervals
+
+    lengths = {STATUS: hm.status_window_minutes * 60, **WINDOWS}
+    spans = intervals(engine, now - max(lengths.values()), now, cfg)
+    figures = window_figures_sql(engine, now=now, windows=lengths, exclude=spans)
     breakers = {b.service: b.state.value for b in layer.breakers.all()}
     report = assemble(
         figures,
@@ -292,6 +352,7 @@ def build_report(
         now=now,
         dependency_map=hm.dependency_map,
     )
+    mark_maintenance(report, spans, active(engine, now, cfg), status_window_s=lengths[STATUS])
     if save:
         save_status(
             engine,

@@ -60,6 +60,8 @@ def config_intervals(cfg: IntegrationsConfig) -> dict[str, float]:
         "confluence-sync": cfg.external_services.confluence.sync_interval_hours * 3600,
         "health-monitor": cfg.health_monitoring.check_interval_minutes * 60,
         "webhook-redrive": redrive_minutes * 60,
+        "retention": cfg.retention.interval_hours * 3600,
+        "confluence-watch": cfg.external_services.confluence.watch.interval_seconds,
     }
 
 
@@ -298,6 +300,26 @@ async def ensure_pending_recovery(cfg: IntegrationsConfig) -> str | None:
     return PENDING_RECOVERY
 
 
+async def ensure_watch_automation() -> str:
+    """The automation that runs `confluence-page-ingest` for the `confluence-watch` events
+    (after the deployments: it names the ingest's id). Created or updated by name."""
+    from prefect.client.orchestration import get_client
+
+    from nura.confluence.watch import AUTOMATION, PAGE_INGEST, ingest_automation
+
+    async with get_client() as client:
+        ingest = await client.read_deployment_by_name(PAGE_INGEST)
+        wanted = ingest_automation(ingest.id)
+        existing = await client.read_automations_by_name(AUTOMATION)
+        if existing:
+            await client.update_automation(existing[0].id, wanted)
+            for extra in existing[1:]:
+                await client.delete_automation(extra.id)
+        else:
+            await client.create_automation(wanted)
+    return AUTOMATION
+
+
 async def apply_deployments(
     cfg: IntegrationsConfig, flows: list[LoadedFlow], report: BootstrapReport
 ) -> None:
@@ -488,4 +510,6 @@ def bootstrap(
     step("bedrock models")
     asyncio.run(apply_deployments(cfg, flows, report))
     step("deployments")
+    report.automations.append(asyncio.run(ensure_watch_automation()))
+    step("watch automation")
     return report

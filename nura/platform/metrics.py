@@ -19,6 +19,10 @@ Series (all gauges except the counters and the histogram):
   nura_call_latency_ms{service}            histogram (_bucket{le}, _sum, _count) of all calls
   nura_bedrock_cost_usd_total{model}       counter: the Bedrock cost ledger
   nura_alerts_open{severity}               open alerts
+  nura_security_events_total{kind,subject} counter: security events (nura.health.security)
+  nura_security_alerts_open{kind}          open security alerts
+  nura_maintenance_active{service}         1 while a maintenance window is in effect
+  nura_maintenance_excluded_seconds{service,window}  time the 1h/24h/7d SLA windows leave out
 """
 
 from __future__ import annotations
@@ -165,6 +169,59 @@ def _alerts(engine: Engine) -> Iterator[Metric]:
     yield family
 
 
+def _security(engine: Engine) -> Iterator[Metric]:
+    from nura.config.sections.security import SecurityAlertSettings
+    from nura.core.stores.alerts import open_alerts
+    from nura.core.stores.security import ALERT_PREFIX, totals
+
+    events = CounterMetricFamily(
+        "nura_security_events",
+        "Security events (refusals) by kind and subject",
+        labels=["kind", "subject"],
+    )
+    for (kind, subject), n in sorted(totals(engine).items()):
+        events.add_metric([kind, subject], n)
+    yield events
+    open_by_kind = dict.fromkeys(SecurityAlertSettings().rules(), 0)
+    for a in open_alerts(engine):
+        if a["key"].startswith(ALERT_PREFIX):
+            kind = a["key"][len(ALERT_PREFIX) :].split(".", 1)[0]
+            open_by_kind[kind] = open_by_kind.get(kind, 0) + 1
+    alerts = GaugeMetricFamily(
+        "nura_security_alerts_open", "Open security alerts by kind", labels=["kind"]
+    )
+    for kind, n in open_by_kind.items():
+        alerts.add_metric([kind], n)
+    yield alerts
+
+
+def _maintenance(engine: Engine) -> Iterator[Metric]:
+    """Services in maintenance and the time each SLA window leaves out."""
+    import time
+
+    from nura.health import maintenance
+    from nura.health.sla import WINDOWS
+
+    now = time.time()
+    active = GaugeMetricFamily(
+        "nura_maintenance_active", "1 while the service is in maintenance", labels=["service"]
+    )
+    for service in sorted({w["service"] for w in maintenance.active(engine, now)}):
+        active.add_metric([service], 1)
+    yield active
+    spans = maintenance.intervals(engine, now - max(WINDOWS.values()), now)
+    excluded = GaugeMetricFamily(
+        "nura_maintenance_excluded_seconds",
+        "Maintenance time left out of each SLA window",
+        labels=["service", "window"],
+    )
+    for service, found in sorted(spans.items()):
+        for name, secs in WINDOWS.items():
+            left_out = maintenance.excluded_seconds(found, now - secs, now)
+            excluded.add_metric([service, name], left_out)
+    yield excluded
+
+
 class StoreCollector(Collector):
     """A `prometheus_client` collector that reads every family from the store per scrape.
 
@@ -183,6 +240,8 @@ class StoreCollector(Collector):
         yield from _calls(self.engine)
         yield from _costs(self.engine)
         yield from _alerts(self.engine)
+        yield from _security(self.engine)
+        yield from _maintenance(self.engine)
 
 
 def render_metrics(engine: Engine | None = None) -> str:

@@ -134,6 +134,7 @@ def send_signed(target: Target, msg_id: str, event_type: str, body: str) -> _Res
     try:
         target.guard.check(target.cfg.url)
     except SSRFRefused as exc:
+        _note_ssrf(target, exc)
         return _Result(False, error=str(exc), retryable=False)
     except DNSUnavailable:
         pass  # resolved again on connect, where the call layer retries it with backoff
@@ -159,6 +160,8 @@ def send_signed(target: Target, msg_id: str, event_type: str, body: str) -> _Res
             client=target.guard.client,
         )
     except IntegrationError as err:
+        if isinstance(err, SSRFRefused):  # refused at connect: DNS changed since the check
+            _note_ssrf(target, err)
         return _Result(
             False,
             status_code=err.status,
@@ -173,6 +176,13 @@ def send_signed(target: Target, msg_id: str, event_type: str, body: str) -> _Res
     if status == 410:
         return _Result(False, 410, res.attempts, "410 Gone", gone=True, latency_ms=latency)
     return _Result(True, status, res.attempts, latency_ms=latency)
+
+
+def _note_ssrf(target: Target, exc: SSRFRefused) -> None:
+    """A security event (nura.health.security); the reason names host and address only."""
+    from nura.core.security_events import report_event
+
+    report_event("ssrf_refusal", target.name, {"reason": exc.reason})
 
 
 def _send_one(target: Target, msg_id: str, event_type: str, body: str) -> _Result:

@@ -16,7 +16,7 @@ stored within the replay window where the id is unsigned (200 duplicate); 503 wh
 inbox could not commit. Errors are JSON `{"error", "message"}`.
 
 `GET /healthz` (open), `GET /metrics` (Prometheus; bearer token off loopback or behind a
-proxy). Connections beyond `max_concurrency` get uvicorn's 503 (`nura.webhooks.app`).
+proxy). Connections beyond `max_concurrency` get uvicorn's 503 (`nura.platform.receiver_app`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nura.config import IntegrationsConfig
 from nura.config.sections.webhooks import IncomingEndpoint
+from nura.core.security_events import SecurityEventBuffer
 from nura.core.stores.inbox import (
     Delivery,
     InboxWriter,
@@ -75,6 +76,14 @@ from nura.webhooks.schemes import (
 logger = logging.getLogger("nura.receiver")
 
 JSON_TYPES = ("application/json",)
+# Refusals that count as security events (nura.health.security), by their error code.
+SECURITY_KINDS = {
+    "bad_signature": "signature_failure",
+    "missing_timestamp": "signature_failure",
+    "missing_delivery_id": "signature_failure",
+    "stale_timestamp": "stale_delivery",
+    "bad_timestamp": "stale_delivery",
+}
 
 
 def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
@@ -156,6 +165,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 def _media_type(raw: str) -> str:
     return raw.split(";", 1)[0].strip().lower()
 
@@ -200,6 +214,7 @@ class Receiver:
         self.secrets = SecretProvider(wh.receiver.secret_cache_seconds, secrets)
         self.limiter = RateLimiter(clock)
         self.metrics = ReceiverMetrics()
+        self.security = SecurityEventBuffer(engine, clock=clock)  # refusals only, no I/O
         self.writer = InboxWriter(
             engine,
             batch_max=wh.inbox.batch_max,
@@ -247,6 +262,7 @@ class Receiver:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.warn_legacy()
         self.writer.start()
+        self.security.start()
         await anyio.to_thread.run_sync(self.seed_rate_limits)
         task = None
         if self.dispatcher_factory is not None:
@@ -274,6 +290,7 @@ class Receiver:
                 except Exception:  # noqa: S110 - already logged by _report_dispatcher_end
                     pass
             await anyio.to_thread.run_sync(self.writer.stop)
+            await anyio.to_thread.run_sync(self.security.stop)
 
     # -- the pipeline --------------------------------------------------------------------
     async def handle(self, scope: Scope, receive: Receive) -> Answer:
@@ -287,6 +304,10 @@ class Receiver:
         except Rejection as rej:
             if rej.error in ("bad_signature", "missing_timestamp", "missing_delivery_id"):
                 self.metrics.signature_failures[name] += 1
+            if rej.error in SECURITY_KINDS and found is not None:
+                self.security.note(
+                    SECURITY_KINDS[rej.error], name, error=rej.error, client=_peer(scope)
+                )
             answer = _rejected(rej.status, rej.error, rej.message, rej.headers)
         except ClientDisconnect:
             answer = _rejected(400, "client_disconnected", "the request body was cut off")
@@ -447,6 +468,7 @@ class Receiver:
                 503, "store_unavailable", "the inbox could not store it", {"Retry-After": "5"}
             ) from None
         if not inserted:
+            self.security.note("replayed_delivery", name, client=_peer(scope))
             return 200, {"status": "duplicate", "delivery_id": delivery.delivery_id}, None
         if self.dispatcher is not None:
             self.dispatcher.poke()
@@ -552,7 +574,7 @@ def create_app(
 ) -> Starlette:
     """The receiver's ASGI app. Tests inject `secrets` (endpoint name -> block) and a `clock`.
 
-    Whoever serves it hands it the rest (`nura.webhooks.app`): a `dispatcher_factory` whose
+    Whoever serves it hands it the rest (`nura.platform.receiver_app`): a `dispatcher_factory` whose
     dispatcher runs in the app's event loop, `extra_metrics` appended to `/metrics`, and
     `extra_routes` (the SES feedback endpoint). `freeze_heap` (set by the app's own
     process) moves the startup heap out of the garbage collector's reach once started.

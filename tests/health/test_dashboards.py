@@ -140,7 +140,7 @@ def test_receiver_metrics_answer_503_when_the_platform_store_is_down(
     from sqlalchemy import create_engine
     from starlette.testclient import TestClient
 
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
 
     cfg = nura_config({}, store=store_url)
     down = create_engine(_unreachable_store())

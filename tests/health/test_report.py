@@ -16,6 +16,7 @@ WINDOW = {
     "error_rate_pct": 1.5,
     "availability_pct": 98.5,
     "fallback_rate_pct": 0.0,
+    "maintenance_excluded_min": 0.0,
 }
 
 

@@ -141,7 +141,7 @@ def test_repeated_bootstrap_keeps_schedules_once_and_ops_pauses(
 
     full_names = _boot(cfg)
     ids = _check(cfg, full_names)
-    assert {"confluence-sync", "health-monitor", "webhook-redrive"} <= set(ids)
+    assert {"confluence-sync", "health-monitor", "webhook-redrive", "retention"} <= set(ids)
     for _ in range(2):  # again and again: nothing toggles, nothing is recreated
         assert _boot(cfg) == full_names
         assert _check(cfg, full_names) == ids

@@ -1,4 +1,4 @@
-"""Fuzz the REAL served receiver (nura.webhooks.app.create_app under uvicorn, with the
+"""Fuzz the REAL served receiver (nura.platform.receiver_app.create_app under uvicorn, with the
 settings `nura webhooks serve` uses) over raw sockets, deterministically (seeded).
 
 Random bytes in bodies, headers and paths; oversize, chunked, lying and slow bodies; then
@@ -21,7 +21,7 @@ import pytest
 
 from nura.core.stores.db import get_engine
 from nura.core.stores.inbox import list_entries
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from tests.webhooks.conftest import ReceiverThread
 from tests.webhooks.helpers import (
     SECRET,

@@ -1,8 +1,8 @@
 """The package's shape, checked on the source: imports only point down, no cycles.
 
 Layers (ARCHITECTURE.md), lowest first; a module may import its own layer or a lower one:
-  nura.errors  <  nura.config  <  nura.core (and the `nura` facade)  <  nura.kb, nura.notify
-  <  the system rooms  <  nura.platform  <  nura.cli
+  nura.errors  <  nura.config  <  nura.core (and the `nura` facade)  <  nura.notify
+  <  the system rooms (nura.kb among them)  <  nura.platform, nura.admin  <  nura.cli
 The installed package never imports the project's folders (flows, tasks, blocks,
 deployments), and a system room imports another only where ALLOWED says why.
 """
@@ -21,19 +21,28 @@ LAYER = {
     "config": 1,
     "core": 2,
     "": 2,  # `from nura import get_config`: the facade re-exports core
-    "kb": 3,
     "notify": 3,
+    "kb": 4,  # embeddings and answers are Bedrock calls; the sources write into it
     "confluence": 4,
     "bedrock": 4,
     "git": 4,
     "health": 4,
     "webhooks": 4,
+    "retention": 4,  # erasure spans the stores and the knowledge base (kb)
     "platform": 5,
+    "admin": 5,  # operator actions over every room, served by the platform's receiver app
     "cli": 6,
 }
 ALLOWED = {
     # The health check of Confluence authenticates with the sync's credentials block.
     ("health", "confluence"),
+    # The sources write their documents into the knowledge base and refresh its index.
+    ("confluence", "kb"),
+    ("git", "kb"),
+    # Embeddings and answers go through Bedrock's invocation path (budgets, ledger, chain).
+    ("kb", "bedrock"),
+    # Erasure removes a document and everything derived from it, its chunks included.
+    ("retention", "kb"),
 }
 
 

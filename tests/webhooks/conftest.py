@@ -42,7 +42,7 @@ class ReceiverThread:
         self.port = port or free_port()
         self.app = app
         if served:
-            from nura.webhooks.app import server_config
+            from nura.platform.receiver_app import server_config
 
             config = server_config(app, app.state.receiver.cfg, "127.0.0.1", self.port)
         else:

@@ -11,7 +11,7 @@ from tests.webhooks.conftest import ReceiverThread
 
 def test_send_then_inbox(nura_config, monkeypatch, tmp_path):
     from nura.cli.main import app
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
 
     monkeypatch.setenv("NURA_TEST_WH_SECRET", "from-env")
     incoming = {

@@ -86,7 +86,7 @@ def _post(app: Any, payload: dict, delivery: str) -> int:
 
 def _app(tmp_path: Any) -> tuple[Any, Any, Any]:
     from nura.core.stores.db import get_engine
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
     from nura.webhooks.blocks import WebhookSecret
 
     cfg = _packaged()

@@ -86,7 +86,7 @@ def test_signed_push_creates_exactly_one_run_that_stores_files(
     from nura.core.stores.db import get_engine
     from nura.core.stores.inbox import get_entry
     from nura.kb.s3 import ensure_bucket
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
 
     cfg = nura_config(_config(moto_reset, fake_github.url))
     ensure_bucket()
@@ -192,7 +192,7 @@ def test_deliveries_accepted_while_prefect_is_down_are_dispatched_after(
     """
     from nura.core.stores.db import get_engine
     from nura.core.stores.inbox import status_counts
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
 
     server = prefect_server
     cfg = nura_config(_config("http://127.0.0.1:9", "http://127.0.0.1:9"))

@@ -22,7 +22,7 @@ from nura.core.stores.inbox import (
     reschedule,
     status_counts,
 )
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from tests.webhooks.helpers import (
     asgi_post,
     config,

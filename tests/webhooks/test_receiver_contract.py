@@ -10,7 +10,7 @@ from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
 from nura.core.stores.inbox import get_entry
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from tests.webhooks.helpers import (
     OLD_SECRET,
     STD_SECRET,

@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from starlette.testclient import TestClient
 
 from nura.core.stores.inbox import get_entry
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from nura.webhooks.blocks import WebhookSecret, WebhookSigner
 from tests.webhooks.helpers import (
     SECRET,

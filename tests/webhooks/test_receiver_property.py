@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from nura.core.stores.db import get_engine
 from nura.core.stores.inbox import status_counts
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from tests.webhooks.helpers import SECRET, config, generic_sig, hex_sig, secrets
 
 PATHS = [

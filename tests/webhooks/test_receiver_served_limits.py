@@ -15,7 +15,7 @@ import pytest
 
 from nura.core.stores.db import get_engine
 from nura.core.stores.inbox import status_counts
-from nura.webhooks.app import create_app
+from nura.platform.receiver_app import create_app
 from tests.webhooks.conftest import ReceiverThread, wait_for
 from tests.webhooks.helpers import config, github_headers, push_payload, secrets
 

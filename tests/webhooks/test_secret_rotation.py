@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_block_secret_and_rotation(prefect_server, nura_config):
-    from nura.webhooks.app import create_app
+    from nura.platform.receiver_app import create_app
 
     WebhookSecret(scheme="github", current=SecretStr("first")).save("wh-rot-test", overwrite=True)
     cfg = nura_config(

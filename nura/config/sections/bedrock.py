@@ -101,6 +101,10 @@ def _seed_prices() -> dict[str, ModelPrice]:
         "amazon.nova-pro-v1:0": ("0.0008", "0.0032"),
         "amazon.nova-lite-v1:0": ("0.00006", "0.00024"),
         "amazon.nova-micro-v1:0": ("0.000035", "0.00014"),
+        # Embedding models (the knowledge base, nura.kb.embed): input tokens only.
+        "amazon.titan-embed-text-v2:0": ("0.00002", "0"),
+        "cohere.embed-english-v3": ("0.0001", "0"),
+        "cohere.embed-multilingual-v3": ("0.0001", "0"),
     }
     return {
         k: ModelPrice(

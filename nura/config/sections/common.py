@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nura.config.sections.adaptive import AdaptiveRateSettings
+
 
 class Section(BaseModel):
     """Every config section rejects unknown keys: a typo must fail at load, not be ignored."""
@@ -32,4 +34,9 @@ class ServiceSettings(Section):
         gt=0,
         description="Total time for one call: every attempt, backoff wait and body read. "
         "A slow or dripping answer is cut there with DeadlineExceeded. Default 4x the timeout.",
+    )
+    adaptive: AdaptiveRateSettings = Field(
+        default_factory=AdaptiveRateSettings,
+        description="Dynamic adjustment of the effective rate below rate_limit_per_minute "
+        "(docs/rate-limits.md).",
     )

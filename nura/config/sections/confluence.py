@@ -6,7 +6,28 @@ from typing import Literal
 
 from pydantic import Field
 
-from nura.config.sections.common import ServiceSettings
+from nura.config.sections.common import Section, ServiceSettings
+
+
+class ConfluenceWatchSettings(Section):
+    """The `confluence-watch` deployment: change events without webhooks (CQL polling)."""
+
+    interval_seconds: float = Field(
+        default=60, ge=10, description="How often the watch polls Confluence (its schedule)."
+    )
+    overlap_minutes: float = Field(
+        default=2,
+        ge=1,
+        description="Each poll asks CQL for pages modified since the last change seen minus "
+        "this (CQL `lastmodified` has minute resolution and the search index lags); pages "
+        "seen twice are told apart by (page id, version).",
+    )
+    trash_check_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="How often the watch lists the trash of the spaces (CQL cannot find "
+        "trashed pages: one v2 listing more); 0 checks on every poll.",
+    )
 
 
 class ConfluenceSettings(ServiceSettings):
@@ -41,3 +62,7 @@ class ConfluenceSettings(ServiceSettings):
     # S3 key prefixes of the knowledge base.
     s3_prefix: str = "confluence"
     manifest_prefix: str = "_manifests/confluence"
+    watch: ConfluenceWatchSettings = Field(
+        default_factory=ConfluenceWatchSettings,
+        description="Change events without webhooks (docs/confluence.md).",
+    )

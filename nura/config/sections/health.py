@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from nura.config.sections.common import Section
+from nura.config.sections.maintenance import MaintenanceWindowSettings
 from nura.config.sections.notifications import NotificationSettings
+from nura.config.sections.security import SecurityAlertSettings
 
 
 class AlertThresholds(Section):
@@ -54,3 +56,14 @@ class HealthMonitoringSettings(Section):
     publish_cloudwatch: bool = True
     # Which deployments/flows use which service: the report says what an outage affects.
     dependency_map: dict[str, list[str]] = Field(default_factory=dict)
+    security_alerts: SecurityAlertSettings = Field(
+        default_factory=SecurityAlertSettings,
+        description="Bursts of refusals and failed logins that open a high alert "
+        "(docs/health.md, Security alerts).",
+    )
+    maintenance_windows: list[MaintenanceWindowSettings] = Field(
+        default_factory=list,
+        description="Planned maintenance per service: checks still run and are recorded, "
+        "alerts are held (a low-severity notice at start and end), the SLA windows exclude "
+        "the time. `nura maintenance start` adds windows at run time.",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nura.config.sections.common import Section
 
@@ -26,6 +26,16 @@ class PlatformSettings(Section):
     # Database of `nura up`'s Prefect server and stores. SQLite answers `database is
     # locked` under the platform's load (benchmarks/platform_startup.py compares both).
     prefect_database: Literal["embedded-postgres", "sqlite"] = "embedded-postgres"
+    tls_min_version: Literal["1.2", "1.3"] = Field(
+        default="1.2",
+        description="Lowest TLS version of every outbound HTTPS call the call layer makes and "
+        "of the receiver when it serves HTTPS; 1.2 for compatibility, 1.3 to enforce it.",
+    )
+
+    @field_validator("tls_min_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: object) -> object:
+        return f"{v:.1f}" if isinstance(v, float) else v  # YAML reads `1.3` as a number
 
 
 class ApiGatewaySettings(Section):

@@ -134,6 +134,20 @@ class ReceiverSettings(Section):
         gt=0,
         description="Bodies at least this large are verified in a thread, off the event loop.",
     )
+    tls_certfile: str | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with; set together with "
+        "tls_keyfile. The minimum TLS version is platform.tls_min_version.",
+    )
+    tls_keyfile: str | None = Field(
+        default=None, description="PEM private key of tls_certfile (HTTPS served when both set)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ReceiverSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile are set together (or neither)")
+        return self
 
     @field_validator("bearer_token", mode="before")
     @classmethod

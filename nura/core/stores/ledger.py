@@ -601,4 +601,70 @@ class CostLedger:
             .order_by(ledger.c.model_id)
         )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            rows = {r.model_id: dict(r._mapping) for r in conn.execute(query)}
+        # Line items past retention live on as per-day totals (whole days from `since`'s).
+        for model, sums in rolled_up_by_model(self.engine, since).items():
+            row = rows.setdefault(model, {"model_id": model} | dict.fromkeys(sums, 0))
+            for name, value in sums.items():
+                row[name] = int(row[name] or 0) + value
+        return [rows[m] for m in sorted(rows)]
+
+
+# -- retention: line items rolled up into per-day totals (nura.retention) ----------------
+ledger_daily = Table(
+    "nura_bedrock_ledger_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),  # UTC date, "2026-11-29"
+    Column("scope", String(100), primary_key=True),
+    Column("model_id", String(200), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_pusd", BigInteger, nullable=False),
+    Column("estimated_pusd", BigInteger, nullable=False),
+)
+
+_SUMMED = ("calls", "input_tokens", "output_tokens", "cost_pusd", "estimated_pusd")
+
+
+def _day(ts: float) -> str:
+    return f"{datetime.fromtimestamp(ts // 86_400 * 86_400, UTC):%Y-%m-%d}"
+
+
+def roll_up_items(engine: Engine, *, before: float, limit: int) -> int:
+    """Move up to `limit` line items older than `before` into `nura_bedrock_ledger_daily`
+    (added to the day's totals and deleted in one transaction); how many were moved.
+    The spend totals that budgets read (`nura_bedrock_spend`) are not touched."""
+    c = ledger.c
+    wanted = select(c.id, c.ts, c.scope, c.model_id, c.input_tokens, c.output_tokens)
+    wanted = wanted.add_columns(c.cost_pusd, c.estimated).where(c.ts < before)
+    with engine.begin() as conn:
+        # FOR UPDATE (PostgreSQL): a concurrent sweep waits, then finds these rows gone.
+        rows = conn.execute(wanted.order_by(c.id).limit(limit).with_for_update()).all()
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for r in rows:
+            total = sums.setdefault((_day(r.ts), r.scope, r.model_id), [0] * len(_SUMMED))
+            est = int(r.cost_pusd) if r.estimated else 0
+            for i, n in enumerate((1, r.input_tokens, r.output_tokens, r.cost_pusd, est)):
+                total[i] += int(n)
+        stmt = _upsert(engine.dialect.name)(ledger_daily)
+        add = {k: ledger_daily.c[k] + stmt.excluded[k] for k in _SUMMED}
+        stmt = stmt.on_conflict_do_update(index_elements=["day", "scope", "model_id"], set_=add)
+        for (day, scope, model), values in sorted(sums.items()):
+            summed = dict(zip(_SUMMED, values, strict=True))
+            conn.execute(stmt.values(day=day, scope=scope, model_id=model, **summed))
+        if rows:
+            conn.execute(delete(ledger).where(c.id.in_([r.id for r in rows])))
+    return len(rows)
+
+
+def rolled_up_by_model(engine: Engine, since: float) -> dict[str, dict[str, int]]:
+    """Per-model sums of the rolled-up days from the day of `since` on."""
+    d = ledger_daily.c
+    query = (
+        select(d.model_id, *(func.sum(d[k]).label(k) for k in _SUMMED))
+        .where(d.day >= _day(since))
+        .group_by(d.model_id)
+    )
+    with engine.connect() as conn:
+        return {r.model_id: {k: int(r._mapping[k]) for k in _SUMMED} for r in conn.execute(query)}

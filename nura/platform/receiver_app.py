@@ -6,6 +6,7 @@ handed its dispatcher, the SES feedback endpoint and any extra metrics.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from nura.config import IntegrationsConfig
+from nura.core.http import TLS_VERSIONS
 from nura.webhooks import receiver, sns
 from nura.webhooks.blocks import WebhookSecret
 from nura.webhooks.dispatcher import Dispatcher
@@ -45,17 +47,26 @@ def create_app(
     def dispatcher() -> Any:
         return Dispatcher(served_engine, served_cfg, api_url=api_url)
 
-    return receiver.create_app(
+    from nura.admin.api import admin_routes
+    from nura.admin.gate import EndpointFlags, EndpointGate
+
+    flags = EndpointFlags(cfg, engine)  # operator endpoint flags; admin API if enabled
+    app = receiver.create_app(
         cfg,
         engine=engine,
         secrets=secrets,
         clock=clock,
         dispatcher_factory=dispatcher if run else None,
         extra_metrics=extra_metrics,
-        extra_routes=[Route("/webhooks/ses-events", sns.sns_endpoint, methods=["POST"])],
+        extra_routes=[
+            Route("/webhooks/ses-events", sns.sns_endpoint, methods=["POST"]),
+            *admin_routes(cfg, engine, flags),
+        ],
         listen_host=listen_host,
         freeze_heap=freeze_heap,
     )
+    app.add_middleware(EndpointGate, flags=flags, observe=app.state.receiver.metrics.observe)
+    return app
 
 
 def server_config(
@@ -68,10 +79,27 @@ def server_config(
     incomplete request head. httptools has no header limit: the app enforces
     `max_header_count`/`max_header_bytes` (431) itself, and the body's size, pace (408)
     and the bytes buffered across requests (503).
+
+    HTTPS when `tls_certfile`/`tls_keyfile` are set, refusing clients below
+    `platform.tls_min_version` (uvicorn's own context, its minimum raised).
     """
     import uvicorn
 
     limits = cfg.webhooks.receiver
+    tls: dict[str, Any] = {}
+    if limits.tls_certfile and limits.tls_keyfile:
+        minimum = TLS_VERSIONS[cfg.platform.tls_min_version]
+
+        def tls_context(_config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            ctx = default()
+            ctx.minimum_version = minimum
+            return ctx
+
+        tls = {
+            "ssl_certfile": limits.tls_certfile,
+            "ssl_keyfile": limits.tls_keyfile,
+            "ssl_context_factory": tls_context,
+        }
     return uvicorn.Config(
         app,
         host=host,
@@ -85,6 +113,7 @@ def server_config(
         timeout_keep_alive=30,
         limit_concurrency=limits.max_concurrency,
         h11_max_incomplete_event_size=limits.max_header_bytes,
+        **tls,
     )
 
 

@@ -36,6 +36,17 @@ FIRST_RUNS: dict[str, dict[str, object]] = {
     "webhook-redrive/webhook-redrive": {},
     "health-monitor/health-monitor": {},
 }
+# Deployment -> (the first run it needs finished, its parameters): `kb-ask` answers from
+# what the first Confluence sync chunked and embedded.
+AFTER: dict[str, tuple[str, dict[str, object]]] = {
+    "kb-ask/kb-ask": (
+        "confluence-sync/confluence-sync",
+        {
+            "question": "Which queue worker retry backoff settings does the cluster use?",
+            "space": "TECH",
+        },
+    ),
+}
 
 
 async def trigger() -> dict[str, str]:
@@ -52,6 +63,30 @@ async def trigger() -> dict[str, str]:
 
     ids = await asyncio.gather(*(start(n, p) for n, p in FIRST_RUNS.items()))
     return dict(zip(FIRST_RUNS, ids, strict=True))
+
+
+async def trigger_after(started: dict[str, str], wait_s: float = 600.0) -> dict[str, str]:
+    """Start each `AFTER` deployment once the first run it needs is final (whatever its end:
+    a failed sync still lets `kb-ask` show its answer, "not in the knowledge base")."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    result: dict[str, str] = {}
+    async with get_client() as client:
+        for name, (needs, params) in AFTER.items():
+            try:
+                run_id = started.get(needs, "")
+                deadline = time.monotonic() + wait_s
+                while not run_id.startswith("not started") and time.monotonic() < deadline:
+                    state = (await client.read_flow_run(run_id)).state  # type: ignore[arg-type]
+                    if state is not None and state.is_final():
+                        break
+                    await asyncio.sleep(2)
+                run = await run_deployment(name, parameters=params, timeout=0)  # type: ignore[misc]
+                result[name] = str(run.id)
+            except Exception as exc:  # one missing deployment must not stop the others
+                result[name] = f"not started: {type(exc).__name__}: {exc}"
+    return result
 
 
 def send_first_webhooks(state_dir: Path) -> dict[str, str]:
@@ -136,6 +171,7 @@ def run_first_runs() -> dict[str, str]:
         result.update(send_first_webhooks(state_dir))
     except Exception as exc:  # the receiver may be off: the flows above still ran
         result["git-ingest (signed webhook)"] = f"not started: {type(exc).__name__}: {exc}"
+    result.update(asyncio.run(trigger_after(result)))
     return result
 
 
@@ -145,7 +181,7 @@ FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 def first_run_deployments() -> list[str]:
-    return [name.split("/")[1] for name in FIRST_RUNS] + list(WEBHOOK_DEPLOYMENTS)
+    return [name.split("/")[1] for name in (*FIRST_RUNS, *AFTER)] + list(WEBHOOK_DEPLOYMENTS)
 
 
 def wait_first_runs(

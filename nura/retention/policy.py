@@ -51,4 +51,13 @@ def retention_rules(cfg: IntegrationsConfig) -> list[Rule]:
         Rule("email_feedback", r.notifications_days, "delete", "SES feedback (addresses)"),
         Rule("ledger_items", r.ledger_items_days, "roll_up", "Bedrock ledger line items"),
         Rule("audit_log", r.audit_log_days, "delete", "audit log"),
+        Rule("security_events", r.security_events_days, "delete", "security events, by time"),
+        Rule("maintenance", r.alert_history_days, "delete", "finished maintenance windows"),
+        Rule("maintenance_notices", r.alert_history_days, "delete", "maintenance notices"),
+        Rule(
+            "config_snapshots",
+            r.alert_history_days,
+            "delete",
+            "configuration snapshots (the latest is always kept)",
+        ),
     ]

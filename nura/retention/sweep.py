@@ -30,11 +30,14 @@ from sqlalchemy import ColumnElement, Engine, Table, delete, func, select, tuple
 from nura.config.schema import IntegrationsConfig
 from nura.core.stores import audit
 from nura.core.stores.alerts import alert_history
+from nura.core.stores.config_snapshots import config_snapshots
 from nura.core.stores.dead_letters import dead_letters
 from nura.core.stores.health import health_checks
 from nura.core.stores.inbox import inbox
 from nura.core.stores.ledger import ledger, roll_up_items
+from nura.core.stores.maintenance import maintenance_notices, maintenance_windows
 from nura.core.stores.notifications import email_feedback, notifications, outbox
+from nura.core.stores.security import security_events
 from nura.core.stores.tables import call_records
 from nura.retention.policy import Rule, retention_rules
 
@@ -81,6 +84,7 @@ class RetentionReport:
 def _target(store: str, cutoff: float) -> tuple[Table, ColumnElement[bool]]:
     """The table a rule works on and the condition of its rows past `cutoff`."""
     i, d, o = inbox.c, dead_letters.c, outbox.c
+    m, snap = maintenance_windows.c, config_snapshots.c
     targets: dict[str, tuple[Table, ColumnElement[bool]]] = {
         "call_records": (call_records, call_records.c.ts < cutoff),
         "inbox_bodies": (
@@ -109,6 +113,16 @@ def _target(store: str, cutoff: float) -> tuple[Table, ColumnElement[bool]]:
         "email_feedback": (email_feedback, email_feedback.c.received_at < cutoff),
         "ledger_items": (ledger, ledger.c.ts < cutoff),
         "audit_log": (audit.audit_log, audit.audit_log.c.ts < cutoff),
+        "security_events": (security_events, security_events.c.ts < cutoff),
+        "maintenance": (
+            maintenance_windows,
+            func.coalesce(m.ended_at, m.ends_at) < cutoff,
+        ),
+        "maintenance_notices": (maintenance_notices, maintenance_notices.c.ts < cutoff),
+        "config_snapshots": (  # the latest is the baseline the next change is compared to
+            config_snapshots,
+            (snap.ts < cutoff) & (snap.seq < select(func.max(snap.seq)).scalar_subquery()),
+        ),
     }
     return targets[store]
 

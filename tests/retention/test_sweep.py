@@ -140,7 +140,8 @@ def test_old_rows_go_recent_stay_bodies_emptied_totals_kept(store_url: str) -> N
         "call_records": 2, "inbox_bodies": 2, "inbox_rows": 0, "dead_letters_settled": 2,
         "dead_letters_exhausted": 2, "health_checks": 2, "alert_history": 2,
         "notifications": 2, "notification_outbox": 2, "email_feedback": 2,
-        "ledger_items": 2, "audit_log": 1,
+        "ledger_items": 2, "audit_log": 1, "security_events": 0, "maintenance": 0,
+        "maintenance_notices": 0, "config_snapshots": 0,
     }  # fmt: skip
     for table in (call_records, health_checks, alert_history, ledger, notes.notifications):
         assert rows(engine, table) == 1, table.name
@@ -204,3 +205,47 @@ def test_config_rejects_negative_periods() -> None:
         IntegrationsConfig.model_validate({"retention": {"alert_history_days": -1}})
     with pytest.raises(ValidationError):
         IntegrationsConfig.model_validate({"retention": {"unknown_store_days": 3}})
+
+
+def test_security_maintenance_and_config_history_expire_but_the_latest_snapshot_stays(
+    store_url: str,
+) -> None:
+    from nura.core.stores.config_snapshots import config_snapshots
+    from nura.core.stores.maintenance import maintenance_notices, maintenance_windows
+    from nura.core.stores.security import security_events
+
+    engine = get_engine(store_url)
+    cfg = IntegrationsConfig.model_validate({})
+    window = {"service": "s3", "reason": "", "actor": "ops", "starts_at": OLD - DAY}
+    snapshot = {"digest": "d", "salt": "s", "entries": "{}", "source": "test"}
+    with engine.begin() as conn:
+        for ts in (OLD, RECENT):
+            conn.execute(insert(security_events).values(ts=ts, kind="ssrf", subject="t", count=1))
+            conn.execute(
+                insert(maintenance_notices).values(
+                    key=f"w{ts}:started", service="s3", kind="started", ts=ts
+                )
+            )
+        conn.execute(insert(maintenance_windows).values(**window, ends_at=OLD, created_at=OLD))
+        # Planned to run long, ended early: its end is when it was ended.
+        conn.execute(
+            insert(maintenance_windows).values(
+                **window, ends_at=NOW + DAY, ended_at=OLD, created_at=OLD
+            )
+        )
+        conn.execute(
+            insert(maintenance_windows).values(**window, ends_at=NOW + DAY, created_at=RECENT)
+        )  # in effect
+        # Both snapshots are old; the latest is the baseline of the next change: kept.
+        conn.execute(insert(config_snapshots).values(seq=1, ts=OLD - DAY, **snapshot))
+        conn.execute(insert(config_snapshots).values(seq=2, ts=OLD, **snapshot))
+
+    report = apply_retention(engine, cfg, NOW, actor="test")
+
+    counts = report.counts()
+    assert counts["security_events"] == 1 and counts["maintenance_notices"] == 1
+    assert counts["maintenance"] == 2 and counts["config_snapshots"] == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(config_snapshots.c.seq)).scalars().all() == [2]
+        assert conn.execute(select(maintenance_windows.c.created_at)).scalars().all() == [RECENT]
+    assert apply_retention(engine, cfg, NOW, actor="test").total == 0

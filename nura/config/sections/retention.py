@@ -71,6 +71,14 @@ class RetentionSettings(Section):
     audit_log_days: float = Field(
         default=365, ge=0, description="Audit log rows (operator actions, erasures) kept."
     )
+    security_events_days: float = Field(
+        default=30,
+        ge=0,
+        description="Security events (signature failures, replays, SSRF and budget refusals) "
+        "kept; security alerts look back minutes, their history is in the alert history. "
+        "Finished maintenance windows and old configuration snapshots follow "
+        "`alert_history_days`.",
+    )
 
     def health_days(self) -> float:
         """The health-check period the sweep applies (never inside the SLA window)."""

@@ -60,7 +60,14 @@ def test_signed_webhook_run_and_artifacts_are_visible_in_the_ui(stack):
         page.goto(f"{ui}/v2/deployments", timeout=120_000)
         page.get_by_text("git-ingest").first.wait_for(timeout=120_000)
         text = page.inner_text("body")
+        # The page shows 10 a page: find the others with its search box, as a user would.
         missing = [d for d in deployments if d not in text]
+        search = page.get_by_placeholder("Search deployments")
+        for name in list(missing):
+            search.fill(name)
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            missing.remove(name)
+        search.fill("")
         assert not missing, f"deployments page misses {missing}"
 
         page.goto(f"{ui}/v2/runs/flow-run/{run['id']}", timeout=120_000)

@@ -186,7 +186,9 @@ def test_adaptive_rate_converges_with_far_fewer_429s(prefect_server, nura_config
         f"adaptive: {adaptive.ok} ok, {adaptive.throttled} 429s"
     )
     calls = 2 * CALLS_EACH
-    assert fixed.ok == adaptive.ok == calls  # 429s are retried: the same work got done
+    # Adaptive: every call done. Fixed: a call may use up its 429 retry budget (10) at five
+    # times the hidden rate (119 of 120 in one run at load 8) - the cost adaptation removes.
+    assert adaptive.ok == calls and fixed.ok <= adaptive.ok
     assert fixed.throttled > calls  # the fixed limit runs at five times the hidden rate
     assert adaptive.throttled * 3 < fixed.throttled, (adaptive.throttled, fixed.throttled)
     assert {r for p in fixed.rates for r in p} == {CEILING_PER_MINUTE}  # disabled: never adjusted

@@ -300,15 +300,20 @@ async def ensure_pending_recovery(cfg: IntegrationsConfig) -> str | None:
     return PENDING_RECOVERY
 
 
-async def ensure_watch_automation() -> str:
+async def ensure_watch_automation() -> str | None:
     """The automation that runs `confluence-page-ingest` for the `confluence-watch` events
-    (after the deployments: it names the ingest's id). Created or updated by name."""
+    (after the deployments: it names the ingest's id). Created or updated by name; None
+    when the project deploys no page ingest (nothing for the events to run)."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
     from nura.confluence.watch import AUTOMATION, PAGE_INGEST, ingest_automation
 
     async with get_client() as client:
-        ingest = await client.read_deployment_by_name(PAGE_INGEST)
+        try:
+            ingest = await client.read_deployment_by_name(PAGE_INGEST)
+        except ObjectNotFound:
+            return None
         wanted = ingest_automation(ingest.id)
         existing = await client.read_automations_by_name(AUTOMATION)
         if existing:
@@ -510,6 +515,8 @@ def bootstrap(
     step("bedrock models")
     asyncio.run(apply_deployments(cfg, flows, report))
     step("deployments")
-    report.automations.append(asyncio.run(ensure_watch_automation()))
+    watch = asyncio.run(ensure_watch_automation())
+    if watch is not None:
+        report.automations.append(watch)
     step("watch automation")
     return report

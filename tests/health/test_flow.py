@@ -48,7 +48,7 @@ def run_flow_module(api_url: str) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,  # a hang guard: the flow took 100 s at load 26 (two more steps since issue 18)
         cwd=Path(__file__).parents[2],
     )
     assert done.returncode == 0, done.stderr[-3000:]

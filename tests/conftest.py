@@ -72,15 +72,11 @@ def prefect_server() -> Iterator[PrefectServer]:
         os.environ["PREFECT_API_URL"] = server.api_url
         # Threads (the rate-limit leaser's refill, task runners) read Prefect's
         # process-global settings context, hence that one is switched too.
-        from prefect.context import SettingsContext, _temporary_global_settings_context
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from tests.support.prefect_settings import prefect_settings
 
         try:
-            with temporary_settings({PREFECT_API_URL: server.api_url}):
-                ctx = SettingsContext.get()
-                assert ctx is not None
-                with _temporary_global_settings_context(ctx):
-                    yield server
+            with prefect_settings(server.api_url):
+                yield server
         finally:
             server.stop()
             if previous is None:

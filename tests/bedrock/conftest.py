@@ -86,20 +86,8 @@ def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
     set by the root fixture is not seen by clients made later; the token leaser's refill
     threads read the process-global context, hence both (as in tests/outgoing).
     """
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
-        temporary_settings,
-    )
+    from tests.support.prefect_settings import prefect_settings
 
     # Tests call the invoker outside flows too; its nested `notify` task logs then.
-    settings = {
-        PREFECT_API_URL: prefect_server.api_url,
-        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore",
-    }
-    with temporary_settings(settings):
-        ctx = SettingsContext.get()
-        assert ctx is not None
-        with _temporary_global_settings_context(ctx):
-            yield prefect_server
+    with prefect_settings(prefect_server.api_url, quiet_task_logs=True):
+        yield prefect_server

@@ -34,14 +34,10 @@ def fake_gitlab() -> Iterator[Any]:
 def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
     """The session server, also in Prefect's settings: the call layer leases its rate
     limits from it (threads read the process-global context, hence both)."""
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from tests.support.prefect_settings import prefect_settings
 
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        ctx = SettingsContext.get()
-        assert ctx is not None
-        with _temporary_global_settings_context(ctx):
-            yield prefect_server
+    with prefect_settings(prefect_server.api_url):
+        yield prefect_server
 
 
 @pytest.fixture

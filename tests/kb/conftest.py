@@ -34,22 +34,10 @@ def embed_standin(embed_server: BedrockStandIn) -> BedrockStandIn:
 def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
     """The shared Prefect server (rate limits are its global concurrency limits), also in
     the process-global settings context that the token leaser's threads read."""
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
-        temporary_settings,
-    )
+    from tests.support.prefect_settings import prefect_settings
 
-    settings = {
-        PREFECT_API_URL: prefect_server.api_url,
-        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore",
-    }
-    with temporary_settings(settings):
-        ctx = SettingsContext.get()
-        assert ctx is not None
-        with _temporary_global_settings_context(ctx):
-            yield prefect_server
+    with prefect_settings(prefect_server.api_url, quiet_task_logs=True):
+        yield prefect_server
 
 
 def kb_config_data(

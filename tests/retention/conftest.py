@@ -16,14 +16,10 @@ BUCKET = "kb-erase"
 def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
     """The session server, also in Prefect's global settings: the call layer's rate-limit
     leases run in threads, which read the process-global context."""
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from tests.support.prefect_settings import prefect_settings
 
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        ctx = SettingsContext.get()
-        assert ctx is not None
-        with _temporary_global_settings_context(ctx):
-            yield prefect_server
+    with prefect_settings(prefect_server.api_url):
+        yield prefect_server
 
 
 @pytest.fixture

@@ -21,14 +21,10 @@ def prefect_server(prefect_server):  # type: ignore[no-untyped-def]
 
     Threads (the call layer's rate-limit leaser) read the process-global context, hence both.
     """
-    from prefect.context import SettingsContext, _temporary_global_settings_context
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from tests.support.prefect_settings import prefect_settings
 
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-        ctx = SettingsContext.get()
-        assert ctx is not None
-        with _temporary_global_settings_context(ctx):
-            yield prefect_server
+    with prefect_settings(prefect_server.api_url):
+        yield prefect_server
 
 
 class ReceiverThread:

@@ -167,3 +167,15 @@ def stack() -> Iterator[tuple[Any, dict[str, Any]]]:
         yield s, s.up("--no-runs")
     finally:
         s.down()
+
+
+@pytest.fixture
+def slack() -> Iterator[Any]:
+    """A Slack incoming-webhook stand-in (the webhook sink) for alert and notice tests."""
+    from deployments.sandbox.webhook_sink import WebhookSink
+
+    server = WebhookSink().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -8,7 +8,6 @@ checks -> SLA -> retry undelivered notifications -> alert transitions -> deliver
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.integration
 RESPONSE_THRESHOLD = 5.0  # latency is not what this scenario is about
 ROUND = 300.0
 HOOK = "/slack/T0/B0/ONCALL"
-
-
-@pytest.fixture
-def slack() -> Iterator[WebhookSink]:
-    server = WebhookSink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _moto_ses_subjects() -> list[str]:

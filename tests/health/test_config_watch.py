@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ from nura.health.config_watch import Marker, check_config, diff, flatten
 pytestmark = pytest.mark.integration
 T0 = 1_800_000_000.0
 OLD_TOKEN, NEW_TOKEN = "tok-OLD-1f2e3d", "tok-NEW-9a8b7c"
-
-
-@pytest.fixture
-def slack() -> Iterator[WebhookSink]:
-    server = WebhookSink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _config(slack: WebhookSink, timeout: float | None = None) -> dict[str, Any]:

@@ -32,15 +32,6 @@ RESPONSE_THRESHOLD = 5.0  # latency is not what this scenario is about
 HOOK = "/slack/T0/B0/ONCALL"
 
 
-@pytest.fixture
-def slack() -> Iterator[WebhookSink]:
-    server = WebhookSink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -37,15 +36,6 @@ from tests.webhooks.helpers import (
 HOOK = "/slack/T0/B0/SECURITY"
 WINDOW = 10 * 60.0
 BAD_SECRET = "not-the-secret"
-
-
-@pytest.fixture
-def slack() -> Iterator[WebhookSink]:
-    server = WebhookSink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _receiver(engine: Any, clock: Clock) -> ReceiverThread:

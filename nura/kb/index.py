@@ -65,9 +65,18 @@ class Hit:
     labels: tuple[str, ...]
 
 
-def _quote(value: str) -> str:
+# One table pair per embedding model: f"{CHUNKS_PREFIX}{slug}", f"{DOCUMENTS_PREFIX}{slug}".
+CHUNKS_PREFIX, DOCUMENTS_PREFIX = "chunks_", "documents_"
+
+
+def sql_quote(value: str) -> str:
     """A SQL string literal (LanceDB filters are DataFusion SQL)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def doc_ids_clause(ids: list[str]) -> str:
+    """The SQL filter of the rows of these documents."""
+    return f"doc_id IN ({', '.join(sql_quote(i) for i in ids)})"
 
 
 def where_clause(filters: dict[str, Any] | None) -> str | None:
@@ -81,12 +90,12 @@ def where_clause(filters: dict[str, Any] | None) -> str | None:
     for key in ("space", "repo", "source"):
         value = filters.get(key)
         if value:
-            parts.append(f"{key} = {_quote(str(value))}")
+            parts.append(f"{key} = {sql_quote(str(value))}")
     labels = filters.get("labels")
     if labels:
         if isinstance(labels, str):
             labels = [labels]
-        listed = ", ".join(_quote(str(label)) for label in labels)
+        listed = ", ".join(sql_quote(str(label)) for label in labels)
         parts.append(f"array_has_any(labels, [{listed}])")
     return " AND ".join(parts) or None
 
@@ -118,8 +127,10 @@ class VectorIndex:
             ]
         )
         doc_schema = pa.schema([*provenance, ("digest", pa.string()), ("chunks", pa.int32())])
-        self.chunks = db.create_table(f"chunks_{slug}", schema=chunk_schema, exist_ok=True)
-        self.documents = db.create_table(f"documents_{slug}", schema=doc_schema, exist_ok=True)
+        self.chunks = db.create_table(f"{CHUNKS_PREFIX}{slug}", schema=chunk_schema, exist_ok=True)
+        self.documents = db.create_table(
+            f"{DOCUMENTS_PREFIX}{slug}", schema=doc_schema, exist_ok=True
+        )
 
     # -- writes --------------------------------------------------------------------------
     def upsert_document(
@@ -144,8 +155,7 @@ class VectorIndex:
         ids = list(dict.fromkeys(r["doc_id"] for r in records))
         with self._lock:
             for start in range(0, len(ids), _IN_BATCH):
-                listed = ", ".join(_quote(i) for i in ids[start : start + _IN_BATCH])
-                self.chunks.delete(f"doc_id IN ({listed})")
+                self.chunks.delete(doc_ids_clause(ids[start : start + _IN_BATCH]))
             if rows:
                 self.chunks.add(rows)
             (
@@ -171,7 +181,7 @@ class VectorIndex:
 
     def remove_document(self, doc_id: str) -> int:
         """Remove a document and its chunks; how many chunks there were."""
-        where = f"doc_id = {_quote(doc_id)}"
+        where = f"doc_id = {sql_quote(doc_id)}"
         with self._lock:
             count = int(self.chunks.count_rows(where))
             self.chunks.delete(where)
@@ -194,10 +204,9 @@ class VectorIndex:
         found: dict[str, str] = {}
         for start in range(0, len(ids), _IN_BATCH):
             batch = ids[start : start + _IN_BATCH]
-            listed = ", ".join(_quote(i) for i in batch)
             rows = (
                 self.documents.search()
-                .where(f"doc_id IN ({listed})")
+                .where(doc_ids_clause(batch))
                 .select(["doc_id", "digest"])
                 .limit(len(batch))
                 .to_list()
@@ -215,7 +224,7 @@ class VectorIndex:
         return {r["doc_id"] for r in query.limit(total).to_list()}
 
     def count_chunks(self, doc_id: str | None = None) -> int:
-        where = f"doc_id = {_quote(doc_id)}" if doc_id is not None else None
+        where = f"doc_id = {sql_quote(doc_id)}" if doc_id is not None else None
         return int(self.chunks.count_rows(where))
 
     def search(

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from nura.config.schema import IntegrationsConfig
+from nura.kb.index import CHUNKS_PREFIX, DOCUMENTS_PREFIX, doc_ids_clause
 
-TABLE_PREFIXES = ("chunks_", "documents_")  # one pair per embedding model (nura.kb.index)
+TABLE_PREFIXES = (CHUNKS_PREFIX, DOCUMENTS_PREFIX)  # one pair per embedding model
 
 
 def doc_ids(kind: str, page_id: str | None, keys: list[str]) -> list[str]:
@@ -54,17 +55,16 @@ def _tables(db: Any) -> Iterator[Any]:
             return
 
 
-def _where(ids: list[str]) -> str:
-    quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
-    return f"doc_id IN ({quoted})"
-
-
 def chunks_held(cfg: IntegrationsConfig, ids: list[str]) -> int:
     """Chunk rows of these documents, over every model's table."""
     db = _connect(cfg) if ids else None
     if db is None:
         return 0
-    return sum(int(t.count_rows(_where(ids))) for t in _tables(db) if t.name.startswith("chunks_"))
+    return sum(
+        int(t.count_rows(doc_ids_clause(ids)))
+        for t in _tables(db)
+        if t.name.startswith(CHUNKS_PREFIX)
+    )
 
 
 def remove(cfg: IntegrationsConfig, ids: list[str]) -> int:
@@ -75,14 +75,14 @@ def remove(cfg: IntegrationsConfig, ids: list[str]) -> int:
         return 0
     removed = 0
     for table in _tables(db):
-        held = int(table.count_rows(_where(ids)))
+        held = int(table.count_rows(doc_ids_clause(ids)))
         if not held:
             continue
-        table.delete(_where(ids))
+        table.delete(doc_ids_clause(ids))
         with warnings.catch_warnings():
             # LanceDB warns that dropping older versions can fail a concurrent reader:
             # wanted here (module docstring).
             warnings.simplefilter("ignore", UserWarning)
             table.optimize(cleanup_older_than=timedelta(0))
-        removed += held if table.name.startswith("chunks_") else 0
+        removed += held if table.name.startswith(CHUNKS_PREFIX) else 0
     return removed

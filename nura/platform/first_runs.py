@@ -150,7 +150,7 @@ def send_first_webhooks(state_dir: Path) -> dict[str, str]:
     )
     return {
         "git-ingest (signed webhook)": f"HTTP {git.status_code}",
-        "confluence-page-ingest (signed webhook)": f"HTTP {confluence.status_code}",
+        "confluence-watch -> page ingest (signed webhook)": f"HTTP {confluence.status_code}",
     }
 
 
@@ -175,8 +175,9 @@ def run_first_runs() -> dict[str, str]:
     return result
 
 
-# Started by the signed webhooks above, as in production.
-WEBHOOK_DEPLOYMENTS = ("git-ingest", "confluence-page-ingest")
+# Started by the signed webhooks above, as in production: the page event goes to the watch,
+# whose event the bootstrap automation turns into the page ingest run.
+WEBHOOK_DEPLOYMENTS = ("git-ingest", "confluence-watch", "confluence-page-ingest")
 FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 

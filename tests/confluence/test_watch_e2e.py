@@ -31,9 +31,9 @@ WATCH_ROUTE = "confluence-watch/confluence-watch"
 
 @pytest.fixture
 def watch_env(confluence: Any, moto_reset: str, prefect_server: Any, nura_config: Any, monkeypatch):
-    """Config (the test server, moto S3, a work pool of this test, webhooks routed to the
-    watch), the two deployments without schedules, the automation (bootstrapped three
-    times) and a process worker."""
+    """Config (the test server, moto S3, a work pool of this test, the packaged webhook
+    routing: page edits and trash to the watch), the two deployments without schedules, the
+    automation (bootstrapped three times) and a process worker."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from nura.config.loader import DEFAULT_PATH, load_config
@@ -60,10 +60,7 @@ def watch_env(confluence: Any, moto_reset: str, prefect_server: Any, nura_config
                     "process_pool_min_pages": 10_000,
                 },
             },
-            "webhooks": {
-                "incoming": {"confluence_updates": endpoint.model_dump(mode="json")},
-                "routing": {f"confluence.page.{e}": WATCH_ROUTE for e in ("updated", "trashed")},
-            },
+            "webhooks": {"incoming": {"confluence_updates": endpoint.model_dump(mode="json")}},
         }
     )
     _STARTED.append(datetime.now(UTC))
@@ -167,7 +164,8 @@ def _version(key: str) -> str | None:
 
 def _deliver_webhook(cfg: Any, tmp_path: Any, payload: dict[str, Any], delivery: str) -> None:
     """A delivery as the receiver stores it (the inbox), then dispatched to the Prefect
-    server by the real dispatcher (routing: `confluence.page.updated` -> the watch)."""
+    server by the real dispatcher (the packaged routing: `confluence.page.updated` -> the
+    watch)."""
     import json
 
     from nura.core.stores.db import get_engine
@@ -239,13 +237,38 @@ def test_edit_reaches_s3_within_two_polls_with_one_ingest_run(
     (hinted,) = _wait("the webhook's watch run", lambda: _finished(WATCH_ROUTE, page))
     assert hinted.state.is_completed(), hinted.state
 
+    # The other order: the webhook first (the watch reads the page: v3), then the poll.
+    confluence.edit(page)
+    delivered = datetime.now(UTC)
+    _deliver_webhook(cfg, tmp_path, forge, "watch-e2e-2")
+    _wait("the second webhook's watch run", lambda: len(_finished(WATCH_ROUTE, page)) == 2)
+    assert confluence_watch()["updated"] == 0  # the webhook's watch reported v3 already
+
     # Barrier: a later edit's event, ingested; every event before it was handled by then.
     confluence.edit(barrier)
     assert confluence_watch()["updated"] == 1
     _wait(
         "the barrier's ingest", lambda: _finished("confluence-sync/confluence-page-ingest", barrier)
     )
-    assert len(_runs("confluence-sync/confluence-page-ingest", page)) == 1
+    # v2 (poll, re-emitted, webhook) and v3 (webhook, poll): one ingest run each.
+    assert len(_runs("confluence-sync/confluence-page-ingest", page)) == 2
+    ingested = _wait(
+        "the v3 ingest", lambda: _finished("confluence-sync/confluence-page-ingest", page)
+    )
+    assert all(r.state.is_completed() for r in ingested)
+    assert _version(key) == "3"
+    watch_run = max(_runs(WATCH_ROUTE, page), key=lambda r: r.created)
+    ingest_run = max(ingested, key=lambda r: r.created)
+
+    def secs(a: datetime, b: datetime) -> str:
+        return f"{(b - a).total_seconds():.1f} s"
+
+    print(
+        f"webhook -> S3 object v3: {secs(delivered, ingest_run.end_time)} (watch run "
+        f"{secs(watch_run.created, watch_run.end_time)} from creation, ingest run created "
+        f"{secs(watch_run.end_time, ingest_run.created)} after it, ran "
+        f"{secs(ingest_run.created, ingest_run.end_time)} from creation)"
+    )
     assert _version(f"confluence/DOCS/{barrier}.md") == "2"
 
 

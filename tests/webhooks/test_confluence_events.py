@@ -29,6 +29,15 @@ from tests.confluence.conftest import confluence, sync_env  # noqa: F401 - fixtu
 from tests.webhooks.helpers import SECRET, generic_headers
 
 PAGE_INGEST = "confluence-sync/confluence-page-ingest"
+WATCH = "confluence-watch/confluence-watch"
+# What the watch can also see goes through it (one ingest run per page version, whichever
+# path saw it first); moves, restores and archiving keep the version: straight to the ingest.
+ROUTES = {
+    **{f"confluence.page.{e}": WATCH for e in ("created", "updated", "trashed", "removed")},
+    **{
+        f"confluence.page.{e}": PAGE_INGEST for e in ("restored", "moved", "archived", "unarchived")
+    },
+}
 
 
 def _forge(event: str, page_id: str, space: str | None, status: str = "current") -> dict:
@@ -99,7 +108,7 @@ def _app(tmp_path: Any) -> tuple[Any, Any, Any]:
 
 
 @pytest.mark.parametrize(("payload", "event_type", "space"), CASES)
-def test_every_page_event_is_accepted_and_routed_to_the_page_ingest(
+def test_every_page_event_is_accepted_and_routed(
     tmp_path: Any, payload: dict, event_type: str, space: str | None
 ) -> None:
     from nura.core.stores.inbox import get_entry
@@ -108,7 +117,7 @@ def test_every_page_event_is_accepted_and_routed_to_the_page_ingest(
     assert _post(app, payload, "d-1") == 202
     entry = get_entry(engine, "confluence_updates", "d-1")
     assert entry is not None and entry["event_type"] == event_type
-    assert cfg.webhooks.routing[event_type] == PAGE_INGEST
+    assert cfg.webhooks.routing[event_type] == ROUTES[event_type]
     stored = parse_payload(entry["body"], "application/json")
     assert flow_parameters(event_type, stored) == {"page_id": "1015809", "space": space}
 
@@ -129,18 +138,30 @@ def test_the_packaged_endpoint_is_confluence_cloud_only() -> None:
 
 
 def _dispatch_and_run(tmp_path: Any, payload: dict) -> dict:
-    """What the dispatcher does with a stored delivery: its flow's parameters; then the
-    flow run itself (in process)."""
+    """What the dispatcher does with a stored delivery: its flow's parameters; then, in
+    process, the routed flow and what follows it. Routed to the watch: the watch reads the
+    page and reports the change (its Prefect event and the automation are
+    tests/confluence/test_watch_e2e.py's), then the page ingest runs with the event's
+    payload, as the automation's parameters say."""
+    from datetime import UTC, datetime
+
     from flows.confluence_sync import confluence_sync
+    from nura.confluence.watch import WatchState, hint
     from nura.core.stores.inbox import get_entry
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     app, engine, cfg = _app(tmp_path)
     assert _post(app, payload, f"run-{id(payload)}") == 202
     entry = get_entry(engine, "confluence_updates", f"run-{id(payload)}")
-    assert entry is not None and cfg.webhooks.routing[entry["event_type"]] == PAGE_INGEST
+    assert entry is not None
+    route = cfg.webhooks.routing[entry["event_type"]]
+    assert route == ROUTES[entry["event_type"]]
     params = flow_parameters(entry["event_type"], parse_payload(entry["body"], "application/json"))
-    return dict(confluence_sync(**params))
+    if route == PAGE_INGEST:
+        return dict(confluence_sync(**params))
+    (change,) = hint(params["page_id"], WatchState(), datetime.now(UTC)).changes
+    event = change.payload()  # the automation: page_id and space from the event's payload
+    return dict(confluence_sync(page_id=event["page_id"], space=event["space"]))
 
 
 @pytest.mark.integration

@@ -21,11 +21,17 @@ Signature = Literal["id-timestamp-body", "legacy-body-only"]
 
 # Where each event type goes unless an endpoint says otherwise: "flow-name/deployment-name".
 PAGE_INGEST = "confluence-sync/confluence-page-ingest"
+WATCH = "confluence-watch/confluence-watch"
+# Page events the watch can also see (an edit, the trash, a purge) go through it: it reads
+# the page and emits the event a poll would, with the same id, so a page version that
+# arrives by both paths makes one ingest run. The others (a move or a restore keeps the
+# version; archiving) only come by webhook and go straight to the page ingest.
+WATCHED_PAGE_EVENTS = ("created", "updated", "trashed", "removed")
 DEFAULT_ROUTING = {
     "git.push": "git-ingest/git-ingest",
     # every Confluence page event (nura.webhooks.schemes.CONFLUENCE_PAGE_EVENTS)
     **{
-        f"confluence.page.{action}": PAGE_INGEST
+        f"confluence.page.{action}": WATCH if action in WATCHED_PAGE_EVENTS else PAGE_INGEST
         for action in "created updated trashed removed restored moved archived unarchived".split()
     },
 }

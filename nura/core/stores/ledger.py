@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -306,6 +307,12 @@ def _add_reserved_column(engine: Engine) -> None:
         _upgraded.add(key)
 
 
+@dataclass
+class _Transaction:
+    cursor: Any  # a DBAPI cursor
+    commit: bool = True
+
+
 class CostLedger:
     """Write calls and read spend; one instance per engine is enough (thread-safe)."""
 
@@ -350,6 +357,28 @@ class CostLedger:
         )
 
     # -- reservations ------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        """One transaction on a raw DBAPI connection (the money path's statements are
+        compiled once, no per-call SQLAlchemy execution overhead): committed when the block
+        ends (rolled back instead where it set `commit = False`); an exception invalidates
+        the connection, which discards the open transaction (nothing of it is committed)
+        and keeps a possibly broken connection out of the pool."""
+        raw = self.engine.raw_connection()
+        try:
+            tx = _Transaction(raw.cursor())
+            yield tx
+            tx.cursor.close()
+            if tx.commit:
+                raw.commit()
+            else:
+                raw.rollback()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()  # back to the pool
+
     def reserve(
         self,
         token: str,
@@ -366,9 +395,8 @@ class CostLedger:
         """
         ts = now if now is not None else utcnow_ts()
         refused: Hold | None = None
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
+        with self._transaction() as tx:
+            cursor = tx.cursor
             for hold in _sorted_holds(holds):
                 row = {"scope": hold.scope, "period": hold.period, "cost_pusd": 0, "calls": 0}
                 row |= {"reserved_pusd": 0, "updated_at": ts}
@@ -395,16 +423,7 @@ class CostLedger:
                 cursor.execute(
                     self._insert_reservation.sql, self._insert_reservation.params(reservation)
                 )
-            cursor.close()
-            if refused is None:
-                raw.commit()
-            else:
-                raw.rollback()
-        except BaseException:
-            raw.invalidate()
-            raise
-        finally:
-            raw.close()
+            tx.commit = refused is None  # a refusal holds nothing: roll back
         if refused is None:
             return None
         spent, reserved = self.held([(refused.scope, refused.period)])[
@@ -415,36 +434,17 @@ class CostLedger:
 
     def release(self, token: str) -> int:
         """Hand back a reservation no call will settle; the pico-dollars released."""
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            released = self._take(cursor, self._take_reservation, {"k_token": token})
-            cursor.close()
-            raw.commit()
-        except BaseException:
-            raw.invalidate()
-            raise
-        finally:
-            raw.close()
-        return released
+        with self._transaction() as tx:
+            return self._take(tx.cursor, self._take_reservation, {"k_token": token})
 
     def sweep(self, now: float | None = None) -> int:
         """Drop expired reservations (left by killed processes) from the totals; how many
         rows. The DELETE's RETURNING hands each row to exactly one sweeper or settler."""
         ts = now if now is not None else utcnow_ts()
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(self._take_expired.sql, self._take_expired.params({"k_now": ts}))
-            taken = cursor.fetchall()
-            self._unhold_rows(cursor, taken)
-            cursor.close()
-            raw.commit()
-        except BaseException:
-            raw.invalidate()
-            raise
-        finally:
-            raw.close()
+        with self._transaction() as tx:
+            tx.cursor.execute(self._take_expired.sql, self._take_expired.params({"k_now": ts}))
+            taken = tx.cursor.fetchall()
+            self._unhold_rows(tx.cursor, taken)
         return len(taken)
 
     def _take(self, cursor: Any, stmt: _Compiled, values: dict[str, Any]) -> int:
@@ -488,9 +488,8 @@ class CostLedger:
         row = {**vars(entry), "ts": ts}
         keys = list(periods(ts).values())
         totals: dict[tuple[str, str], int] = {}
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
+        with self._transaction() as tx:
+            cursor = tx.cursor
             # Both drivers open the transaction implicitly at the first INSERT.
             cursor.execute(self._insert.sql, self._insert.params(row))
             if settle is not None:
@@ -510,15 +509,6 @@ class CostLedger:
                 returned = cursor.fetchone()
                 assert returned is not None  # RETURNING answers one row per upsert
                 totals[(scope, key)] = int(returned[0])
-            cursor.close()
-            raw.commit()
-        except BaseException:
-            # Closing the DBAPI connection discards the open transaction (nothing of this
-            # call is committed) and keeps a possibly broken connection out of the pool.
-            raw.invalidate()
-            raise
-        finally:
-            raw.close()  # back to the pool
         return totals
 
     def spent(self, scopes: Iterable[str], ts: float | None = None) -> dict[tuple[str, str], int]:

@@ -310,20 +310,41 @@ def save_state(state: WatchState, etag: str | None) -> bool:
 
 
 def hint(
-    page_id: str, state: WatchState, now: datetime, *, client: ConfluenceClient | None = None
+    page_id: str,
+    state: WatchState,
+    now: datetime,
+    *,
+    spaces: list[str] | None = None,
+    client: ConfluenceClient | None = None,
 ) -> WatchResult:
     """A webhook named `page_id`: read the page (one call; the search index may not have
     the edit yet) and report its version as a poll would, so a webhook and a poll that see
-    the same version make the same event (the same id: one ingest run)."""
+    the same version make the same event (the same id: one ingest run).
+
+    A page of a space not in `spaces` (default: the configured spaces) makes no event: a
+    site sends the events of every space, and the poll does not watch that one either.
+    The spaces' ids are looked up once (one more call) and kept in the state."""
     client = (client or ConfluenceClient.from_config()).scoped()
+    keys = list(spaces or get_config().external_services.confluence.spaces)
     before = state.to_json()
+    missing = [key for key in keys if key not in state.space_ids]
+    if missing:
+        found = client.get_spaces(missing)
+        state.space_ids.update({key: str(space["id"]) for key, space in found.items()})
     page = client.get_page_any(page_id, body=False)
     version = int(((page or {}).get("version") or {}).get("number") or 0)
-    by_id = {v: k for k, v in state.space_ids.items()}
+    by_id = {state.space_ids[k]: k for k in keys if k in state.space_ids}
     space = by_id.get(str((page or {}).get("spaceId")), "")
     title = str((page or {}).get("title", ""))
     changes: list[PageChange] = []
-    if page is not None and page.get("status") == "current":
+    if page is not None and not space:
+        logger.info(
+            "page %s is in space id %s, which is not watched (%s): no event",
+            page_id,
+            str(page.get("spaceId"))[:40],
+            ", ".join(keys),
+        )
+    elif page is not None and page.get("status") == "current":
         known = state.seen.get(page_id)
         if not known or int(known[0]) < version:
             when = (page.get("version") or {}).get("createdAt") or iso(now)
@@ -350,7 +371,7 @@ def run_watch(
     emitted: dict[str, PageChange] = {}
     for attempt in range(1, STATE_ATTEMPTS + 1):
         state, etag = load_state()
-        result = hint(str(page_id), state, now) if page_id else poll(keys, state, now)
+        result = hint(str(page_id), state, now, spaces=keys) if page_id else poll(keys, state, now)
         emit_changes(result.changes, now)
         emitted.update((c.key, c) for c in result.changes)
         if not result.state_changed or save_state(result.state, etag):

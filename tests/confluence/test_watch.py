@@ -15,6 +15,7 @@ OVERLAP = timedelta(minutes=2)
 EVERY_POLL = timedelta(0)
 T0 = datetime(2026, 12, 7, 14, 0, 10, tzinfo=UTC)
 SEARCH = "GET /wiki/rest/api/content/search"
+WATCHED = ["TECH", "DOCS"]
 LISTING = "GET /wiki/api/v2/pages"
 
 
@@ -43,9 +44,7 @@ def calls(server) -> int:
 
 
 def run(client, state, now, trash_every=timedelta(minutes=5)):
-    return poll(
-        ["TECH", "DOCS"], state, now, client=client, overlap=OVERLAP, trash_every=trash_every
-    )
+    return poll(WATCHED, state, now, client=client, overlap=OVERLAP, trash_every=trash_every)
 
 
 def ids(server, space: str) -> list[str]:
@@ -180,7 +179,7 @@ def test_a_webhook_hint_and_a_poll_report_one_version_once(site, make_client) ->
     run(client, state, clock.advance(60), EVERY_POLL)
     a, b = ids(server, "TECH")[:2]
     server.edit(a)
-    first = hint(a, state, clock.advance(1), client=client)
+    first = hint(a, state, clock.advance(1), spaces=WATCHED, client=client)
     assert [(c.kind, c.key, c.space) for c in first.changes] == [
         ("updated", f"confluence-page:{a}:2", "TECH")
     ]
@@ -189,8 +188,29 @@ def test_a_webhook_hint_and_a_poll_report_one_version_once(site, make_client) ->
     server.edit(b)
     polled = run(client, state, clock.advance(30)).changes
     assert [c.key for c in polled] == [f"confluence-page:{b}:2"]
-    assert hint(b, state, clock.advance(1), client=client).changes == []
+    assert hint(b, state, clock.advance(1), spaces=WATCHED, client=client).changes == []
     server.trash(b)
-    gone = hint(b, state, clock.advance(1), client=client).changes
+    gone = hint(b, state, clock.advance(1), spaces=WATCHED, client=client).changes
     assert [(c.kind, c.key) for c in gone] == [("removed", f"confluence-page:{b}:2:removed")]
     assert run(client, state, clock.advance(60), EVERY_POLL).changes == []  # trash: known
+
+
+def test_a_webhook_for_a_space_not_watched_makes_no_event(site, make_client) -> None:
+    """A site sends the events of every space: a page of ARCH (not watched) is read, and
+    nothing is reported; the watched spaces' ids are looked up once, then kept."""
+    from nura.confluence.watch import hint
+
+    server, clock = site
+    client = make_client(server)
+    state = WatchState()  # no poll yet: the space ids are not known
+    other, ours = ids(server, "ARCH")[0], ids(server, "DOCS")[0]
+    server.edit(other)
+    server.edit(ours)
+    server.stats.clear()
+    assert hint(other, state, clock.advance(1), spaces=WATCHED, client=client).changes == []
+    assert server.stats["requests"] == 2  # the watched spaces' ids, then the page
+    (change,) = hint(ours, state, clock.advance(1), spaces=WATCHED, client=client).changes
+    assert (change.kind, change.space, change.version) == ("updated", "DOCS", 2)
+    assert server.stats["requests"] == 3  # the ids were kept: the page only
+    server.trash(other)
+    assert hint(other, state, clock.advance(1), spaces=WATCHED, client=client).changes == []

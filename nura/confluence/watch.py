@@ -372,12 +372,13 @@ def run_watch(
     for attempt in range(1, STATE_ATTEMPTS + 1):
         state, etag = load_state()
         result = hint(str(page_id), state, now, spaces=keys) if page_id else poll(keys, state, now)
-        emit_changes(result.changes, now)
-        emitted.update((c.key, c) for c in result.changes)
+        fresh = [c for c in result.changes if c.key not in emitted]  # not sent by this run
+        emit_changes(fresh, now)
+        emitted.update((c.key, c) for c in fresh)
         if not result.state_changed or save_state(result.state, etag):
             break
-        # Another watch run saved first: poll again on its state. What this attempt
-        # emitted is emitted again only if still new there, with the same ids (dropped).
+        # Another watch run saved first: poll again on its state (what this run already
+        # sent is recorded in the state again, not sent twice).
         logger.info("the watch state changed meanwhile (attempt %d): reading it again", attempt)
     else:
         raise WatchStateConflict(

@@ -6,6 +6,14 @@
 Each new connection goes to the next backend that accepts it; a backend that refuses is
 skipped for `--down-for` seconds. A connection stays on its backend (HTTP keep-alive), so
 a backend that dies drops its connections and the clients' retries land on the others.
+
+A connection whose first request is idempotent (GET, HEAD, OPTIONS, its whole head in the
+first read) and whose backend closes before answering a byte - it died after accepting -
+is replayed on the next backend, as nginx's default `proxy_next_upstream error` does. A
+WebSocket handshake is such a GET, and Prefect's events client does not retry a handshake
+that got no response (`InvalidMessage`): a process worker then crashes the run it was
+submitting (seen in the HA fault test when an API server was killed). Anything else
+(a POST the dead backend may have acted on) is not replayed: the client sees the close.
 Hand-rolled (about what HAProxy's `balance roundrobin` does) because `nura ha up` must run
 wherever Python does and the machine has no nginx/HAProxy; production puts any HTTP load
 balancer with health checks here (docs/scale-out.md).
@@ -48,6 +56,14 @@ class Balancer:
         return up + [b for b in ring if b not in up]  # all down: try them anyway
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            first = await reader.read(65536)
+        except (ConnectionError, OSError):
+            first = b""
+        if not first:
+            _close(writer)
+            return
+        replayable = _replayable(first)
         for backend in self._order():
             try:
                 up_reader, up_writer = await asyncio.wait_for(
@@ -56,14 +72,48 @@ class Balancer:
             except (OSError, TimeoutError):
                 self._down_until[backend] = time.monotonic() + self.down_for
                 continue
+            answer = b""
+            try:
+                up_writer.write(first)
+                await up_writer.drain()
+                if replayable:  # the whole request was sent: wait for the answer to begin
+                    answer = await up_reader.read(65536)
+            except (ConnectionError, OSError):
+                pass
+            if replayable and not answer:  # closed without a byte: it died; try the next
+                self._down_until[backend] = time.monotonic() + self.down_for
+                _close(up_writer)
+                continue
+            try:
+                writer.write(answer)
+                await writer.drain()
+            except (ConnectionError, OSError):
+                _close(up_writer)
+                return
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
             return
-        writer.close()  # no backend: the client sees the connection close
+        _close(writer)  # no backend: the client sees the connection close
 
     async def serve(self, host: str, port: int) -> None:
         server = await asyncio.start_server(self.handle, host, port, backlog=1024)
         async with server:
             await server.serve_forever()
+
+
+def _replayable(first: bytes) -> bool:
+    """An idempotent request without a body that came in whole (its head ends the read)."""
+    if first.split(b" ", 1)[0] not in (b"GET", b"HEAD", b"OPTIONS"):
+        return False
+    head = first.lower()
+    has_body = b"transfer-encoding:" in head or (
+        b"content-length:" in head and b"content-length: 0\r\n" not in head
+    )
+    return first.endswith(b"\r\n\r\n") and not has_body
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+        writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,8 +124,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     except (ConnectionError, OSError):
         pass
     finally:
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            writer.close()
+        _close(writer)
 
 
 def main(argv: list[str] | None = None) -> None:

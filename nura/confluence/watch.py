@@ -59,7 +59,6 @@ logger = logging.getLogger("nura.confluence.watch")
 UPDATED = "confluence.page.updated"
 REMOVED = "confluence.page.removed"
 AUTOMATION = "nura-confluence-watch-ingest"
-PAGE_INGEST = "confluence-sync/confluence-page-ingest"
 _NS = uuid.UUID("0d6c51f2-7f43-4b8e-9c3a-2f1f8f0b6a77")
 STATE_SCHEMA = 1
 STATE_ATTEMPTS = 5  # conditional writes of the state before giving up

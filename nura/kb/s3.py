@@ -246,9 +246,12 @@ def get_json(key: str) -> Any | None:
     return get_json_tagged(key)[0]
 
 
+def _json_body(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+
+
 def put_json(key: str, data: Any) -> None:
-    body = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
-    put_document(key, body, {}, content_type="application/json")
+    put_document(key, _json_body(data), {}, content_type="application/json")
 
 
 def get_json_tagged(key: str) -> tuple[Any | None, str | None]:
@@ -271,7 +274,7 @@ def put_json_if(key: str, data: Any, etag: str | None) -> bool:
     writer came first (412, or 409 for a conditional write racing another): read again."""
     kb = knowledge_base()
     client = aws_client("s3")
-    body = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
+    body = _json_body(data)
     args: dict[str, Any] = {
         "Bucket": kb.bucket,
         "Key": key,

@@ -307,7 +307,8 @@ async def ensure_watch_automation() -> str | None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from nura.confluence.watch import AUTOMATION, PAGE_INGEST, ingest_automation
+    from nura.config.sections.webhooks import PAGE_INGEST
+    from nura.confluence.watch import AUTOMATION, ingest_automation
 
     async with get_client() as client:
         try:

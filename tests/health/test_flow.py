@@ -16,13 +16,18 @@ pytestmark = pytest.mark.integration
 RESPONSE_THRESHOLD = 5.0  # the default: this test is about the run, not latency
 
 
-def _artifact(key: str):
+def _artifact(key: str, flow_run_id=None):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
+    run = ArtifactFilterFlowRunId(any_=[flow_run_id]) if flow_run_id else None
     with get_client(sync_client=True) as client:
         return client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=run)
         )
 
 
